@@ -1,0 +1,326 @@
+// Package strictyaml decodes YAML configuration files strictly and reports
+// every problem at once, each with the file, the line, the field and a fix.
+//
+// gopkg.in/yaml.v3's KnownFields stops at a terse "field x not found in type
+// y"; an administrator editing Boottorrent.yaml wants the dotted key, the
+// line and the keys that would be valid, so this package walks the node tree
+// itself before decoding.
+package strictyaml
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Problem is one thing wrong with a configuration file.
+type Problem struct {
+	File  string // path of the file, as the user named it
+	Line  int    // 1-based line, 0 when unknown
+	Field string // dotted key, e.g. "dhcp.mode"; empty for the whole file
+	Msg   string // what is wrong and what would be valid
+}
+
+func (p Problem) String() string {
+	var b strings.Builder
+	b.WriteString(p.File)
+	if p.Line > 0 {
+		fmt.Fprintf(&b, ":%d", p.Line)
+	}
+	b.WriteString(": ")
+	if p.Field != "" {
+		b.WriteString(p.Field)
+		b.WriteString(": ")
+	}
+	b.WriteString(p.Msg)
+	return b.String()
+}
+
+// Problems is a list of problems; as an error it prints one per line.
+type Problems []Problem
+
+func (ps Problems) Error() string {
+	lines := make([]string, len(ps))
+	for i, p := range ps {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Sort orders problems by file, then line, then field.
+func (ps Problems) Sort() {
+	sort.SliceStable(ps, func(i, j int) bool {
+		a, b := ps[i], ps[j]
+		if a.File != b.File {
+			return a.File < b.File
+		}
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		return a.Field < b.Field
+	})
+}
+
+// Err returns nil for an empty list, else the sorted list as an error.
+func (ps Problems) Err() error {
+	if len(ps) == 0 {
+		return nil
+	}
+	ps.Sort()
+	return ps
+}
+
+// Lines maps a dotted key ("boot.menu", "machines.aa:bb:..") to the line
+// where it was written, so that later validation can point at it.
+type Lines map[string]int
+
+// Line returns the line of key, or of its nearest written parent.
+func (l Lines) Line(key string) int {
+	for key != "" {
+		if n, ok := l[key]; ok {
+			return n
+		}
+		i := strings.LastIndexByte(key, '.')
+		if i < 0 {
+			break
+		}
+		key = key[:i]
+	}
+	return 0
+}
+
+// Parse reads exactly one YAML document from data. An empty file yields a
+// nil node and no error. A second document is an error: a stray "---" in a
+// config file is almost always a paste mistake.
+func Parse(file string, data []byte) (*yaml.Node, Problems) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		return nil, Problems{syntaxProblem(file, err)}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, Problems{{File: file, Line: extra.Line, Msg: "a second YAML document follows the first; remove the extra '---' and what follows it"}}
+	} else if !errors.Is(err, io.EOF) {
+		return nil, Problems{syntaxProblem(file, err)}
+	}
+	if len(doc.Content) == 0 {
+		return nil, nil
+	}
+	return doc.Content[0], nil
+}
+
+var lineRe = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+func syntaxProblem(file string, err error) Problem {
+	msg := err.Error()
+	if m := lineRe.FindStringSubmatch(msg); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return Problem{File: file, Line: n, Msg: "YAML syntax: " + m[2]}
+	}
+	return Problem{File: file, Msg: "YAML syntax: " + strings.TrimPrefix(msg, "yaml: ")}
+}
+
+// Decode checks node against the yaml tags of out (a pointer to a struct),
+// reporting unknown keys and duplicate keys with the valid alternatives,
+// then decodes into out, which should hold the defaults already: keys absent
+// from the file keep them. Type errors are reported with their lines.
+// Fields of type map[string]T are checked per entry against T.
+func Decode(file string, node *yaml.Node, out any) (Lines, Problems) {
+	lines := Lines{}
+	if node == nil {
+		return lines, nil
+	}
+	var ps Problems
+	if node.Kind != yaml.MappingNode {
+		return lines, Problems{{File: file, Line: node.Line, Msg: "the file must be a mapping of keys to values (key: value)"}}
+	}
+	walk(file, node, reflect.TypeOf(out).Elem(), "", lines, &ps)
+	if len(ps) > 0 {
+		return lines, ps
+	}
+	if err := node.Decode(out); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			for _, e := range te.Errors {
+				ps = append(ps, typeProblem(file, e))
+			}
+		} else {
+			ps = append(ps, Problem{File: file, Line: node.Line, Msg: err.Error()})
+		}
+	}
+	return lines, ps
+}
+
+var typeRe = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+// typeProblem rewrites yaml.v3's "cannot unmarshal !!str `abc` into int"
+// into words an administrator can act on.
+func typeProblem(file, e string) Problem {
+	p := Problem{File: file}
+	if m := typeRe.FindStringSubmatch(e); m != nil {
+		p.Line, _ = strconv.Atoi(m[1])
+		e = m[2]
+	}
+	r := strings.NewReplacer(
+		"cannot unmarshal !!str", "a text value",
+		"cannot unmarshal !!int", "a number",
+		"cannot unmarshal !!bool", "a true/false value",
+		"cannot unmarshal !!seq", "a list",
+		"cannot unmarshal !!map", "a mapping",
+		"cannot unmarshal !!float", "a decimal number",
+		"into int", "is not valid here: a whole number is expected",
+		"into bool", "is not valid here: true or false is expected",
+		"into string", "is not valid here: a text value is expected",
+		"into []string", "is not valid here: a list of text values is expected",
+	)
+	p.Msg = r.Replace(e)
+	return p
+}
+
+// Unmarshaler is implemented by field types that check their own node (for
+// example durations); walk does not descend into them.
+var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+
+func walk(file string, node *yaml.Node, t reflect.Type, prefix string, lines Lines, ps *Problems) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if node.Kind != yaml.MappingNode {
+			if node.Tag == "!!null" {
+				return
+			}
+			*ps = append(*ps, Problem{File: file, Line: node.Line, Field: prefix,
+				Msg: fmt.Sprintf("must be a mapping with the keys %s", strings.Join(keysOf(t), ", "))})
+			return
+		}
+		fields := fieldsOf(t)
+		seen := map[string]int{}
+		for i := 0; i+1 < len(node.Content); i += 2 {
+			k, v := node.Content[i], node.Content[i+1]
+			key := join(prefix, k.Value)
+			if first, dup := seen[k.Value]; dup {
+				*ps = append(*ps, Problem{File: file, Line: k.Line, Field: key,
+					Msg: fmt.Sprintf("written twice (first on line %d); keep one", first)})
+				continue
+			}
+			seen[k.Value] = k.Line
+			lines[key] = k.Line
+			ft, ok := fields[k.Value]
+			if !ok {
+				msg := fmt.Sprintf("unknown key; valid keys here are %s", strings.Join(keysOf(t), ", "))
+				if s := closest(k.Value, keysOf(t)); s != "" {
+					msg = fmt.Sprintf("unknown key; did you mean %q? Valid keys here are %s", s, strings.Join(keysOf(t), ", "))
+				}
+				*ps = append(*ps, Problem{File: file, Line: k.Line, Field: key, Msg: msg})
+				continue
+			}
+			walk(file, v, ft, key, lines, ps)
+		}
+	case reflect.Map:
+		if node.Kind != yaml.MappingNode {
+			return // type error reported by Decode
+		}
+		seen := map[string]int{}
+		for i := 0; i+1 < len(node.Content); i += 2 {
+			k, v := node.Content[i], node.Content[i+1]
+			key := join(prefix, k.Value)
+			if first, dup := seen[k.Value]; dup {
+				*ps = append(*ps, Problem{File: file, Line: k.Line, Field: key,
+					Msg: fmt.Sprintf("written twice (first on line %d); keep one", first)})
+				continue
+			}
+			seen[k.Value] = k.Line
+			lines[key] = k.Line
+			walk(file, v, t.Elem(), key, lines, ps)
+		}
+	case reflect.Slice:
+		if node.Kind != yaml.SequenceNode {
+			return
+		}
+		for i, item := range node.Content {
+			key := fmt.Sprintf("%s[%d]", prefix, i)
+			lines[key] = item.Line
+			walk(file, item, t.Elem(), key, lines, ps)
+		}
+	}
+}
+
+func join(prefix, key string) string {
+	if prefix == "" {
+		return key
+	}
+	return prefix + "." + key
+}
+
+func fieldsOf(t reflect.Type) map[string]reflect.Type {
+	m := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		m[name] = f.Type
+	}
+	return m
+}
+
+func keysOf(t reflect.Type) []string {
+	var ks []string
+	for k := range fieldsOf(t) {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// closest suggests a valid key at edit distance ≤ 2 from a mistyped one.
+func closest(s string, valid []string) string {
+	best, bestD := "", 3
+	for _, v := range valid {
+		if d := editDistance(strings.ToLower(s), v); d < bestD {
+			best, bestD = v, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
