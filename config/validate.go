@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
 )
 
 // resolve fills the host-dependent defaults and checks that what the file
