@@ -1,0 +1,174 @@
+// Package bootapi is the contract between the boottorrent server and the
+// boot client running as /init: the HTTP paths of the one listener and the
+// JSON documents they carry. It imports only the standard library, since it
+// is linked into the client that every machine loads over the network.
+package bootapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+)
+
+// Paths on the server's HTTP listener (server.http_port).
+const (
+	PathBootScript      = "/boot.ipxe"        // GET ?mac=…: iPXE script (netboot)
+	PathClientKernel    = "/client/vmlinuz"   // boot client kernel, Range (netboot)
+	PathClientInitramfs = "/client/initramfs" // boot client initramfs, Range (netboot)
+	PathBoot            = "/api/v1/boot"      // GET ?mac=…: Boot (netboot)
+	PathPeers           = "/api/v1/peers"     // GET ?os=…&mac=…: Peers (netboot)
+	PathReport          = "/api/v1/report"    // POST Report (netboot)
+	PathMachines        = "/api/v1/machines"  // GET: []Machine (netboot)
+	PathOSList          = "/api/v1/oss"       // GET: []OS (seeder)
+	PathTorrents        = "/torrents/"        // /torrents/<name>.torrent (seeder)
+	PathWebSeed         = "/oss/"             // /oss/<name>/<file>, BEP 19 web seed (seeder)
+	PathAnnounce        = "/announce"         // HTTP tracker (seeder)
+	PathScrape          = "/scrape"           // HTTP tracker scrape (seeder)
+)
+
+// Kernel command line keys the iPXE script passes to the boot client.
+const (
+	ArgServer = "boottorrent.server" // http://IP:PORT of the HTTP listener
+	ArgMAC    = "boottorrent.mac"    // MAC of the booting NIC (iPXE ${net0/mac})
+)
+
+// OS is one bootable operating system as the server offers it.
+type OS struct {
+	Name     string   `json:"name"`
+	DispName string   `json:"dispname"`
+	Method   string   `json:"method"` // kexec, bin, qemu
+	Size     int64    `json:"size"`
+	InfoHash string   `json:"info_hash"` // hex; empty until hashed
+	Magnet   string   `json:"magnet,omitempty"`
+	Torrent  string   `json:"torrent"` // path of the .torrent on the listener
+	Kernel   string   `json:"kernel,omitempty"`
+	Initrd   string   `json:"initrd,omitempty"`
+	Cmdline  string   `json:"cmdline,omitempty"`
+	Bin      string   `json:"bin,omitempty"`
+	BinArgs  []string `json:"binargs,omitempty"`
+	Args     []string `json:"args,omitempty"`
+	Files    []string `json:"files"`
+}
+
+// Boot is what a client needs to show its menu: GET PathBoot?mac=MAC.
+type Boot struct {
+	MAC       string   `json:"mac"`
+	Machine   string   `json:"machine,omitempty"`   // name from machines:
+	PinnedOS  string   `json:"pinned_os,omitempty"` // machines: entry's OS: boot it without the menu
+	DefaultOS string   `json:"default_os"`          // booted when the countdown ends
+	TimeoutMS int64    `json:"timeout_ms"`          // 0 boots at once; <0 waits forever
+	SeedMS    int64    `json:"seed_time_ms"`        // seed this long after completing
+	ReportMS  int64    `json:"report_interval_ms"`  // how often to POST a Report
+	Trackers  []string `json:"trackers,omitempty"`  // announce URLs besides the torrent's
+	Menu      []OS     `json:"menu"`
+}
+
+// Timeout is TimeoutMS as a duration.
+func (b *Boot) Timeout() time.Duration { return time.Duration(b.TimeoutMS) * time.Millisecond }
+
+// SeedTime is SeedMS as a duration.
+func (b *Boot) SeedTime() time.Duration { return time.Duration(b.SeedMS) * time.Millisecond }
+
+// Peers answers PathPeers: BitTorrent peers ("ip:port") to dial at once,
+// the server's seeder first, then other machines booting the same OS.
+type Peers struct {
+	Peers []string `json:"peers"`
+}
+
+// Stages a machine goes through, in order. The server records the first
+// stages from what it sees (DHCP, TFTP, HTTP); the client reports the rest.
+const (
+	StageDHCP     = "dhcp"     // PXE DHCP answered
+	StageTFTP     = "tftp"     // iPXE fetched over TFTP
+	StageIPXE     = "ipxe"     // boot script fetched
+	StageClient   = "client"   // client kernel/initramfs fetched
+	StageNetwork  = "network"  // client: drivers, link, lease
+	StageMenu     = "menu"     // client: showing the menu
+	StageDownload = "download" // client: downloading the OS
+	StageSeeding  = "seeding"  // client: complete, seeding before boot
+	StageBooting  = "booting"  // client: kexec / exec / qemu
+	StageFailed   = "failed"   // client: an error it could not recover from alone
+)
+
+// Report is POSTed by the client to PathReport every ReportMS and at every
+// stage change.
+type Report struct {
+	MAC        string  `json:"mac"`
+	Stage      string  `json:"stage"`
+	OS         string  `json:"os,omitempty"`
+	ListenPort int     `json:"listen_port,omitempty"` // client's BitTorrent port
+	BytesTotal int64   `json:"bytes_total,omitempty"`
+	BytesDone  int64   `json:"bytes_done,omitempty"`
+	FromPeers  int64   `json:"from_peers,omitempty"`   // payload bytes from other clients
+	FromSeeder int64   `json:"from_seeder,omitempty"`  // payload bytes from the server's seeder
+	FromWeb    int64   `json:"from_webseed,omitempty"` // payload bytes from the web seed
+	Uploaded   int64   `json:"uploaded,omitempty"`
+	Peers      int     `json:"peers,omitempty"`
+	RateBps    float64 `json:"rate_bps,omitempty"`
+	Message    string  `json:"message,omitempty"` // what failed and what to check
+}
+
+// MaxReportBytes bounds a report's body; the server refuses larger ones.
+const MaxReportBytes = 16 << 10
+
+// Validate checks a report that arrived from the network.
+func (r *Report) Validate() error {
+	if _, err := net.ParseMAC(r.MAC); err != nil {
+		return fmt.Errorf("mac %q: %w", r.MAC, err)
+	}
+	switch r.Stage {
+	case StageNetwork, StageMenu, StageDownload, StageSeeding, StageBooting, StageFailed, StageClient:
+	default:
+		return fmt.Errorf("unknown stage %q", r.Stage)
+	}
+	if r.BytesTotal < 0 || r.BytesDone < 0 || r.FromPeers < 0 || r.FromSeeder < 0 || r.FromWeb < 0 || r.Uploaded < 0 || r.Peers < 0 {
+		return errors.New("negative counter")
+	}
+	if r.ListenPort < 0 || r.ListenPort > 65535 {
+		return fmt.Errorf("listen_port %d out of range", r.ListenPort)
+	}
+	if len(r.OS) > 64 || len(r.Message) > 1024 {
+		return errors.New("os or message too long")
+	}
+	return nil
+}
+
+// DecodeReport reads and validates one report body.
+func DecodeReport(body io.Reader) (*Report, error) {
+	var r Report
+	dec := json.NewDecoder(io.LimitReader(body, MaxReportBytes+1))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("decode report: %w", err)
+	}
+	r.MAC = strings.ToLower(r.MAC)
+	return &r, r.Validate()
+}
+
+// Machine is one machine as the server knows it: GET PathMachines.
+type Machine struct {
+	MAC        string    `json:"mac"`
+	IP         string    `json:"ip,omitempty"`
+	Name       string    `json:"name,omitempty"`
+	Arch       string    `json:"arch,omitempty"`
+	Stage      string    `json:"stage"`
+	OS         string    `json:"os,omitempty"`
+	Progress   float64   `json:"progress"` // 0..1 of the OS download
+	BytesTotal int64     `json:"bytes_total"`
+	BytesDone  int64     `json:"bytes_done"`
+	FromPeers  int64     `json:"from_peers"`
+	FromSeeder int64     `json:"from_seeder"`
+	FromWeb    int64     `json:"from_webseed"`
+	Uploaded   int64     `json:"uploaded"`
+	Peers      int       `json:"peers"`
+	RateBps    float64   `json:"rate_bps"`
+	Message    string    `json:"message,omitempty"`
+	FirstSeen  time.Time `json:"first_seen"`
+	LastSeen   time.Time `json:"last_seen"`
+	// Stages holds when each stage was first reached.
+	Stages map[string]time.Time `json:"stages"`
+}
