@@ -123,7 +123,7 @@ type Duration struct{ time.Duration }
 // hint, since "10" could mean seconds or nanoseconds.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: must be a duration such as 10s, 1m or 0s", n.Line)
+		return typeErr(n, "must be a duration such as 10s, 1m or 0s")
 	}
 	v, err := time.ParseDuration(strings.TrimSpace(n.Value))
 	if err != nil {
@@ -131,10 +131,16 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 		if _, e := fmt.Sscanf(n.Value, "%d", new(int)); e == nil {
 			hint = fmt.Sprintf(" (write %ss for seconds)", strings.TrimSpace(n.Value))
 		}
-		return fmt.Errorf("line %d: %q is not a duration; use a number with a unit such as 10s, 1m or 0s%s", n.Line, n.Value, hint)
+		return typeErr(n, fmt.Sprintf("%q is not a duration; use a number with a unit such as 10s, 1m or 0s%s", n.Value, hint))
 	}
 	d.Duration = v
 	return nil
+}
+
+// typeErr reports a bad value as a *yaml.TypeError, which yaml.v3 collects
+// and continues past, so that every problem of a file is reported at once.
+func typeErr(n *yaml.Node, msg string) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, msg)}}
 }
 
 // MarshalYAML writes the duration as a string.

@@ -51,6 +51,8 @@ type OS struct {
 	// sorted, config.yaml included. They make up the OS's torrent.
 	Files []string
 	Size  int64 // sum of the sizes of Files
+
+	lines strictyaml.Lines // where each key was written, for messages
 }
 
 // Args is a list of arguments written either as a YAML list or as one
@@ -64,7 +66,7 @@ func (a *Args) UnmarshalYAML(n *yaml.Node) error {
 	case yaml.ScalarNode:
 		words, err := splitWords(n.Value)
 		if err != nil {
-			return fmt.Errorf("line %d: %v", n.Line, err)
+			return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %v", n.Line, err)}}
 		}
 		*a = words
 		return nil
@@ -76,7 +78,7 @@ func (a *Args) UnmarshalYAML(n *yaml.Node) error {
 		*a = l
 		return nil
 	}
-	return fmt.Errorf("line %d: must be a text value or a list of text values", n.Line)
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: must be a text value or a list of text values", n.Line)}}
 }
 
 func splitWords(s string) ([]string, error) {
@@ -220,7 +222,7 @@ func Parse(cfgPath string, data []byte) (*OS, strictyaml.Problems) {
 		ps = append(ps, strictyaml.Problem{File: cfgPath, Line: lines.Line(field), Field: field, Msg: msg})
 	}
 	o := &OS{DispName: strings.TrimSpace(f.DispName), Kernel: f.Kernel, Initrd: f.Initrd, Cmdline: f.Cmdline,
-		Bin: f.Bin, BinArgs: f.BinArgs, Args: f.Args}
+		Bin: f.Bin, BinArgs: f.BinArgs, Args: f.Args, lines: lines}
 	if strings.ContainsAny(o.DispName, "\x00\r\n\t") || len(o.DispName) > 80 {
 		prob("dispname", "must be one line of at most 80 characters")
 	}
@@ -285,7 +287,7 @@ func Parse(cfgPath string, data []byte) (*OS, strictyaml.Problems) {
 	}
 	files := map[string]bool{ConfigName: true}
 	for _, v := range append([]string{f.Kernel, f.Initrd, f.Bin}, f.Files...) {
-		if v != "" {
+		if v != "" && checkRel(v) == "" {
 			files[path.Clean(v)] = true
 		}
 	}
@@ -350,11 +352,13 @@ func (o *OS) checkFiles(cfgPath string) strictyaml.Problems {
 			} else if strings.Contains(err.Error(), "escapes") {
 				msg = fmt.Sprintf("%s is a link that leads out of the OS folder; copy the file into the folder instead", f)
 			}
-			ps = append(ps, strictyaml.Problem{File: cfgPath, Field: fieldFor(o, f), Msg: msg})
+			field := fieldFor(o, f)
+			ps = append(ps, strictyaml.Problem{File: cfgPath, Line: o.lines.Line(field), Field: field, Msg: msg})
 			continue
 		}
 		if !fi.Mode().IsRegular() {
-			ps = append(ps, strictyaml.Problem{File: cfgPath, Field: fieldFor(o, f), Msg: fmt.Sprintf("%s is not a regular file", f)})
+			field := fieldFor(o, f)
+			ps = append(ps, strictyaml.Problem{File: cfgPath, Line: o.lines.Line(field), Field: field, Msg: fmt.Sprintf("%s is not a regular file", f)})
 			continue
 		}
 		o.Size += fi.Size()
