@@ -1,0 +1,511 @@
+// Package dhcp answers PXE firmware and iPXE on the lab LAN: as a proxyDHCP
+// server next to the site's own DHCP server (mode "proxy", RFC 4578 and the
+// PXE 2.1 specification), or as the LAN's only DHCP server with a lease range
+// persisted on disk (mode "full", RFC 2131).
+//
+// The wire format comes from github.com/insomniacslk/dhcp; everything else is
+// here, because that library's server4.Serve starts an unbounded goroutine per
+// packet without recover and binds with SO_REUSEPORT (a second instance would
+// silently share the port). Server reads its injected sockets itself, hands
+// each packet to a fixed pool of workers through a bounded queue, recovers
+// per packet, and drops what it cannot parse with a rate-limited log line.
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// Modes, the same strings as config.DHCPProxy and config.DHCPFull.
+const (
+	ModeProxy = "proxy"
+	ModeFull  = "full"
+)
+
+// Ports: DHCP server, DHCP client, and the PXE boot-server port on which
+// firmware and iPXE send their follow-up request to a proxyDHCP server.
+const (
+	ServerPort    = 67
+	ClientPort    = 68
+	PXEServerPort = 4011
+)
+
+// MaxBootFileLen is the longest boot file name a DHCP reply can carry: the
+// BOOTP "file" field is 128 bytes with a terminating NUL, and the library
+// cuts longer names silently (and a cut URL boots nothing).
+const MaxBootFileLen = 127
+
+// Errors callers may branch on.
+var (
+	// ErrPortInUse: another process (often a second boottorrent, dnsmasq
+	// or a DHCP server) already holds the port on this interface.
+	ErrPortInUse = errors.New("port already in use")
+	// ErrPermission: binding ports below 1024 needs privileges.
+	ErrPermission = errors.New("needs root or CAP_NET_BIND_SERVICE")
+	// ErrConfig: Options are not usable.
+	ErrConfig = errors.New("invalid dhcp options")
+)
+
+// Options configure a Server. Zero values mean "not configured" unless a
+// default is stated.
+type Options struct {
+	Mode      string       // ModeProxy or ModeFull
+	Interface string       // the LAN interface, e.g. "eth0" (only for logs here; Listen binds)
+	ServerIP  netip.Addr   // our address on the LAN: server identifier, TFTP next-server
+	Prefix    netip.Prefix // the interface's network (full mode: netmask, range check)
+	// First and Last bound the full-mode lease range (inclusive).
+	First, Last netip.Addr
+	LeaseTime   time.Duration // full mode; default 1h
+	Netmask     netip.Addr    // optional override of Prefix's mask
+	Router      netip.Addr    // sent only when valid
+	DNS         []netip.Addr  // sent only when set
+	// Machines maps a lower-case MAC ("aa:bb:cc:dd:ee:ff") to a host name
+	// (config machines:). In full mode these MACs get an address that
+	// stays theirs, and their name as option 12.
+	Machines map[string]string
+	// LeaseFile persists full-mode leases (e.g. out/leases.json). Empty
+	// keeps leases in memory only (tests); a restart then forgets them.
+	LeaseFile string
+	// BIOSFile and UEFIFile are the first-stage iPXE binaries on our TFTP
+	// server ("undionly.kpxe", "ipxe.efi").
+	BIOSFile, UEFIFile string
+	// TFTP says whether our TFTP server serves the first stage. Without it
+	// only firmware that is already iPXE can be booted.
+	TFTP bool
+	// HTTPBase is the HTTP listener's URL ("http://10.0.0.1:8080"); iPXE
+	// gets HTTPBase+"/boot.ipxe?mac=<mac>" as its boot file.
+	HTTPBase string
+	// ReplyDelay holds every reply back this long. Some PXE ROMs drop a
+	// reply that arrives too soon after their request (dnsmasq has
+	// --dhcp-reply-delay for them); iPXE waits only about 2 s for
+	// proxyDHCP offers, so keep it well below 1s. Default 0.
+	ReplyDelay time.Duration
+	Logger     *slog.Logger
+	// OnEvent, if set, is called after every reply sent to a machine. It
+	// runs on a worker: it must not block.
+	OnEvent func(Event)
+	// Workers is the number of packet handlers (default max(4, GOMAXPROCS)).
+	Workers int
+	// Queue is how many received packets may wait for a worker before new
+	// ones are dropped (default 512).
+	Queue int
+}
+
+// Event describes one reply to a machine.
+type Event struct {
+	MAC      net.HardwareAddr
+	IP       netip.Addr // address leased (full mode) or the client's own (4011, renewals); invalid in a proxy offer
+	Arch     string     // "bios", "uefi-x64", … (see archName)
+	IPXE     bool       // the request came from iPXE
+	BootFile string     // boot file or URL we sent; empty for plain leases
+	Message  string     // "offer", "ack", "nak", "proxy offer", "proxy ack"
+}
+
+// Server is a proxyDHCP or full DHCP server. Create it with New, run it with
+// Serve, stop it with Close.
+type Server struct {
+	opt    Options
+	log    *slog.Logger
+	pool   *pool // full mode only
+	mask   net.IPMask
+	now    func() time.Time
+	limits *limiter
+
+	unsupported seenSet // MACs already logged for an architecture we cannot serve
+
+	mu      sync.Mutex
+	conns   []net.PacketConn
+	closed  bool
+	serving bool
+	done    chan struct{}
+	wg      sync.WaitGroup
+
+	pendingDelayed atomic.Int64
+
+	// Counters (read with Stats).
+	received, dropped, malformed, answered, panics atomic.Uint64
+}
+
+// Stats are counters since New.
+type Stats struct {
+	Received  uint64 // packets read
+	Dropped   uint64 // packets dropped because the queue was full
+	Malformed uint64 // packets that did not parse as DHCP requests
+	Answered  uint64 // replies sent
+	Panics    uint64 // handler panics recovered
+	Leases    int    // full mode: leases held (any state)
+}
+
+// Stats returns the counters.
+func (s *Server) Stats() Stats {
+	st := Stats{
+		Received:  s.received.Load(),
+		Dropped:   s.dropped.Load(),
+		Malformed: s.malformed.Load(),
+		Answered:  s.answered.Load(),
+		Panics:    s.panics.Load(),
+	}
+	if s.pool != nil {
+		st.Leases = s.pool.len()
+	}
+	return st
+}
+
+// New validates opt and, in full mode, loads the lease file. Every problem
+// with opt is reported at once, wrapped in ErrConfig.
+func New(opt Options) (*Server, error) {
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.LeaseTime <= 0 {
+		opt.LeaseTime = time.Hour
+	}
+	if opt.Workers <= 0 {
+		opt.Workers = max(4, runtime.GOMAXPROCS(0))
+	}
+	if opt.Queue <= 0 {
+		opt.Queue = 512
+	}
+	if err := opt.validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		opt:    opt,
+		log:    opt.Logger.With("iface", opt.Interface, "mode", opt.Mode),
+		now:    time.Now,
+		limits: newLimiter(5 * time.Second),
+		done:   make(chan struct{}),
+	}
+	s.unsupported.max = 4096
+	if opt.Mode == ModeFull {
+		if opt.Netmask.IsValid() {
+			m := opt.Netmask.As4()
+			s.mask = net.IPv4Mask(m[0], m[1], m[2], m[3])
+		} else {
+			s.mask = net.CIDRMask(opt.Prefix.Bits(), 32)
+		}
+		p, err := newPool(poolConfig{
+			first: opt.First, last: opt.Last, prefix: opt.Prefix,
+			exclude:  []netip.Addr{opt.ServerIP, opt.Router},
+			machines: opt.Machines, file: opt.LeaseFile, log: s.log,
+		}, s.now())
+		if err != nil {
+			return nil, err
+		}
+		s.pool = p
+	}
+	return s, nil
+}
+
+func (o *Options) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf(format, args...))
+	}
+	switch o.Mode {
+	case ModeProxy, ModeFull:
+	default:
+		bad("mode %q: must be %q or %q", o.Mode, ModeProxy, ModeFull)
+	}
+	if !o.ServerIP.Is4() {
+		bad("server address %v: must be an IPv4 address of the LAN interface", o.ServerIP)
+	}
+	if o.HTTPBase == "" {
+		bad("http base URL is empty: iPXE needs http://SERVER:PORT to fetch its script")
+	} else if !strings.HasPrefix(o.HTTPBase, "http://") && !strings.HasPrefix(o.HTTPBase, "https://") {
+		bad("http base URL %q: must start with http://", o.HTTPBase)
+	}
+	// The longest URL we will ever send: base + path + a MAC.
+	if u := ipxeURL(o.HTTPBase, net.HardwareAddr{0, 0, 0, 0, 0, 0}); len(u) > MaxBootFileLen {
+		bad("iPXE script URL %q is %d bytes: a DHCP boot file name holds at most %d; use a shorter server address", u, len(u), MaxBootFileLen)
+	}
+	for what, f := range map[string]string{"bios": o.BIOSFile, "uefi": o.UEFIFile} {
+		if len(f) > MaxBootFileLen {
+			bad("ipxe.%s file name is %d bytes: a DHCP boot file name holds at most %d", what, len(f), MaxBootFileLen)
+		}
+		if o.TFTP && f == "" {
+			bad("ipxe.%s file name is empty while TFTP is enabled", what)
+		}
+	}
+	for mac := range o.Machines {
+		hw, err := net.ParseMAC(mac)
+		if err != nil || len(hw) != 6 {
+			bad("machines: %q is not a MAC address like aa:bb:cc:dd:ee:ff", mac)
+		} else if hw.String() != mac {
+			bad("machines: %q must be written lower-case with colons (%s)", mac, hw)
+		}
+	}
+	if o.Mode == ModeFull {
+		switch {
+		case !o.Prefix.IsValid() || !o.Prefix.Addr().Is4():
+			bad("full mode needs the interface's IPv4 network (prefix), got %v", o.Prefix)
+		case !o.First.Is4() || !o.Last.Is4():
+			bad("full mode needs an IPv4 range FIRST-LAST, got %v-%v", o.First, o.Last)
+		case o.Last.Less(o.First):
+			bad("range %v-%v: the first address is after the last", o.First, o.Last)
+		case !o.Prefix.Contains(o.First) || !o.Prefix.Contains(o.Last):
+			bad("range %v-%v is not inside the interface's network %v", o.First, o.Last, o.Prefix.Masked())
+		}
+		if o.ServerIP.Is4() && o.Prefix.IsValid() && !o.Prefix.Contains(o.ServerIP) {
+			bad("server address %v is not inside the network %v", o.ServerIP, o.Prefix.Masked())
+		}
+		if o.Netmask.IsValid() {
+			if !o.Netmask.Is4() {
+				bad("netmask %v: must be IPv4", o.Netmask)
+			} else {
+				m := o.Netmask.As4()
+				if ones, bits := net.IPv4Mask(m[0], m[1], m[2], m[3]).Size(); ones == 0 && bits == 0 {
+					bad("netmask %v is not a contiguous mask", o.Netmask)
+				}
+			}
+		}
+		if o.Router.IsValid() && !o.Router.Is4() {
+			bad("router %v: must be IPv4", o.Router)
+		}
+		for _, d := range o.DNS {
+			if !d.Is4() {
+				bad("dns %v: must be IPv4", d)
+			}
+		}
+	}
+	if o.ReplyDelay < 0 || o.ReplyDelay > 2*time.Second {
+		bad("reply delay %v: must be between 0 and 2s (iPXE gives up on proxy replies after about 2s)", o.ReplyDelay)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
+	}
+	return nil
+}
+
+// packet is one datagram waiting for a worker.
+type packet struct {
+	buf  *[]byte
+	n    int
+	from net.Addr
+	conn net.PacketConn
+	port int // local port the datagram arrived on (ServerPort or PXEServerPort)
+	at   time.Time
+}
+
+const readBufSize = 2048 // larger than any DHCP message on an Ethernet LAN
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+
+// Serve answers requests arriving on conn67 (port 67) and conn4011 (the PXE
+// boot-server port; may be nil). It returns nil after Close, or an error if
+// a socket dies. It may be called once.
+func (s *Server) Serve(conn67, conn4011 net.PacketConn) error {
+	if conn67 == nil {
+		return errors.New("dhcp: Serve needs the port 67 socket")
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.serving {
+		s.mu.Unlock()
+		return errors.New("dhcp: Serve called twice")
+	}
+	s.serving = true
+	s.conns = append(s.conns, conn67)
+	if conn4011 != nil {
+		s.conns = append(s.conns, conn4011)
+	}
+	s.mu.Unlock()
+
+	queue := make(chan packet, s.opt.Queue)
+	var workers sync.WaitGroup
+	for range s.opt.Workers {
+		workers.Go(func() {
+			for p := range queue {
+				s.process(p)
+			}
+		})
+	}
+	s.log.Info("dhcp serving", "server", s.opt.ServerIP, "pxe_port", conn4011 != nil,
+		"workers", s.opt.Workers, "tftp", s.opt.TFTP)
+
+	errc := make(chan error, 2)
+	var readers sync.WaitGroup
+	readers.Go(func() { errc <- s.readLoop(conn67, ServerPort, queue) })
+	if conn4011 != nil {
+		readers.Go(func() { errc <- s.readLoop(conn4011, PXEServerPort, queue) })
+	}
+	// The first reader to end (Close or a dead socket) ends the server.
+	err := <-errc
+	s.Close()
+	readers.Wait()
+	close(queue)
+	workers.Wait()
+	s.wg.Wait() // delayed replies
+	return err
+}
+
+// readLoop reads datagrams until the socket is closed. A full queue drops
+// the datagram: under a flood, work and memory stay bounded.
+func (s *Server) readLoop(conn net.PacketConn, port int, queue chan<- packet) error {
+	consecutive := 0
+	for {
+		bp := bufPool.Get().(*[]byte)
+		n, from, err := conn.ReadFrom(*bp)
+		if err != nil {
+			bufPool.Put(bp)
+			if s.isClosed() || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			consecutive++
+			if consecutive > 100 {
+				return fmt.Errorf("dhcp: reading port %d: %w", port, err)
+			}
+			s.limits.warn(s.log, "read error", "dhcp read error", "port", port, "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		consecutive = 0
+		s.received.Add(1)
+		select {
+		case queue <- packet{buf: bp, n: n, from: from, conn: conn, port: port, at: time.Now()}:
+		default:
+			bufPool.Put(bp)
+			s.dropped.Add(1)
+			s.limits.warn(s.log, "queue full", "dhcp queue full, dropping requests", "port", port,
+				"dropped_total", s.dropped.Load())
+		}
+	}
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Close stops Serve and closes the sockets given to it and the lease file.
+// It is safe to call more than once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.done)
+	conns := s.conns
+	s.mu.Unlock()
+	var errs []error
+	for _, c := range conns {
+		if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if s.pool != nil {
+		// Wait for in-flight handlers only through Serve; the pool's
+		// own lock makes a late write after close fail cleanly.
+		errs = append(errs, s.pool.close())
+	}
+	return errors.Join(errs...)
+}
+
+// process handles one datagram on a worker. A panic in the handler (a bug,
+// or a library parser tripping over hostile input) costs only this packet.
+func (s *Server) process(p packet) {
+	defer bufPool.Put(p.buf)
+	defer func() {
+		if r := recover(); r != nil {
+			s.panics.Add(1)
+			s.limits.warn(s.log, "panic", "dhcp handler panic (packet dropped)", "from", p.from, "panic", fmt.Sprint(r))
+		}
+	}()
+	data := (*p.buf)[:p.n]
+	req, err := parseRequest(data)
+	if err != nil {
+		s.malformed.Add(1)
+		s.limits.warn(s.log, "malformed", "dhcp malformed packet dropped", "from", p.from, "port", p.port,
+			"bytes", p.n, "err", err)
+		return
+	}
+	r := s.handle(req, p.port, p.from, s.now())
+	if r == nil {
+		return
+	}
+	out := r.msg.ToBytes()
+	send := func() {
+		if _, err := p.conn.WriteTo(out, r.to); err != nil {
+			if !s.isClosed() {
+				s.limits.warn(s.log, "write error", "dhcp reply not sent", "mac", req.ClientHWAddr, "to", r.to, "err", err)
+			}
+			return
+		}
+		s.answered.Add(1)
+		s.report(req, r, len(out), time.Since(p.at))
+	}
+	if s.opt.ReplyDelay <= 0 {
+		send()
+		return
+	}
+	// Delayed replies are bounded too: past 1024 pending ones the delay
+	// is skipped rather than piling up timers.
+	if s.pendingDelayed.Add(1) > 1024 {
+		s.pendingDelayed.Add(-1)
+		send()
+		return
+	}
+	s.wg.Add(1)
+	time.AfterFunc(s.opt.ReplyDelay, func() {
+		defer s.wg.Done()
+		defer s.pendingDelayed.Add(-1)
+		select {
+		case <-s.done:
+		default:
+			send()
+		}
+	})
+}
+
+// report logs one line for the reply and calls OnEvent.
+func (s *Server) report(req *dhcpv4.DHCPv4, r *reply, n int, took time.Duration) {
+	ev := r.event
+	level := slog.LevelInfo
+	if ev.Message == "offer" {
+		// In full mode the ACK is the event an administrator cares
+		// about; the OFFER before it is detail.
+		level = slog.LevelDebug
+	}
+	if s.log.Enabled(context.Background(), level) {
+		attrs := []any{"mac", ev.MAC.String(), "msg", ev.Message, "xid", req.TransactionID.String()}
+		if ev.IP.IsValid() {
+			attrs = append(attrs, "ip", ev.IP.String())
+		}
+		if ev.Arch != "" {
+			attrs = append(attrs, "arch", ev.Arch)
+		}
+		attrs = append(attrs, "ipxe", ev.IPXE)
+		if ev.BootFile != "" {
+			attrs = append(attrs, "bootfile", ev.BootFile)
+		}
+		if h := r.hostname; h != "" {
+			attrs = append(attrs, "host", h)
+		}
+		attrs = append(attrs, "to", r.to.String(), "bytes", n, "took", took.Round(time.Microsecond))
+		s.log.Log(context.Background(), level, "dhcp reply", attrs...)
+	}
+	if s.opt.OnEvent != nil {
+		s.opt.OnEvent(ev)
+	}
+}
