@@ -1,0 +1,347 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"encoding/xml"
+	"io"
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		bad  bool
+	}{
+		{"32MiB", 32 << 20, false},
+		{"32M", 32 << 20, false},
+		{"4 MiB", 4 << 20, false},
+		{"1.5GiB", 3 << 29, false},
+		{"500MB", 500e6, false},
+		{"1048576", 1 << 20, false},
+		{"2kib", 2048, false},
+		{"", 0, true},
+		{"MiB", 0, true},
+		{"32XB", 0, true},
+		{"0", 0, true},
+		{"-1MiB", 0, true},
+		{"2TiB", 0, true},
+	} {
+		got, err := ParseSize(tc.in)
+		if (err != nil) != tc.bad || got != tc.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d, bad=%v", tc.in, got, err, tc.want, tc.bad)
+		}
+	}
+}
+
+func TestParseRate(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want float64
+		bad  bool
+	}{
+		{"20mbit", 20e6, false},
+		{"20Mbit", 20e6, false},
+		{"512kbit", 512e3, false},
+		{"1gbit", 1e9, false},
+		{"2mbps", 16e6, false}, // tc: bytes per second
+		{"100000", 1e5, false},
+		{"20 mbit", 0, true},
+		{"fast", 0, true},
+		{"1bit", 0, true},
+		{"", 0, true},
+	} {
+		got, err := ParseRate(tc.in)
+		if (err != nil) != tc.bad || got != tc.want {
+			t.Errorf("ParseRate(%q) = %g, %v; want %g, bad=%v", tc.in, got, err, tc.want, tc.bad)
+		}
+	}
+	if got := FormatRate(20e6); got != "20mbit" {
+		t.Errorf("FormatRate(20e6) = %q", got)
+	}
+	if got := FormatRate(1500); got != "1500bit" {
+		t.Errorf("FormatRate(1500) = %q", got)
+	}
+}
+
+func TestParseLossLatencyClients(t *testing.T) {
+	for in, want := range map[string]float64{"1%": 0.01, "0.5%": 0.005, "0": 0, "2": 0.02} {
+		if got, err := ParseLoss(in); err != nil || math.Abs(got-want) > 1e-12 {
+			t.Errorf("ParseLoss(%q) = %g, %v; want %g", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"-1%", "50%", "x", ""} {
+		if _, err := ParseLoss(in); err == nil {
+			t.Errorf("ParseLoss(%q) accepted", in)
+		}
+	}
+	if d, err := ParseLatency("2ms"); err != nil || d != 2*time.Millisecond {
+		t.Errorf("ParseLatency(2ms) = %v, %v", d, err)
+	}
+	if d, err := ParseLatency("0"); err != nil || d != 0 {
+		t.Errorf("ParseLatency(0) = %v, %v", d, err)
+	}
+	if _, err := ParseLatency("2"); err == nil {
+		t.Error("ParseLatency(2) accepted a number without unit")
+	}
+	got, err := ParseClients("20, 1,10,1")
+	if err != nil || len(got) != 3 || got[0] != 1 || got[1] != 10 || got[2] != 20 {
+		t.Errorf("ParseClients = %v, %v; want [1 10 20]", got, err)
+	}
+	for _, in := range []string{"", "0", "1,x", "100000", ","} {
+		if _, err := ParseClients(in); err == nil {
+			t.Errorf("ParseClients(%q) accepted", in)
+		}
+	}
+}
+
+func links(n int, server, client float64) Links {
+	l := Links{ServerUp: server}
+	for range n {
+		l.ClientDown = append(l.ClientDown, client)
+		l.ClientUp = append(l.ClientUp, client)
+	}
+	return l
+}
+
+func TestBound(t *testing.T) {
+	const S = 32 << 20
+	bits := float64(S * 8)
+	for _, tc := range []struct {
+		name           string
+		l              Links
+		want, wantHTTP float64
+	}{
+		// One client: the server's uplink and the client's downlink
+		// are both S/rate; HTTP is the same.
+		{"one client", links(1, 20e6, 20e6), bits / 20e6, bits / 20e6},
+		// Ten equal clients: the N·S/(u_s+Σu) term is 10/11 of S/u,
+		// so S/u (server must send one copy) dominates.
+		{"ten equal", links(10, 20e6, 20e6), bits / 20e6, 10 * bits / 20e6},
+		// Slow client uplinks: the aggregate upload is the limit.
+		{"slow uplinks", Links{ServerUp: 20e6, ClientDown: []float64{20e6, 20e6, 20e6, 20e6}, ClientUp: []float64{1e6, 1e6, 1e6, 1e6}},
+			4 * bits / 24e6, 4 * bits / 20e6},
+		// A fast server and one slow downlink: d_min dominates.
+		{"slow downlink", Links{ServerUp: 100e6, ClientDown: []float64{100e6, 10e6}, ClientUp: []float64{100e6, 100e6}},
+			bits / 10e6, bits / 10e6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Bound(S, tc.l)
+			if err != nil || math.Abs(got-tc.want) > 1e-9 {
+				t.Errorf("Bound = %g, %v; want %g", got, err, tc.want)
+			}
+			got, err = BoundHTTP(S, tc.l)
+			if err != nil || math.Abs(got-tc.wantHTTP) > 1e-9 {
+				t.Errorf("BoundHTTP = %g, %v; want %g", got, err, tc.wantHTTP)
+			}
+		})
+	}
+	for _, l := range []Links{{}, {ServerUp: 1}, links(2, 0, 1), links(2, 1, 0)} {
+		if _, err := Bound(S, l); err == nil {
+			t.Errorf("Bound(%+v) accepted", l)
+		}
+	}
+}
+
+func TestSpread(t *testing.T) {
+	if s := SpreadOf([]float64{3, 1, 2}); s != (Spread{1, 2, 3}) {
+		t.Errorf("odd: %+v", s)
+	}
+	if s := SpreadOf([]float64{4, 1, 2, 3}); s != (Spread{1, 2.5, 4}) {
+		t.Errorf("even: %+v", s)
+	}
+	if s := SpreadOf(nil); s != (Spread{}) {
+		t.Errorf("empty: %+v", s)
+	}
+}
+
+func sampleReport() *Report {
+	r := &Report{Command: "swarmbench --clients 1,10", Machine: Machine{CPU: "test cpu", Cores: 2, MemBytes: 1 << 30, Kernel: "6.1"}}
+	c1 := Case{Clients: 1, SizeBytes: 32 << 20, RateBps: 20e6, ServerBps: 20e6, BoundS: 13.42, HTTPBoundS: 13.42,
+		ServerEgressBytes: 34 << 20, SeederBytes: 32 << 20}
+	c1.Finish([]float64{14.0}, []float64{14.1})
+	c10 := Case{Clients: 10, SizeBytes: 32 << 20, RateBps: 20e6, ServerBps: 20e6, BoundS: 13.42, HTTPBoundS: 134.2,
+		ServerEgressBytes: 40 << 20, PeerBytes: 270 << 20, SeederBytes: 50 << 20, CPUPeakBusy: 0.7,
+		Invalid: "invalid: machine saturated"}
+	c10.Finish([]float64{15, 16, 17, 16, 15, 16, 17, 16, 15, 18}, []float64{130, 135, 140, 135, 136, 137, 138, 139, 140, 141})
+	c3 := Case{Clients: 3, SizeBytes: 32 << 20, RateBps: 20e6, ServerBps: 20e6, BoundS: 13.42, HTTPBoundS: 40.3,
+		Errors: []string{"boottorrent client 2: did not complete in time"}}
+	c3.Finish([]float64{15, 16}, nil)
+	r.Cases = []Case{c1, c3, c10}
+	r.SetFlatness()
+	return r
+}
+
+func TestCaseFinish(t *testing.T) {
+	r := sampleReport()
+	c1, c3, c10 := r.Cases[0], r.Cases[1], r.Cases[2]
+	if c1.AllCompleteS != 14 || math.Abs(c1.RatioToBound-14/13.42) > 1e-9 || math.Abs(c1.HTTPOverBoottorrent-14.1/14) > 1e-9 {
+		t.Errorf("N=1: %+v", c1)
+	}
+	if c10.AllCompleteS != 18 || c10.ClientMinS != 15 || c10.ClientMedianS != 16 || c10.HTTPAllCompleteS != 141 {
+		t.Errorf("N=10 times: %+v", c10)
+	}
+	if math.Abs(c10.PeerShare-270.0/320) > 1e-9 || math.Abs(c10.EgressPerImage-1.25) > 1e-9 {
+		t.Errorf("N=10 shares: peer %g egress %g", c10.PeerShare, c10.EgressPerImage)
+	}
+	// A case where one client did not finish has no all-complete time
+	// and no ratios, rather than the time of the clients that did.
+	if c3.AllCompleteS != 0 || c3.RatioToBound != 0 || c3.Completed != 2 || c3.HTTPAllCompleteS != 0 {
+		t.Errorf("N=3 incomplete: %+v", c3)
+	}
+	if math.Abs(r.Flatness-18.0/14) > 1e-9 {
+		t.Errorf("flatness %g", r.Flatness)
+	}
+}
+
+func TestReportJSON(t *testing.T) {
+	var b bytes.Buffer
+	if err := sampleReport().WriteJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Cases []map[string]any `json:"cases"`
+	}
+	if err := json.Unmarshal(b.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	// The keys the issue promises to other tools.
+	for _, k := range []string{"clients", "size_bytes", "all_complete_s", "bound_s", "http_all_complete_s", "server_egress_bytes", "peer_bytes"} {
+		if _, ok := doc.Cases[2][k]; !ok {
+			t.Errorf("JSON case lacks %q", k)
+		}
+	}
+	if doc.Cases[2]["clients"] != 10.0 || doc.Cases[2]["all_complete_s"] != 18.0 || doc.Cases[2]["peer_bytes"] != float64(270<<20) {
+		t.Errorf("JSON case 10: %v", doc.Cases[2])
+	}
+}
+
+func TestReportTable(t *testing.T) {
+	var b bytes.Buffer
+	if err := sampleReport().WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"| 10 ", "| 18.0", "15.0/16.0/18.0", "1.34×", // 18/13.42
+		"7.83×", // 141/18
+		"84 %",  // peers share
+		"2/3 completed", "invalid: machine saturated",
+		"flatness T(N=10)/T(N=1): 1.29",
+		"test cpu, 2 cores",
+		"N=3: boottorrent client 2: did not complete in time",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestReportSVG(t *testing.T) {
+	var b bytes.Buffer
+	if err := sampleReport().WriteSVG(&b); err != nil {
+		t.Fatal(err)
+	}
+	// Well-formed XML with one polyline per series that has points.
+	dec := xml.NewDecoder(&b)
+	lines := 0
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("SVG is not well-formed: %v", err)
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "polyline" {
+			lines++
+		}
+	}
+	if lines != 4 {
+		t.Errorf("%d polylines, want 4 (boottorrent, HTTP, T*, HTTP bound)", lines)
+	}
+}
+
+func TestProcParsers(t *testing.T) {
+	stat := "cpu  100 5 50 800 40 0 5 0 7 0\ncpu0 50 2 25 400 20 0 3 0 0 0\nintr 1\n"
+	ct, err := parseProcStat([]byte(stat))
+	if err != nil || ct.total != 1000 || ct.busy != 160 {
+		t.Errorf("parseProcStat = %+v, %v; want busy 160 of 1000", ct, err)
+	}
+	if _, err := parseProcStat([]byte("intr 1\n")); err == nil {
+		t.Error("parseProcStat accepted no cpu line")
+	}
+	mem := "MemTotal:       24682220 kB\nMemFree:        21000000 kB\nMemAvailable:   20000000 kB\n"
+	used, total, err := parseMemUsed([]byte(mem))
+	if err != nil || total != 24682220*1024 || used != (24682220-20000000)*1024 {
+		t.Errorf("parseMemUsed = %d, %d, %v", used, total, err)
+	}
+	ipj := `[{"ifindex":2,"ifname":"eth0","stats64":{"rx":{"bytes":1234,"packets":3},"tx":{"bytes":56789,"packets":40}}}]`
+	lc, err := parseIPLinkStats([]byte(ipj))
+	if err != nil || lc.TxBytes != 56789 || lc.RxBytes != 1234 {
+		t.Errorf("parseIPLinkStats = %+v, %v", lc, err)
+	}
+	if _, err := parseIPLinkStats([]byte(`[]`)); err == nil {
+		t.Error("parseIPLinkStats accepted no link")
+	}
+}
+
+func TestShapeCmds(t *testing.T) {
+	cmds := shapeCmds("v3", Shape{Rate: 20e6})
+	got := strings.Join(cmds[1], " ") + " | " + strings.Join(cmds[2], " ")
+	// 100 ms at 20 Mbit/s is 250000 bytes of queue.
+	want := "class add dev v3 parent 1: classid 1:1 htb rate 20000000bit ceil 20000000bit quantum 1514 | qdisc add dev v3 parent 1:1 handle 10: bfifo limit 250000"
+	if got != want {
+		t.Errorf("shapeCmds:\n got %s\nwant %s", got, want)
+	}
+	cmds = shapeCmds("eth0", Shape{Rate: 20e6, Delay: 500 * time.Microsecond})
+	if leaf := strings.Join(cmds[2], " "); !strings.Contains(leaf, "netem limit 166 delay 500us") {
+		t.Errorf("netem leaf: %s", leaf)
+	}
+	rules := lossRules("v7", 0.01)
+	if !strings.Contains(rules, `device "v7"`) || !strings.Contains(rules, "numgen random mod 1000000 < 10000 drop") {
+		t.Errorf("lossRules:\n%s", rules)
+	}
+}
+
+func TestFetchLine(t *testing.T) {
+	r, ok := parseFetchLine(fetchMarker + `{"bytes":42,"seconds":1.5}`)
+	if !ok || r.Bytes != 42 || r.Seconds != 1.5 {
+		t.Errorf("parseFetchLine = %+v, %v", r, ok)
+	}
+	for _, l := range []string{"", "hello", fetchMarker + "{", fetchMarker} {
+		if _, ok := parseFetchLine(l); ok {
+			t.Errorf("parseFetchLine(%q) accepted", l)
+		}
+	}
+}
+
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"32MiB", "1.5GiB", "", "9999999999999999999GiB", "NaN", ".", "1e400"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ParseSize(s)
+		if err == nil && (n < 1 || n > 1<<40) {
+			t.Errorf("ParseSize(%q) = %d out of range", s, n)
+		}
+		r, err := ParseRate(s)
+		if err == nil && (r < 8e3 || r > 100e9 || math.IsNaN(r)) {
+			t.Errorf("ParseRate(%q) = %g out of range", s, r)
+		}
+	})
+}
+
+func FuzzClientLines(f *testing.F) {
+	f.Add(fetchMarker + `{"bytes":42,"seconds":1.5}`)
+	f.Add(`{"stage":"done"}`)
+	f.Add("")
+	f.Fuzz(func(t *testing.T, line string) {
+		parseFetchLine(line)
+		parseClientLine(line, 1<<20)
+	})
+}

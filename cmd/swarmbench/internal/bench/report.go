@@ -1,0 +1,183 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Case is the result of one client count: the boottorrent run and the
+// plain-HTTP baseline on the same links. Times are seconds from the moment
+// all clients were started; a zero time means "did not finish".
+type Case struct {
+	Clients   int     `json:"clients"`
+	SizeBytes int64   `json:"size_bytes"`
+	RateBps   float64 `json:"rate_bps"`   // every client link, bits/s
+	ServerBps float64 `json:"server_bps"` // server link, bits/s
+	LatencyMS float64 `json:"latency_ms"` // round trip between two hosts
+	Loss      float64 `json:"loss"`       // per client link direction, fraction
+
+	// boottorrent
+	AllCompleteS      float64 `json:"all_complete_s"`
+	ClientMinS        float64 `json:"client_min_s"`
+	ClientMedianS     float64 `json:"client_median_s"`
+	ClientMaxS        float64 `json:"client_max_s"`
+	Completed         int     `json:"completed"`
+	BoundS            float64 `json:"bound_s"`
+	RatioToBound      float64 `json:"ratio_to_bound"`
+	ServerEgressBytes int64   `json:"server_egress_bytes"`
+	EgressPerImage    float64 `json:"server_egress_per_image"`
+	PeerBytes         int64   `json:"peer_bytes"`    // payload clients got from other clients
+	SeederBytes       int64   `json:"seeder_bytes"`  // payload from the server's seeder
+	WebSeedBytes      int64   `json:"webseed_bytes"` // payload from the server's web seed
+	PeerShare         float64 `json:"peer_share"`    // PeerBytes / all payload received
+
+	// plain HTTP baseline
+	HTTPAllCompleteS      float64 `json:"http_all_complete_s"`
+	HTTPClientMinS        float64 `json:"http_client_min_s"`
+	HTTPClientMedianS     float64 `json:"http_client_median_s"`
+	HTTPClientMaxS        float64 `json:"http_client_max_s"`
+	HTTPCompleted         int     `json:"http_completed"`
+	HTTPBoundS            float64 `json:"http_bound_s"`
+	HTTPServerEgressBytes int64   `json:"http_server_egress_bytes"`
+	HTTPOverBoottorrent   float64 `json:"http_over_boottorrent"`
+
+	// the machine while the case ran (both phases)
+	CPUPeakBusy  float64  `json:"cpu_peak_busy"` // fraction of all cores, 1 s windows
+	CPUMeanBusy  float64  `json:"cpu_mean_busy"`
+	BenchCPUS    float64  `json:"bench_cpu_s"`    // CPU seconds used by the processes the benchmark ran
+	BenchCPUBusy float64  `json:"bench_cpu_busy"` // BenchCPUS over the measured window and all cores
+	MeasuredS    float64  `json:"measured_s"`     // length of the measured window (both phases)
+	MemPeakBytes int64    `json:"mem_peak_bytes"`
+	Invalid      string   `json:"invalid,omitempty"`
+	Errors       []string `json:"errors,omitempty"`
+}
+
+// Machine describes where the benchmark ran.
+type Machine struct {
+	CPU      string `json:"cpu"`
+	Cores    int    `json:"cores"`
+	MemBytes int64  `json:"mem_bytes"`
+	Kernel   string `json:"kernel"`
+}
+
+// Report is the whole run.
+type Report struct {
+	Command  string    `json:"command"`
+	Started  time.Time `json:"started"`
+	Machine  Machine   `json:"machine"`
+	Cases    []Case    `json:"cases"`
+	Flatness float64   `json:"flatness,omitempty"` // T(N max)/T(N=1), when both ran
+	// HarnessOnly is set when no boottorrent ran (--harness-only).
+	HarnessOnly bool `json:"harness_only,omitempty"`
+}
+
+// Finish fills the derived fields of a case from its measured ones.
+func (c *Case) Finish(bt, http []float64) {
+	if s := SpreadOf(bt); len(bt) > 0 {
+		c.ClientMinS, c.ClientMedianS, c.ClientMaxS = s.Min, s.Median, s.Max
+	}
+	if s := SpreadOf(http); len(http) > 0 {
+		c.HTTPClientMinS, c.HTTPClientMedianS, c.HTTPClientMaxS = s.Min, s.Median, s.Max
+	}
+	c.Completed, c.HTTPCompleted = len(bt), len(http)
+	if c.Completed == c.Clients && c.Clients > 0 {
+		c.AllCompleteS = c.ClientMaxS
+	}
+	if c.HTTPCompleted == c.Clients && c.Clients > 0 {
+		c.HTTPAllCompleteS = c.HTTPClientMaxS
+	}
+	c.RatioToBound = ratio(c.AllCompleteS, c.BoundS)
+	c.HTTPOverBoottorrent = ratio(c.HTTPAllCompleteS, c.AllCompleteS)
+	c.EgressPerImage = ratio(float64(c.ServerEgressBytes), float64(c.SizeBytes))
+	c.PeerShare = ratio(float64(c.PeerBytes), float64(c.PeerBytes+c.SeederBytes+c.WebSeedBytes))
+}
+
+func ratio(a, b float64) float64 {
+	if a <= 0 || b <= 0 || math.IsInf(a, 0) || math.IsInf(b, 0) {
+		return 0
+	}
+	return a / b
+}
+
+// SetFlatness computes T(N max)/T(N=1) when both cases completed.
+func (r *Report) SetFlatness() {
+	var one, most *Case
+	for i := range r.Cases {
+		c := &r.Cases[i]
+		if c.Clients == 1 {
+			one = c
+		}
+		if most == nil || c.Clients > most.Clients {
+			most = c
+		}
+	}
+	r.Flatness = 0
+	if one != nil && most != nil && most != one {
+		r.Flatness = ratio(most.AllCompleteS, one.AllCompleteS)
+	}
+}
+
+// WriteJSON writes the report as indented JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+func secs(v float64) string {
+	if v <= 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.1f", v)
+}
+
+func times(v float64) string {
+	if v <= 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f×", v)
+}
+
+// WriteTable writes the human-readable table (Markdown, so it can go into
+// the README as it is) and the notes under it.
+func (r *Report) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	fmt.Fprintln(tw, "| N\t| all done s\t| min/med/max s\t| T* s\t| /T*\t| HTTP s\t| HTTP/bt\t| egress/S\t| from peers\t| CPU peak\t| mem peak\t| note\t|")
+	fmt.Fprintln(tw, "|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|---\t|")
+	for _, c := range r.Cases {
+		note := c.Invalid
+		if c.Completed < c.Clients && !r.HarnessOnly {
+			note = strings.TrimPrefix(note+fmt.Sprintf("; %d/%d completed", c.Completed, c.Clients), "; ")
+		}
+		if c.HTTPCompleted < c.Clients {
+			note = strings.TrimPrefix(note+fmt.Sprintf("; HTTP %d/%d completed", c.HTTPCompleted, c.Clients), "; ")
+		}
+		fmt.Fprintf(tw, "| %d\t| %s\t| %s/%s/%s\t| %s\t| %s\t| %s\t| %s\t| %.2f\t| %.0f %%\t| %.0f %%\t| %s\t| %s\t|\n",
+			c.Clients, secs(c.AllCompleteS), secs(c.ClientMinS), secs(c.ClientMedianS), secs(c.ClientMaxS),
+			secs(c.BoundS), times(c.RatioToBound), secs(c.HTTPAllCompleteS), times(c.HTTPOverBoottorrent),
+			c.EgressPerImage, 100*c.PeerShare, 100*c.CPUPeakBusy, FormatBytes(float64(c.MemPeakBytes)), note)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(r.Cases) > 0 {
+		c := r.Cases[0]
+		fmt.Fprintf(w, "\nimage %s; client links %s, server link %s, RTT %gms, loss %g %% per client link direction\n",
+			FormatBytes(float64(c.SizeBytes)), FormatRate(c.RateBps), FormatRate(c.ServerBps), c.LatencyMS, 100*c.Loss)
+	}
+	if r.Flatness > 0 {
+		fmt.Fprintf(w, "flatness T(N=%d)/T(N=1): %.2f\n", r.Cases[len(r.Cases)-1].Clients, r.Flatness)
+	}
+	fmt.Fprintf(w, "machine: %s, %d cores, %s RAM, Linux %s\n", r.Machine.CPU, r.Machine.Cores, FormatBytes(float64(r.Machine.MemBytes)), r.Machine.Kernel)
+	for _, c := range r.Cases {
+		for _, e := range c.Errors {
+			fmt.Fprintf(w, "N=%d: %s\n", c.Clients, e)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,565 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Options configure a benchmark run.
+type Options struct {
+	Clients    []int
+	Size       int64         // image bytes
+	Rate       float64       // every client link, both directions, bits/s
+	ServerRate float64       // the server's link, both directions, bits/s
+	Latency    time.Duration // round trip between two hosts
+	Loss       float64       // per client link direction
+	Out        string        // where the report, plot and logs go
+	// Boottorrent is the boottorrent binary. Empty runs the harness alone:
+	// no BitTorrent phase, and the HTTP baseline uses the harness's own
+	// server and client (Self with HelperEnv).
+	Boottorrent string
+	// Self is the executable that runs the helpers (os.Executable()).
+	Self string
+	// Timeout bounds each phase; 0 picks one from the bounds.
+	Timeout time.Duration
+	// SeedTime is how long clients keep seeding after completing.
+	SeedTime time.Duration
+	// SkipHTTP leaves out the HTTP baseline (when only tuning boottorrent).
+	SkipHTTP bool
+	Command  string
+	Log      *slog.Logger
+}
+
+// saturated is the machine's busy fraction above which a case's times
+// measure the emulation's CPU limit rather than the design.
+const saturated = 0.60
+
+// osName is the generated OS's folder name.
+const osName = "bench"
+
+// imageName is the generated OS's one big file.
+const imageName = "image.bin"
+
+// Run runs every case and returns the report. Cases that fail are kept in
+// the report with their errors; Run stops early only when ctx ends.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp(o.Out, "work-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	r := &runner{o: o, work: work}
+	if err := r.prepare(); err != nil {
+		return nil, err
+	}
+	rep := &Report{Command: o.Command, Started: time.Now().UTC(), Machine: ThisMachine(), HarnessOnly: o.Boottorrent == ""}
+	for _, n := range o.Clients {
+		if ctx.Err() != nil {
+			break
+		}
+		c := r.runCase(ctx, n)
+		rep.Cases = append(rep.Cases, c)
+		o.Log.Info("case done", "clients", n, "all_complete_s", round(c.AllCompleteS), "bound_s", round(c.BoundS),
+			"http_all_complete_s", round(c.HTTPAllCompleteS), "egress_per_image", round(c.EgressPerImage),
+			"peer_share", round(c.PeerShare), "cpu_peak", round(c.CPUPeakBusy), "invalid", c.Invalid, "errors", len(c.Errors))
+	}
+	rep.SetFlatness()
+	return rep, ctx.Err()
+}
+
+func round(v float64) float64 { return math.Round(v*100) / 100 }
+
+type runner struct {
+	o       Options
+	work    string
+	project string // boottorrent project folder (real mode)
+	image   string // folder holding the image (harness mode)
+	size    int64  // payload bytes a client downloads
+}
+
+// prepare writes the image and, with a boottorrent binary, the project.
+func (r *runner) prepare() error {
+	if r.o.Boottorrent == "" {
+		r.image = filepath.Join(r.work, "www")
+		if err := os.MkdirAll(r.image, 0o755); err != nil {
+			return err
+		}
+		r.size = r.o.Size
+		return writeRandom(filepath.Join(r.image, imageName), r.o.Size)
+	}
+	r.project = filepath.Join(r.work, "project")
+	size, err := WriteProject(r.project, r.o.Size, r.o.SeedTime)
+	r.size = size
+	return err
+}
+
+// writeRandom writes n pseudo-random bytes (incompressible, so no layer
+// can cheat by compressing).
+func writeRandom(path string, n int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	var seed [32]byte
+	copy(seed[:], "boottorrent swarmbench image....")
+	src := rand.NewChaCha8(seed)
+	if _, err := io.CopyN(f, src, n); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// WriteProject writes a boottorrent project with full DHCP on the
+// benchmark LAN and one OS of size random bytes, and returns the bytes a
+// client downloads (the image plus the OS's config.yaml).
+func WriteProject(dir string, size int64, seed time.Duration) (int64, error) {
+	osDir := filepath.Join(dir, "oss", osName)
+	if err := os.MkdirAll(osDir, 0o755); err != nil {
+		return 0, err
+	}
+	cfg := fmt.Sprintf(`# Written by swarmbench: a download-only OS (the client runs with --no-kexec).
+dispname: swarmbench %d-byte image
+method: bin
+bin: %s
+`, size, imageName)
+	if err := os.WriteFile(filepath.Join(osDir, "config.yaml"), []byte(cfg), 0o644); err != nil {
+		return 0, err
+	}
+	if err := writeRandom(filepath.Join(osDir, imageName), size); err != nil {
+		return 0, err
+	}
+	bt := fmt.Sprintf(`# Written by swarmbench for its emulated LAN.
+version: 1
+server:
+  interface: eth0
+  address: %s
+dhcp:
+  mode: full
+  range: %s
+tftp:
+  enabled: false
+boot:
+  default_os: %s
+  timeout: 0s
+  seed_time: %s
+`, ServerPrefix.Addr(), LeaseRange, osName, seed)
+	if err := os.WriteFile(filepath.Join(dir, "Boottorrent.yaml"), []byte(bt), 0o644); err != nil {
+		return 0, err
+	}
+	return size + int64(len(cfg)), nil
+}
+
+func (r *runner) links(n int) Links {
+	l := Links{ServerUp: r.o.ServerRate}
+	for range n {
+		l.ClientDown = append(l.ClientDown, r.o.Rate)
+		l.ClientUp = append(l.ClientUp, r.o.Rate)
+	}
+	return l
+}
+
+// serverURL is the HTTP listener of the server on the benchmark LAN.
+func serverURL() string { return fmt.Sprintf("http://%s:8080", ServerPrefix.Addr()) }
+
+func (r *runner) runCase(ctx context.Context, n int) Case {
+	log := r.o.Log.With("clients", n)
+	c := Case{Clients: n, SizeBytes: r.size, RateBps: r.o.Rate, ServerBps: r.o.ServerRate,
+		LatencyMS: float64(r.o.Latency.Microseconds()) / 1000, Loss: r.o.Loss}
+	fail := func(format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		c.Errors = append(c.Errors, msg)
+		log.Error("case failed", "error", msg)
+	}
+	links := r.links(n)
+	c.BoundS, _ = Bound(r.size, links)
+	c.HTTPBoundS, _ = BoundHTTP(r.size, links)
+	timeout := r.o.Timeout
+	if timeout == 0 {
+		timeout = time.Duration(3*c.HTTPBoundS)*time.Second + 90*time.Second
+	}
+
+	oneWay := r.o.Latency / 4 // a round trip crosses four shaped queues
+	shape := LinkShape{
+		ServerUp:   Shape{Rate: r.o.ServerRate, Delay: oneWay},
+		ServerDown: Shape{Rate: r.o.ServerRate, Delay: oneWay},
+		ClientUp:   Shape{Rate: r.o.Rate, Delay: oneWay, Loss: r.o.Loss},
+		ClientDown: Shape{Rate: r.o.Rate, Delay: oneWay, Loss: r.o.Loss},
+	}
+	t0 := time.Now()
+	lan, err := NewLAN(ctx, n, shape, r.o.Boottorrent == "")
+	if err != nil {
+		fail("build LAN: %v", err)
+		return c
+	}
+	defer lan.Close()
+	log.Info("LAN ready", "duration", time.Since(t0).Round(time.Millisecond))
+
+	logDir := filepath.Join(r.o.Out, "logs", fmt.Sprintf("n%03d", n))
+	os.MkdirAll(logDir, 0o755)
+	srv, err := r.startServer(ctx, lan, logDir)
+	if err != nil {
+		fail("start server: %v", err)
+		return c
+	}
+	defer srv.stop()
+	if err := r.waitReady(ctx, lan, srv); err != nil {
+		fail("server not ready: %v", err)
+		return c
+	}
+
+	var ru0 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru0)
+	sampler := StartSampler(time.Second)
+	measured := time.Now()
+	var bt, hs []float64
+	if r.o.Boottorrent != "" {
+		res, egress, err := r.runPhase(ctx, lan, "boottorrent", timeout, logDir, false)
+		if err != nil {
+			fail("boottorrent phase: %v", err)
+		}
+		c.ServerEgressBytes = egress
+		for i, o := range res {
+			if o.Done {
+				bt = append(bt, o.Seconds)
+			} else {
+				fail("boottorrent client %d: %s", i, o.Err)
+			}
+			c.PeerBytes += o.FromPeers
+			c.SeederBytes += o.FromSeeder
+			c.WebSeedBytes += o.FromWeb
+		}
+	}
+	if !r.o.SkipHTTP && ctx.Err() == nil {
+		res, egress, err := r.runPhase(ctx, lan, "http", timeout, logDir, true)
+		if err != nil {
+			fail("http phase: %v", err)
+		}
+		c.HTTPServerEgressBytes = egress
+		for i, o := range res {
+			if o.Done {
+				hs = append(hs, o.Seconds)
+			} else {
+				fail("http client %d: %s", i, o.Err)
+			}
+		}
+	}
+	c.CPUPeakBusy, c.CPUMeanBusy, c.MemPeakBytes = sampler.Stop()
+	c.MeasuredS = time.Since(measured).Seconds()
+	srv.stop()
+	var ru1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru1)
+	c.BenchCPUS = tv(ru1.Utime) + tv(ru1.Stime) - tv(ru0.Utime) - tv(ru0.Stime)
+	c.BenchCPUBusy = ratio(c.BenchCPUS, c.MeasuredS*float64(runtime.NumCPU()))
+	if c.CPUPeakBusy > saturated {
+		c.Invalid = fmt.Sprintf("invalid: machine saturated (CPU %.0f %% busy at peak, %.0f %% on average; the benchmark's own processes %.0f %%)",
+			100*c.CPUPeakBusy, 100*c.CPUMeanBusy, 100*c.BenchCPUBusy)
+	}
+	c.Finish(bt, hs)
+	return c
+}
+
+func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+
+// proc is a process the runner started, with its output going to a log
+// file and, line by line, to a callback.
+type proc struct {
+	cmd    *exec.Cmd
+	done   chan struct{}
+	err    error
+	closed sync.Once
+}
+
+// start runs prog in ns with its output to logPath; onLine sees each line.
+func start(cmd *exec.Cmd, logPath string, onLine func(string)) (*proc, error) {
+	lf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		lf.Close()
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	cmd.WaitDelay = 2 * time.Second
+	if err := cmd.Start(); err != nil {
+		pr.Close()
+		pw.Close()
+		lf.Close()
+		return nil, err
+	}
+	pw.Close()
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	lines := make(chan struct{})
+	go func() {
+		defer close(lines)
+		defer lf.Close()
+		defer pr.Close()
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			lf.Write(append(sc.Bytes(), '\n'))
+			if onLine != nil {
+				onLine(sc.Text())
+			}
+		}
+		io.Copy(lf, pr) // a line over 1 MiB: keep the rest in the log
+	}()
+	go func() {
+		p.err = cmd.Wait()
+		<-lines
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// stop asks the process to end (SIGTERM), then kills it after 5 s.
+func (p *proc) stop() {
+	p.closed.Do(func() {
+		select {
+		case <-p.done:
+			return
+		default:
+		}
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+}
+
+func (r *runner) startServer(ctx context.Context, lan *LAN, logDir string) (*proc, error) {
+	var cmd *exec.Cmd
+	if r.o.Boottorrent == "" {
+		cmd = lan.Server.NS.Command(context.WithoutCancel(ctx), r.o.Self, r.image, fmt.Sprintf("%s:8080", ServerPrefix.Addr()))
+		cmd.Env = append(os.Environ(), HelperEnv+"=serve")
+	} else {
+		cmd = lan.Server.NS.Command(context.WithoutCancel(ctx), r.o.Boottorrent, "start", "--dir", r.project)
+	}
+	return start(cmd, filepath.Join(logDir, "server.log"), nil)
+}
+
+// waitReady polls the server from its own namespace until it serves the
+// image (harness) or lists the OS with its info hash (boottorrent: the
+// seeder has hashed or verified the image).
+func (r *runner) waitReady(ctx context.Context, lan *LAN, srv *proc) error {
+	path := "/" + imageName
+	if r.o.Boottorrent != "" {
+		path = "/api/v1/oss"
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	var last error
+	for time.Now().Before(deadline) {
+		select {
+		case <-srv.done:
+			return fmt.Errorf("the server exited: %v (see its log)", srv.err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		if r.o.Boottorrent == "" {
+			// A HEAD-like probe: read only the first bytes.
+			if _, err := nsGet(ctx, lan.Server.NS, serverURL()+path, 1); err != nil {
+				last = err
+				continue
+			}
+			return nil
+		}
+		body, err := nsGet(ctx, lan.Server.NS, serverURL()+path, 1<<20)
+		if err != nil {
+			last = err
+			continue
+		}
+		if ok, err := osReady(body, osName); ok {
+			return nil
+		} else {
+			last = err
+		}
+	}
+	return fmt.Errorf("not ready after 5 minutes: %v", last)
+}
+
+// outcome is one client's result in a phase.
+type outcome struct {
+	Done    bool
+	Seconds float64 // from the start of the phase until the client completed
+	Err     string
+
+	FromPeers, FromSeeder, FromWeb int64
+}
+
+// runPhase starts every client at once and waits until all completed (or
+// failed, or the timeout), then lets them finish (seeding) and stops them.
+// egress is what the server sent between the start and the last
+// completion.
+func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout time.Duration, logDir string, http bool) ([]outcome, int64, error) {
+	n := len(lan.Clients)
+	log := r.o.Log.With("clients", n, "phase", name)
+	dataRoot, err := os.MkdirTemp(shmDir(), "swarmbench-")
+	if err != nil {
+		return nil, 0, err
+	}
+	defer os.RemoveAll(dataRoot)
+
+	before, err := lan.Server.Counters()
+	if err != nil {
+		return nil, 0, err
+	}
+	res := make([]outcome, n)
+	var mu sync.Mutex
+	completed := make(chan int, n)
+	procs := make([]*proc, n)
+	t0 := time.Now()
+	for i, h := range lan.Clients {
+		var cmd *exec.Cmd
+		var detect func(string) (outcome, bool)
+		if r.o.Boottorrent == "" {
+			cmd = h.NS.Command(context.WithoutCancel(ctx), r.o.Self, serverURL()+"/"+imageName)
+			cmd.Env = append(os.Environ(), HelperEnv+"=fetch")
+			detect = func(line string) (outcome, bool) {
+				f, ok := parseFetchLine(line)
+				if !ok {
+					return outcome{}, false
+				}
+				return outcome{Done: f.Error == "" && f.Bytes == r.size, Err: fetchErr(f, r.size)}, true
+			}
+		} else {
+			dir := filepath.Join(dataRoot, fmt.Sprint(i))
+			os.MkdirAll(dir, 0o755)
+			args := []string{"client", "--server", serverURL(), "--iface", "eth0", "--no-kexec",
+				"--os", osName, "--data-dir", dir, "--listen-port", "6881"}
+			if http {
+				args = append(args, "--http")
+			}
+			cmd = h.NS.Command(context.WithoutCancel(ctx), r.o.Boottorrent, args...)
+			detect = func(line string) (outcome, bool) { return parseClientLine(line, r.size) }
+		}
+		i := i
+		reported := false
+		p, err := start(cmd, filepath.Join(logDir, fmt.Sprintf("%s-%03d.log", name, i)), func(line string) {
+			o, ok := detect(line)
+			if !ok {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if reported {
+				return
+			}
+			reported = true
+			o.Seconds = time.Since(t0).Seconds()
+			res[i] = o
+			completed <- i
+		})
+		if err != nil {
+			for _, p := range procs[:i] {
+				p.stop()
+			}
+			return nil, 0, fmt.Errorf("start client %d: %w", i, err)
+		}
+		procs[i] = p
+		go func() {
+			<-p.done
+			mu.Lock()
+			defer mu.Unlock()
+			if !reported {
+				reported = true
+				res[i] = outcome{Err: fmt.Sprintf("exited without a result (%v); see %s", p.err, filepath.Join(logDir, fmt.Sprintf("%s-%03d.log", name, i)))}
+				completed <- i
+			}
+		}()
+	}
+	log.Info("clients started", "duration", time.Since(t0).Round(time.Millisecond))
+	var phaseErr error
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for got := 0; got < n; {
+		select {
+		case i := <-completed:
+			got++
+			mu.Lock()
+			o := res[i]
+			mu.Unlock()
+			log.Info("client finished", "client", i, "done", o.Done, "seconds", round(o.Seconds), "error", o.Err)
+		case <-timer.C:
+			phaseErr = fmt.Errorf("%d of %d clients not done after %s", n-got, n, timeout)
+			got = n
+		case <-ctx.Done():
+			phaseErr = ctx.Err()
+			got = n
+		}
+	}
+	after, err := lan.Server.Counters()
+	if err != nil && phaseErr == nil {
+		phaseErr = err
+	}
+	egress := after.TxBytes - before.TxBytes
+	// Let clients seed out their seed time and exit on their own; then
+	// stop them, so the next phase has the links to itself.
+	grace := time.After(r.o.SeedTime + 10*time.Second)
+	for _, p := range procs {
+		select {
+		case <-p.done:
+		case <-grace:
+		case <-ctx.Done():
+		}
+	}
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.stop() }()
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range res {
+		if !res[i].Done && res[i].Err == "" {
+			res[i].Err = "did not complete in time"
+		}
+	}
+	return res, egress, phaseErr
+}
+
+func fetchErr(f FetchResult, want int64) string {
+	switch {
+	case f.Error != "":
+		return f.Error
+	case f.Bytes != want:
+		return fmt.Sprintf("got %d bytes, want %d", f.Bytes, want)
+	}
+	return ""
+}
+
+// shmDir is where clients keep what they download: in RAM, like the real
+// boot client, so the disk does not take part in the measurement.
+func shmDir() string {
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		return "/dev/shm"
+	}
+	return os.TempDir()
+}
+
+var errNotReady = errors.New("the OS is not listed with an info hash yet")
