@@ -2,6 +2,7 @@ package tracker
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -198,11 +199,10 @@ func (t *Tracker) AnnounceHandler() http.Handler {
 			var v4, v6 bytes.Buffer
 			for _, p := range resp.Peers {
 				a := p.Addr.Addr().Unmap()
-				b, _ := netip.AddrPortFrom(a, p.Addr.Port()).MarshalBinary()
 				if a.Is4() {
-					v4.Write(b)
+					v4.Write(compactPeer(a, p.Addr.Port()))
 				} else {
-					v6.Write(b)
+					v6.Write(compactPeer(a, p.Addr.Port()))
 				}
 			}
 			body["peers"] = v4.Bytes()
@@ -269,3 +269,10 @@ func writeBencode(w http.ResponseWriter, v any) {
 
 // IsBadRequest reports whether err is the client's fault.
 func IsBadRequest(err error) bool { return errors.Is(err, ErrBadRequest) }
+
+// compactPeer is BEP 23's form: the address bytes, then the port in
+// network byte order. (netip.AddrPort.MarshalBinary writes the port
+// little-endian, so it cannot be used.)
+func compactPeer(a netip.Addr, port uint16) []byte {
+	return binary.BigEndian.AppendUint16(a.AsSlice(), port)
+}

@@ -196,8 +196,7 @@ func (t *Tracker) handleUDP(st *udpState, pkt []byte, src netip.AddrPort) []byte
 			if pa.Is4() != src.Addr().Is4() {
 				continue
 			}
-			b, _ := netip.AddrPortFrom(pa, p.Addr.Port()).MarshalBinary()
-			out = append(out, b...)
+			out = append(out, compactPeer(pa, p.Addr.Port())...)
 		}
 		t.cfg.Logger.Debug("tracker: announce", "src", a.Addr, "proto", "udp", "info_hash", hex.EncodeToString(a.InfoHash[:]),
 			"event", a.Event.String(), "left", a.Left, "peers", len(resp.Peers))

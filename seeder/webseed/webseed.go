@@ -169,8 +169,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	fh, err := f.root.Open(file)
 	if err != nil {
-		s.cfg.Logger.Error("web seed: open", "os", name, "file", file, "err", err)
-		http.Error(w, "cannot open file", http.StatusInternalServerError)
+		// Missing since the OS was hashed, or a symlink leading out of
+		// the folder: the administrator learns which, the client only
+		// that it is not here.
+		s.cfg.Logger.Warn("web seed: cannot open listed file", "src", src, "os", name, "file", file, "err", err)
+		http.NotFound(w, r)
 		return
 	}
 	defer fh.Close()
@@ -200,8 +203,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"bytes", iw.n, "duration", time.Since(start))
 }
 
-// ETag is a strong validator for a file: size, modification time and
-// inode-independent, so it changes whenever the content can have changed.
+// ETag is a validator for a file made of its size and modification time,
+// so it changes whenever the content can have changed.
 func ETag(fi os.FileInfo) string {
 	return `"` + strconv.FormatInt(fi.Size(), 16) + "-" + strconv.FormatInt(fi.ModTime().UnixNano(), 16) + `"`
 }
