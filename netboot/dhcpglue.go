@@ -1,10 +1,135 @@
 package netboot
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
 
-// startDHCP opens the DHCP server per dhcp.mode. The DHCP package
-// (netboot/dhcp) is being written; until it lands, Start refuses modes
-// other than off instead of pretending to serve.
+	"github.com/boottorrent/boottorrent/config"
+	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/netboot/dhcp"
+)
+
+// LeaseFileName is the full-mode lease file, under the project's out/.
+const LeaseFileName = "leases.json"
+
+// dhcpOptions maps the project's settings onto the DHCP server's.
+func (s *Server) dhcpOptions() (dhcp.Options, error) {
+	c := s.cfg
+	machines := map[string]string{}
+	for mac, m := range c.Machines {
+		hw, err := net.ParseMAC(mac)
+		if err != nil {
+			continue // config validation reported it
+		}
+		name := m.Name
+		if name == "" {
+			name = strings.ReplaceAll(hw.String(), ":", "")
+		}
+		machines[strings.ToLower(hw.String())] = name
+	}
+	o := dhcp.Options{
+		Mode:      c.DHCP.Mode,
+		Interface: c.Server.Interface,
+		ServerIP:  c.ServerAddr(),
+		Prefix:    s.opts.Project.Prefix,
+		First:     c.DHCP.First,
+		Last:      c.DHCP.Last,
+		LeaseTime: c.DHCP.LeaseTime.Duration,
+		Machines:  machines,
+		BIOSFile:  c.IPXE.BIOS,
+		UEFIFile:  c.IPXE.UEFI,
+		TFTP:      c.TFTP.Enabled,
+		HTTPBase:  s.base,
+		Logger:    s.log.With("service", "dhcp"),
+		OnEvent:   s.dhcpEvent,
+	}
+	var errs []error
+	parse := func(field, v string) netip.Addr {
+		if v == "" {
+			return netip.Addr{}
+		}
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", field, v, err))
+		}
+		return a
+	}
+	o.Netmask = parse("dhcp.netmask", c.DHCP.Netmask)
+	o.Router = parse("dhcp.router", c.DHCP.Router)
+	for _, d := range c.DHCP.DNS {
+		if a := parse("dhcp.dns", d); a.IsValid() {
+			o.DNS = append(o.DNS, a)
+		}
+	}
+	if c.DHCP.Mode == config.DHCPFull {
+		out := s.opts.Project.OutDir()
+		if s.opts.Project.Dir != "" {
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				errs = append(errs, fmt.Errorf("create %s for the lease file: %w", out, err))
+			}
+			o.LeaseFile = filepath.Join(out, LeaseFileName)
+		}
+	}
+	return o, errors.Join(errs...)
+}
+
+// dhcpEvent records what the DHCP server answered. Only the firmware's own
+// PXE request (a boot file, not from iPXE) starts a boot over; iPXE's
+// DHCP, renewals and the boot client's plain lease only tell the registry
+// the machine's address, so its stage does not go backwards.
+func (s *Server) dhcpEvent(ev dhcp.Event) {
+	mac := strings.ToLower(ev.MAC.String())
+	if len(ev.MAC) != 6 {
+		return
+	}
+	if ev.BootFile != "" && !ev.IPXE && (ev.Message == "offer" || ev.Message == "proxy offer") {
+		s.reg.Observe(mac, ev.IP, ev.Arch, bootapi.StageDHCP, "boot_file", ev.BootFile, "reply", ev.Message)
+		return
+	}
+	s.reg.Touch(mac, ev.IP, ev.Arch)
+}
+
+// startDHCP opens ports 67 and 4011 on server.interface and serves them.
 func (s *Server) startDHCP() error {
-	return errors.New("netboot: the DHCP server is not built into this version yet; set dhcp.mode: off and point the site's DHCP server at us")
+	o, err := s.dhcpOptions()
+	if err != nil {
+		return fmt.Errorf("netboot: dhcp settings: %w", err)
+	}
+	srv, err := dhcp.New(o)
+	if err != nil {
+		return fmt.Errorf("netboot: %w", err)
+	}
+	c67, err := dhcp.Listen(o.Interface, dhcp.ServerPort)
+	if err != nil {
+		srv.Close()
+		return fmt.Errorf("netboot: %w", err)
+	}
+	c4011, err := dhcp.Listen(o.Interface, dhcp.PXEServerPort)
+	if err != nil {
+		c67.Close()
+		srv.Close()
+		return fmt.Errorf("netboot: %w", err)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := srv.Serve(c67, c4011); err != nil {
+			s.log.Error("dhcp server stopped", "err", err)
+		}
+	}()
+	s.closers = append(s.closers, func() error {
+		err := srv.Close()
+		c67.Close()
+		c4011.Close()
+		return err
+	})
+	s.log.Info("dhcp listening", "mode", o.Mode, "interface", o.Interface, "server", o.ServerIP,
+		"range", fmt.Sprintf("%v-%v", o.First, o.Last), "lease_time", o.LeaseTime.Round(time.Second))
+	return nil
 }

@@ -21,6 +21,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,6 +30,7 @@ import (
 	"github.com/boottorrent/boottorrent/config"
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
 	"github.com/boottorrent/boottorrent/netboot/tftpd"
+	"golang.org/x/sys/unix"
 )
 
 // Catalog is what the seeder offers (the seeder implements it).
@@ -187,14 +190,55 @@ func (s *Server) startTFTP() error {
 		srv.Close()
 		return ListenError("udp", port, "TFTP", err)
 	}
+	enter, err := callerNetns()
+	if err != nil {
+		conn.Close()
+		srv.Close()
+		return fmt.Errorf("netboot: %w", err)
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		// pin/tftp opens a socket per transfer from this goroutine: it
+		// must run in the network namespace Start was called in.
+		if err := enter(); err != nil {
+			s.log.Error("tftp: cannot enter the network namespace", "err", err)
+			conn.Close()
+			return
+		}
 		srv.Serve(conn)
 	}()
 	s.closers = append(s.closers, srv.Close)
 	s.log.Info("tftp listening", "addr", conn.LocalAddr().String(), "files", []string{c.IPXE.BIOS, c.IPXE.UEFI}, "dir", c.IPXE.Dir)
 	return nil
+}
+
+// callerNetns captures the network namespace of the calling thread and
+// returns a function that moves the calling goroutine's thread into it for
+// good (the thread stays locked and dies with the goroutine). Start may be
+// called inside a namespace (tests, the demo's virtual LAN, netns.NS.Do);
+// goroutines it starts would otherwise run in whatever namespace their
+// thread happens to be in. When both are the same, nothing is switched.
+func callerNetns() (func() error, error) {
+	f, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		// No /proc: there is only the one namespace we run in.
+		return func() error { return nil }, nil
+	}
+	want, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() error {
+		defer f.Close()
+		runtime.LockOSThread()
+		if cur, err := os.Stat("/proc/thread-self/ns/net"); err == nil && os.SameFile(cur, want) {
+			runtime.UnlockOSThread()
+			return nil
+		}
+		return unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
+	}, nil
 }
 
 // Close stops every service Start opened. It is safe to call more than

@@ -141,6 +141,27 @@ func (r *Registry) Observe(mac string, ip netip.Addr, arch, stage string, attrs 
 	}
 }
 
+// Touch records a machine's address and architecture without changing its
+// stage (iPXE's DHCP, lease renewals).
+func (r *Registry) Touch(mac string, ip netip.Addr, arch string) {
+	if mac == "" {
+		return
+	}
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.get(mac, now)
+	r.setIP(e, ip)
+	if arch != "" {
+		e.m.Arch = arch
+	}
+	e.m.LastSeen = now
+	if e.m.Stage == "" {
+		e.m.Stage = bootapi.StageDHCP
+		e.m.Stages[bootapi.StageDHCP] = now
+	}
+}
+
 // MACForIP returns the MAC last seen at ip, if any. TFTP and the client
 // file downloads carry no MAC; DHCP and the boot script request tell the
 // registry which address belongs to which machine.
