@@ -1,0 +1,263 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/boottorrent/boottorrent/netboot/bootapi"
+)
+
+// Limits on what the server may send: the client trusts nothing from the
+// network, not even its own server, to stay bounded.
+const (
+	maxBootBytes    = 1 << 20 // a Boot document with a large menu
+	maxPeersBytes   = 256 << 10
+	maxTorrentBytes = 16 << 20 // metainfo of a multi-GB image with small pieces
+	maxMenuItems    = 99
+	maxPeers        = 200
+)
+
+// api talks to the server's HTTP listener.
+type api struct {
+	base string // http://IP:PORT, no trailing slash
+	mac  string
+	hc   *http.Client
+}
+
+func newAPI(base, mac string) (*api, error) {
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("server %q is not an http://HOST:PORT URL", base)
+	}
+	tr := &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ResponseHeaderTimeout: 15 * time.Second,
+		MaxIdleConnsPerHost:   4,
+		IdleConnTimeout:       60 * time.Second,
+	}
+	return &api{base: strings.TrimRight(base, "/"), mac: mac, hc: &http.Client{Transport: tr}}, nil
+}
+
+// host is the server's IP, used to tell the seeder's bytes from peers'.
+func (a *api) host() string {
+	u, err := url.Parse(a.base)
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
+}
+
+// errHTTP is an answer other than 200.
+var errHTTP = errors.New("unexpected HTTP status")
+
+func (a *api) get(ctx context.Context, path string, q url.Values, limit int64) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	u := a.base + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+		return nil, fmt.Errorf("GET %s: %w %s: %s", path, errHTTP, resp.Status, bytes.TrimSpace(msg))
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", path, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("GET %s: answer larger than %d bytes", path, limit)
+	}
+	return b, nil
+}
+
+// Boot fetches the menu and this machine's settings.
+func (a *api) Boot(ctx context.Context) (*bootapi.Boot, error) {
+	b, err := a.get(ctx, bootapi.PathBoot, url.Values{"mac": {a.mac}}, maxBootBytes)
+	if err != nil {
+		return nil, err
+	}
+	return parseBoot(b)
+}
+
+// parseBoot decodes and checks a Boot document from the network.
+func parseBoot(b []byte) (*bootapi.Boot, error) {
+	var boot bootapi.Boot
+	if err := json.Unmarshal(b, &boot); err != nil {
+		return nil, fmt.Errorf("boot answer: %w", err)
+	}
+	if len(boot.Menu) == 0 {
+		return nil, errors.New("boot answer: the menu is empty (no OS is configured or none could be hashed yet)")
+	}
+	if len(boot.Menu) > maxMenuItems {
+		boot.Menu = boot.Menu[:maxMenuItems]
+	}
+	for i := range boot.Menu {
+		o := &boot.Menu[i]
+		if !validName(o.Name) {
+			return nil, fmt.Errorf("boot answer: OS name %q is not a safe name", o.Name)
+		}
+		o.DispName = printable(o.DispName, 80)
+		if o.DispName == "" {
+			o.DispName = o.Name
+		}
+		for _, p := range append([]string{o.Kernel, o.Initrd, o.Bin}, o.Files...) {
+			if p != "" && !validRel(p) {
+				return nil, fmt.Errorf("boot answer: OS %s: file %q leaves its folder", o.Name, p)
+			}
+		}
+	}
+	if boot.ReportMS <= 0 || boot.ReportMS > 60_000 {
+		boot.ReportMS = 3000
+	}
+	if boot.SeedMS < 0 || boot.SeedMS > int64(24*time.Hour/time.Millisecond) {
+		boot.SeedMS = 0
+	}
+	return &boot, nil
+}
+
+// Peers fetches the addresses to dial for an OS: the seeder first.
+func (a *api) Peers(ctx context.Context, osName string) ([]string, error) {
+	b, err := a.get(ctx, bootapi.PathPeers, url.Values{"os": {osName}, "mac": {a.mac}}, maxPeersBytes)
+	if err != nil {
+		return nil, err
+	}
+	return parsePeers(b)
+}
+
+// parsePeers decodes a Peers answer, keeping only well-formed ip:port.
+func parsePeers(b []byte) ([]string, error) {
+	var p bootapi.Peers
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("peers answer: %w", err)
+	}
+	var out []string
+	for _, s := range p.Peers {
+		if len(out) == maxPeers {
+			break
+		}
+		if ap, err := parseAddrPort(s); err == nil {
+			out = append(out, ap)
+		}
+	}
+	return out, nil
+}
+
+// Torrent fetches an OS's metainfo.
+func (a *api) Torrent(ctx context.Context, o *bootapi.OS) ([]byte, error) {
+	p := o.Torrent
+	if p == "" || !strings.HasPrefix(p, "/") || strings.Contains(p, "..") {
+		p = bootapi.PathTorrents + o.Name + ".torrent"
+	}
+	return a.get(ctx, p, nil, maxTorrentBytes)
+}
+
+// Report posts progress; errors are returned for the caller to log once.
+func (a *api) Report(ctx context.Context, r *bootapi.Report) error {
+	r.MAC = a.mac
+	if len(r.Message) > 1024 {
+		r.Message = r.Message[:1024]
+	}
+	body, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.base+bootapi.PathReport, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("POST %s: %w %s", bootapi.PathReport, errHTTP, resp.Status)
+	}
+	return nil
+}
+
+// WebSeedURL is the plain-HTTP address of one file of an OS.
+func (a *api) WebSeedURL(osName, file string) string {
+	return a.base + bootapi.PathWebSeed + osName + "/" + (&url.URL{Path: file}).EscapedPath()
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '.' || s[0] == '-' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return !strings.HasSuffix(s, ".")
+}
+
+func validRel(p string) bool {
+	if p == "" || len(p) > 1024 || strings.HasPrefix(p, "/") || strings.ContainsAny(p, "\x00\\") {
+		return false
+	}
+	for _, e := range strings.Split(p, "/") {
+		if e == "" || e == "." || e == ".." {
+			return false
+		}
+	}
+	return true
+}
+
+// printable keeps a display string from the network from moving the
+// cursor or changing the console's state: control characters are dropped.
+func printable(s string, max int) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\uFFFD' {
+			continue
+		}
+		if n == max {
+			break
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return strings.TrimSpace(b.String())
+}
+
+func parseAddrPort(s string) (string, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", err
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || ip.IsUnspecified() || ip.IsMulticast() {
+		return "", fmt.Errorf("bad peer ip %q", host)
+	}
+	var p int
+	if _, err := fmt.Sscanf(port, "%d", &p); err != nil || p <= 0 || p > 65535 || fmt.Sprint(p) != port {
+		return "", fmt.Errorf("bad peer port %q", port)
+	}
+	return net.JoinHostPort(ip.String(), port), nil
+}

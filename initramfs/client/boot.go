@@ -1,0 +1,102 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/u-root/u-root/pkg/boot/kexec"
+
+	"github.com/boottorrent/boottorrent/netboot/bootapi"
+)
+
+// errNoKexecHere refuses to replace the running system from a process
+// that is not /init.
+var errNoKexecHere = errors.New("refusing to kexec: this client is not /init (pass --no-kexec to stop before booting)")
+
+// Start boots the downloaded OS.
+func (e *realEnv) Start(ctx context.Context, o *bootapi.OS, f *Fetched, dl downloader) error {
+	if e.cfg.NoKexec {
+		dl.Close()
+		return nil
+	}
+	switch o.Method {
+	case "kexec":
+		if !e.cfg.Init {
+			dl.Close()
+			return errNoKexecHere
+		}
+		return e.kexec(o, f, dl)
+	case "bin":
+		dl.Close()
+		return e.runAndEnd(ctx, f, exec.CommandContext(ctx, f.Path(o.Bin), o.BinArgs...))
+	case "qemu":
+		// QEMU runs from the downloaded folder (its args name the files
+		// relative to it) while the client keeps seeding.
+		defer dl.Close()
+		return e.runAndEnd(ctx, f, exec.CommandContext(ctx, "qemu-system-x86_64", o.Args...))
+	}
+	dl.Close()
+	return fmt.Errorf("unknown method %q", o.Method)
+}
+
+// kexec loads the kernel straight from the downloaded files with
+// kexec_file_load: the kernel reads them into its own buffers, so the
+// downloaded copies are removed before jumping and the image is never
+// held twice in RAM (pkg/boot's LinuxImage.Load would first copy both to
+// $TMPDIR).
+func (e *realEnv) kexec(o *bootapi.OS, f *Fetched, dl downloader) error {
+	dl.Close()
+	kernel, err := os.Open(f.Path(o.Kernel))
+	if err != nil {
+		return fmt.Errorf("kernel: %w", err)
+	}
+	defer kernel.Close()
+	var initrd *os.File
+	if o.Initrd != "" {
+		if initrd, err = os.Open(f.Path(o.Initrd)); err != nil {
+			return fmt.Errorf("initrd: %w", err)
+		}
+		defer initrd.Close()
+	}
+	if err := kexec.FileLoad(kernel, initrd, o.Cmdline); err != nil {
+		return fmt.Errorf("kexec_file_load of %s: %w", o.Kernel, err)
+	}
+	kernel.Close()
+	if initrd != nil {
+		initrd.Close()
+	}
+	os.RemoveAll(f.Dir)
+	e.log.Info("kexec", "stage", "booting", "os", o.Name, "kernel", o.Kernel, "initrd", o.Initrd)
+	if err := kexec.Reboot(); err != nil {
+		return fmt.Errorf("kexec reboot: %w", err)
+	}
+	return errors.New("kexec reboot returned")
+}
+
+// runAndEnd runs the OS's program on the console in its folder. A clean
+// exit ends the client (nil); a failure is returned.
+func (e *realEnv) runAndEnd(ctx context.Context, f *Fetched, cmd *exec.Cmd) error {
+	cmd.Dir = f.Dir
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = e.stdio()
+	if filepath.Base(cmd.Path) != "qemu-system-x86_64" {
+		os.Chmod(cmd.Path, 0o755)
+	}
+	e.log.Info("exec", "stage", "booting", "path", cmd.Path, "args", cmd.Args[1:])
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Base(cmd.Path), err)
+	}
+	return nil
+}
+
+// stdio is what a started program gets: the console in init mode, this
+// process's own otherwise.
+func (e *realEnv) stdio() (*os.File, *os.File, *os.File) {
+	if e.tty != nil {
+		return e.tty, e.tty, e.tty
+	}
+	return os.Stdin, os.Stdout, os.Stderr
+}

@@ -1,0 +1,91 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/u-root/u-root/pkg/dhclient"
+)
+
+// realOffer matches only DHCP offers that hand out an address. A
+// proxyDHCP server (boottorrent's own in proxy mode, RFC 4578 / PXE 2.1)
+// answers every PXE client with yiaddr 0.0.0.0; nclient4 would take that
+// first offer and the link would never get an address.
+func realOffer(p *dhcpv4.DHCPv4) bool {
+	if p == nil || p.OpCode != dhcpv4.OpcodeBootReply || p.MessageType() != dhcpv4.MessageTypeOffer {
+		return false
+	}
+	return usableAddr(p.YourIPAddr)
+}
+
+// realAck matches the ACK (with an address) or NAK to our request.
+func realAck(server net.IP) nclient4.Matcher {
+	return func(p *dhcpv4.DHCPv4) bool {
+		if p == nil || p.OpCode != dhcpv4.OpcodeBootReply {
+			return false
+		}
+		if sid := p.ServerIdentifier(); server != nil && sid != nil && !sid.Equal(server) {
+			return false
+		}
+		switch p.MessageType() {
+		case dhcpv4.MessageTypeNak:
+			return true
+		case dhcpv4.MessageTypeAck:
+			return usableAddr(p.YourIPAddr)
+		}
+		return false
+	}
+}
+
+func usableAddr(ip net.IP) bool {
+	ip4 := ip.To4()
+	return ip4 != nil && !ip4.IsUnspecified() && !ip4.IsLoopback() && !ip4.IsMulticast() && !ip4.Equal(net.IPv4bcast)
+}
+
+// dhcpLease brings iface up, takes a lease (ignoring proxy offers) and
+// configures the address and default route with u-root's dhclient.
+func dhcpLease(ctx context.Context, iface string, log *slog.Logger) error {
+	t0 := time.Now()
+	link, err := dhclient.IfUp(iface, 20*time.Second)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", iface, err)
+	}
+	c, err := nclient4.New(iface, nclient4.WithTimeout(4*time.Second), nclient4.WithRetry(4))
+	if err != nil {
+		return fmt.Errorf("dhcp on %s: %w", iface, err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, 45*time.Second)
+	defer cancel()
+	discover, err := dhcpv4.NewDiscovery(c.InterfaceAddr(), dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(nclient4.MaxMessageSize)),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("boottorrent")))
+	if err != nil {
+		return err
+	}
+	offer, err := c.SendAndRead(ctx, nclient4.DefaultServers, discover, realOffer)
+	if err != nil {
+		return fmt.Errorf("no DHCP offer with an address on %s: %w", iface, err)
+	}
+	req, err := dhcpv4.NewRequestFromOffer(offer, dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(nclient4.MaxMessageSize)))
+	if err != nil {
+		return err
+	}
+	ack, err := c.SendAndRead(ctx, nclient4.DefaultServers, req, realAck(offer.ServerIdentifier()))
+	if err != nil {
+		return fmt.Errorf("no DHCP ACK on %s: %w", iface, err)
+	}
+	if ack.MessageType() == dhcpv4.MessageTypeNak {
+		return fmt.Errorf("DHCP server %v refused the address %v (NAK: %s)", ack.ServerIdentifier(), offer.YourIPAddr, ack.Message())
+	}
+	if err := dhclient.Configure4(link, ack); err != nil {
+		return fmt.Errorf("configure %s with %v: %w", iface, ack.YourIPAddr, err)
+	}
+	log.Info("dhcp lease", "stage", "network", "iface", iface, "ip", ack.YourIPAddr, "server", ack.ServerIdentifier(),
+		"router", ack.Router(), "lease", ack.IPAddressLeaseTime(time.Hour), "duration", time.Since(t0).Round(time.Millisecond))
+	return nil
+}

@@ -1,0 +1,419 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/anacrolix/generics"
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/anacrolix/torrent/storage"
+
+	"github.com/boottorrent/boottorrent/netboot/bootapi"
+)
+
+// peerIDPrefix marks boottorrent clients (BEP 20), so that bytes from
+// another booting machine are never counted as the server's.
+const peerIDPrefix = "-BT0001-"
+
+// Progress is a snapshot of a download.
+type Progress struct {
+	Total, Done           int64
+	FromPeers, FromSeeder int64
+	FromWeb, Uploaded     int64
+	Peers                 int
+	Seeders               int // connections to the server's seeder
+	Stalled               time.Duration
+	PiecesFailed          int64
+}
+
+// Fetched is a complete download: where the OS's files are.
+type Fetched struct {
+	Dir   string // the OS folder's copy: Dir/<file> for every file
+	Bytes int64
+}
+
+// Path is the local path of one of the OS's files.
+func (f *Fetched) Path(rel string) string { return filepath.Join(f.Dir, filepath.FromSlash(rel)) }
+
+// downloader is one running download; the real ones are torrentDL and
+// httpDL, the state machine's tests use a fake.
+type downloader interface {
+	// Wait returns when every byte is there and verified.
+	Wait(ctx context.Context) (*Fetched, error)
+	Progress() Progress
+	// Seed keeps serving pieces for d, or less once no connected peer
+	// still needs any (see torrentDL.Seed).
+	Seed(ctx context.Context, d time.Duration)
+	// Close stops all network activity; the files stay.
+	Close()
+}
+
+// dlOptions configure a download.
+type dlOptions struct {
+	DataDir    string
+	ListenPort int
+	ListenHost string // "" listens on every address; tests use 127.0.0.1
+	ServerHost string // the server's IP: bytes from it are the seeder's
+	Peers      func(ctx context.Context) ([]string, error)
+	Logger     *slog.Logger
+	// MemLimit, when >0, refuses images larger than this many bytes
+	// (RAM left for the download in init mode).
+	MemLimit int64
+}
+
+// torrentDL downloads one OS over BitTorrent.
+type torrentDL struct {
+	o   dlOptions
+	cl  *torrent.Client
+	t   *torrent.Torrent
+	dir string
+
+	fromPeers, fromSeeder, fromWeb atomic.Int64
+	lastData                       atomic.Int64 // unix nanos of the last useful chunk
+	started                        time.Time
+
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+	closed sync.Once
+}
+
+// errTooLarge is returned when the image does not fit the machine's RAM.
+var errTooLarge = errors.New("the OS does not fit in this machine's free memory")
+
+func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*torrentDL, error) {
+	info, err := mi.UnmarshalInfo()
+	if err != nil {
+		return nil, fmt.Errorf("torrent info: %w", err)
+	}
+	if !validName(info.BestName()) {
+		return nil, fmt.Errorf("torrent name %q is not a safe folder name", info.BestName())
+	}
+	for _, f := range info.UpvertedFiles() {
+		if p := strings.Join(f.BestPath(), "/"); info.IsDir() && !validRel(p) {
+			return nil, fmt.Errorf("torrent file %q leaves its folder", p)
+		}
+	}
+	if o.MemLimit > 0 && info.TotalLength() > o.MemLimit {
+		return nil, fmt.Errorf("%w: it needs %d MiB, %d MiB are free; give the machine more RAM or boot a smaller OS", errTooLarge, info.TotalLength()>>20, o.MemLimit>>20)
+	}
+	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
+		return nil, err
+	}
+	d := &torrentDL{o: o, started: time.Now()}
+	d.lastData.Store(time.Now().UnixNano())
+	cfg := torrent.NewDefaultClientConfig()
+	cfg.Seed = true
+	cfg.NoDHT = true
+	cfg.DisableIPv6 = true
+	cfg.DisableUTP = true
+	cfg.NoDefaultPortForwarding = true
+	cfg.DisableWebtorrent = true
+	cfg.DropDuplicatePeerIds = true
+	cfg.ListenPort = o.ListenPort
+	if o.ListenHost != "" {
+		cfg.ListenHost = func(string) string { return o.ListenHost }
+	}
+	cfg.Bep20 = peerIDPrefix
+	cfg.DataDir = o.DataDir
+	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{
+		ClientBaseDir:   o.DataDir,
+		PieceCompletion: storage.NewMapPieceCompletion(),
+		UsePartFiles:    generics.Some(false),
+	})
+	if o.Logger != nil {
+		cfg.Slogger = o.Logger.With("part", "torrent")
+	}
+	cfg.Callbacks.ReceivedUsefulData = append(cfg.Callbacks.ReceivedUsefulData, func(ev torrent.ReceivedUsefulDataEvent) {
+		n := int64(len(ev.Message.Piece))
+		d.lastData.Store(time.Now().UnixNano())
+		switch d.source(ev.Peer) {
+		case srcWeb:
+			d.fromWeb.Add(n)
+		case srcSeeder:
+			d.fromSeeder.Add(n)
+		default:
+			d.fromPeers.Add(n)
+		}
+	})
+	cl, err := torrent.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start BitTorrent on port %d: %w", o.ListenPort, err)
+	}
+	t, err := cl.AddTorrent(mi)
+	if err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("add torrent: %w", err)
+	}
+	d.cl, d.t = cl, t
+	d.dir = filepath.Join(o.DataDir, info.BestName())
+	if !info.IsDir() {
+		d.dir = o.DataDir
+	}
+	t.DownloadAll()
+	ctx, d.stop = context.WithCancel(context.Background())
+	d.wg.Add(1)
+	go d.refreshPeers(ctx)
+	return d, nil
+}
+
+type source int
+
+const (
+	srcPeer source = iota
+	srcSeeder
+	srcWeb
+)
+
+func (d *torrentDL) source(p *torrent.Peer) source {
+	if p.Network == "http" || p.Network == "https" {
+		return srcWeb
+	}
+	if pc, ok := p.TryAsPeerConn(); ok && strings.HasPrefix(string(pc.PeerID[:]), peerIDPrefix) {
+		return srcPeer
+	}
+	if host, _, err := net.SplitHostPort(p.RemoteAddr.String()); err == nil && host == d.o.ServerHost {
+		return srcSeeder
+	}
+	return srcPeer
+}
+
+// refreshPeers hands the torrent client the peers the server knows, at
+// once and then periodically, so a lost tracker reply never leaves the
+// client idle (the 75 s stall seen with announces alone).
+func (d *torrentDL) refreshPeers(ctx context.Context) {
+	defer d.wg.Done()
+	if d.o.Peers == nil {
+		return
+	}
+	wait := time.Duration(0)
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		peers, err := d.o.Peers(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			if !failing && d.o.Logger != nil {
+				d.o.Logger.Warn("peer list unavailable", "stage", "download", "err", err)
+			}
+			failing = true
+			wait = 3 * time.Second
+			continue
+		case err == nil:
+			if failing && d.o.Logger != nil {
+				d.o.Logger.Info("peer list available again", "stage", "download", "peers", len(peers))
+			}
+			failing = false
+		}
+		var pis []torrent.PeerInfo
+		for _, s := range peers {
+			host, port, err := net.SplitHostPort(s)
+			if err != nil {
+				continue
+			}
+			pn, _ := strconv.Atoi(port)
+			pis = append(pis, torrent.PeerInfo{
+				Addr:    &net.TCPAddr{IP: net.ParseIP(host), Port: pn},
+				Source:  torrent.PeerSourceDirect,
+				Trusted: host == d.o.ServerHost,
+			})
+		}
+		d.t.AddPeers(pis)
+		// Often while peers still appear (machines switched on one
+		// after another), less often later.
+		if time.Since(d.started) < 30*time.Second {
+			wait = 2 * time.Second
+		} else {
+			wait = 10 * time.Second
+		}
+	}
+}
+
+func (d *torrentDL) Wait(ctx context.Context) (*Fetched, error) {
+	select {
+	case <-d.t.Complete().On():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return &Fetched{Dir: d.dir, Bytes: d.t.Length()}, nil
+}
+
+func (d *torrentDL) Progress() Progress {
+	st := d.t.Stats()
+	p := Progress{
+		Total:        d.t.Length(),
+		Done:         d.t.BytesCompleted(),
+		FromPeers:    d.fromPeers.Load(),
+		FromSeeder:   d.fromSeeder.Load(),
+		FromWeb:      d.fromWeb.Load(),
+		Uploaded:     st.BytesWrittenData.Int64(),
+		PiecesFailed: st.PiecesDirtiedBad.Int64(),
+	}
+	for _, pc := range d.t.PeerConns() {
+		if d.source(&pc.Peer) == srcSeeder {
+			p.Seeders++
+		} else {
+			p.Peers++
+		}
+	}
+	if p.Done < p.Total {
+		p.Stalled = time.Since(time.Unix(0, d.lastData.Load()))
+	}
+	return p
+}
+
+// Seed serves pieces to the other booting machines for at most dur. It
+// ends early once dur/3 has passed and no connected peer (other than the
+// server's seeder) has been missing a piece for a while: lingering then
+// helps nobody and delays this machine's boot.
+func (d *torrentDL) Seed(ctx context.Context, dur time.Duration) {
+	if dur <= 0 {
+		return
+	}
+	end := time.Now().Add(dur)
+	idleSince := time.Now()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for time.Now().Before(end) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		needy := false
+		for _, pc := range d.t.PeerConns() {
+			if d.source(&pc.Peer) == srcSeeder {
+				continue
+			}
+			if pc.PeerPieces().GetCardinality() < uint64(d.t.NumPieces()) {
+				needy = true
+				break
+			}
+		}
+		if needy {
+			idleSince = time.Now()
+		}
+		if time.Since(idleSince) > 3*time.Second && time.Until(end) < dur*2/3 {
+			return
+		}
+	}
+}
+
+func (d *torrentDL) Close() {
+	d.closed.Do(func() {
+		d.stop()
+		d.wg.Wait()
+		d.cl.Close()
+	})
+}
+
+// httpDL is the baseline: the same files over plain HTTP from the web
+// seed, one after another (what every machine did before BitTorrent).
+type httpDL struct {
+	dir    string
+	total  int64
+	done   atomic.Int64
+	last   atomic.Int64
+	errc   chan error
+	cancel context.CancelFunc
+}
+
+func startHTTP(ctx context.Context, a *api, o *bootapi.OS, dataDir string) (*httpDL, error) {
+	d := &httpDL{dir: filepath.Join(dataDir, o.Name), total: o.Size, errc: make(chan error, 1)}
+	d.last.Store(time.Now().UnixNano())
+	ctx, d.cancel = context.WithCancel(ctx)
+	go func() { d.errc <- d.run(ctx, a, o) }()
+	return d, nil
+}
+
+func (d *httpDL) run(ctx context.Context, a *api, o *bootapi.OS) error {
+	for _, f := range o.Files {
+		if err := d.one(ctx, a.hc, a.WebSeedURL(o.Name, f), filepath.Join(d.dir, filepath.FromSlash(f))); err != nil {
+			return fmt.Errorf("web seed %s: %w", f, err)
+		}
+	}
+	return nil
+}
+
+func (d *httpDL) one(ctx context.Context, hc *http.Client, url, dst string) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+		return fmt.Errorf("%w %s: %s", errHTTP, resp.Status, bytes.TrimSpace(msg))
+	}
+	f, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 256<<10)
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if _, err := f.Write(buf[:n]); err != nil {
+				f.Close()
+				return err
+			}
+			d.done.Add(int64(n))
+			d.last.Store(time.Now().UnixNano())
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			f.Close()
+			return rerr
+		}
+	}
+	return f.Close()
+}
+
+func (d *httpDL) Wait(ctx context.Context) (*Fetched, error) {
+	select {
+	case err := <-d.errc:
+		if err != nil {
+			return nil, err
+		}
+		return &Fetched{Dir: d.dir, Bytes: d.done.Load()}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (d *httpDL) Progress() Progress {
+	p := Progress{Total: d.total, Done: d.done.Load(), FromWeb: d.done.Load()}
+	if p.Done < p.Total {
+		p.Stalled = time.Since(time.Unix(0, d.last.Load()))
+	}
+	return p
+}
+
+func (d *httpDL) Seed(context.Context, time.Duration) {}
+func (d *httpDL) Close()                              { d.cancel() }

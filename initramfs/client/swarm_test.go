@@ -1,0 +1,313 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anacrolix/generics"
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/bencode"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/anacrolix/torrent/storage"
+
+	"github.com/boottorrent/boottorrent/netboot/bootapi"
+)
+
+// testServer is a stand-in for boottorrent start on loopback: the boot
+// API (boot, peers, report), the torrent, the web seed, and a real
+// anacrolix seeder. It is the same contract (bootapi) the real server
+// serves, so the client is tested against real BitTorrent, not a mock.
+type testServer struct {
+	t       *testing.T
+	dir     string // parent of the OS folder
+	osName  string
+	files   map[string][]byte
+	mi      *metainfo.MetaInfo
+	seeder  *torrent.Client
+	http    *httptest.Server
+	boot    bootapi.Boot
+	mu      sync.Mutex
+	reports []bootapi.Report
+	peers   map[string]string // mac → ip:port reported
+	noSeed  bool
+}
+
+func newTestServer(t *testing.T, size int, seed bool) *testServer {
+	t.Helper()
+	s := &testServer{t: t, dir: t.TempDir(), osName: "testos", files: map[string][]byte{}, peers: map[string]string{}}
+	osDir := filepath.Join(s.dir, s.osName)
+	os.MkdirAll(osDir, 0o755)
+	kernel := make([]byte, size)
+	rand.Read(kernel)
+	s.files["vmlinuz"] = kernel
+	s.files["config.yaml"] = []byte("dispname: Test OS\nmethod: kexec\nkernel: vmlinuz\n")
+	for n, b := range s.files {
+		if err := os.WriteFile(filepath.Join(osDir, n), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info := metainfo.Info{PieceLength: 64 << 10}
+	if err := info.BuildFromFilePath(osDir); err != nil {
+		t.Fatal(err)
+	}
+	ib, err := bencode.Marshal(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mi = &metainfo.MetaInfo{InfoBytes: ib}
+	mux := http.NewServeMux()
+	mux.HandleFunc(bootapi.PathBoot, func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		b := s.boot
+		s.mu.Unlock()
+		b.MAC = r.URL.Query().Get("mac")
+		json.NewEncoder(w).Encode(b)
+	})
+	mux.HandleFunc(bootapi.PathPeers, func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		var p bootapi.Peers
+		if s.seeder != nil && !s.noSeed {
+			p.Peers = append(p.Peers, fmt.Sprintf("127.0.0.1:%d", s.seeder.LocalPort()))
+		}
+		me := r.URL.Query().Get("mac")
+		for mac, a := range s.peers {
+			if mac != me {
+				p.Peers = append(p.Peers, a)
+			}
+		}
+		s.mu.Unlock()
+		json.NewEncoder(w).Encode(p)
+	})
+	mux.HandleFunc(bootapi.PathReport, func(w http.ResponseWriter, r *http.Request) {
+		rep, err := bootapi.DecodeReport(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.mu.Lock()
+		s.reports = append(s.reports, *rep)
+		if rep.ListenPort > 0 {
+			s.peers[rep.MAC] = fmt.Sprintf("127.0.0.1:%d", rep.ListenPort)
+		}
+		s.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc(bootapi.PathTorrents, func(w http.ResponseWriter, r *http.Request) {
+		s.mi.Write(w)
+	})
+	mux.Handle(bootapi.PathWebSeed, http.StripPrefix(bootapi.PathWebSeed, http.FileServer(http.Dir(s.dir))))
+	s.http = httptest.NewServer(mux)
+	t.Cleanup(s.http.Close)
+	s.boot = bootapi.Boot{DefaultOS: s.osName, TimeoutMS: 0, SeedMS: 0, ReportMS: 500,
+		Menu: []bootapi.OS{{Name: s.osName, DispName: "Test OS", Method: "kexec", Size: int64(size + len(s.files["config.yaml"])),
+			InfoHash: s.mi.HashInfoBytes().HexString(), Torrent: bootapi.PathTorrents + s.osName + ".torrent", Kernel: "vmlinuz",
+			Files: []string{"config.yaml", "vmlinuz"}}}}
+	if seed {
+		s.startSeeder()
+	}
+	return s
+}
+
+func (s *testServer) startSeeder() {
+	cfg := torrent.NewDefaultClientConfig()
+	cfg.Seed, cfg.NoDHT, cfg.DisableIPv6, cfg.DisableUTP, cfg.NoDefaultPortForwarding, cfg.DisableWebtorrent = true, true, true, true, true, true
+	cfg.ListenHost = func(string) string { return "127.0.0.1" }
+	cfg.ListenPort = 0
+	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{ClientBaseDir: s.dir, PieceCompletion: storage.NewMapPieceCompletion(), UsePartFiles: generics.Some(false)})
+	cl, err := torrent.NewClient(cfg)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { cl.Close() })
+	tt, err := cl.AddTorrent(s.mi)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if err := tt.VerifyDataContext(context.Background()); err != nil {
+		s.t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.seeder = cl
+	s.mu.Unlock()
+}
+
+func (s *testServer) setWebSeed() {
+	s.mi.UrlList = []string{s.http.URL + bootapi.PathWebSeed}
+}
+
+func (s *testServer) check(t *testing.T, dir string) {
+	t.Helper()
+	for n, want := range s.files {
+		got, err := os.ReadFile(filepath.Join(dir, "os", s.osName, n))
+		if err != nil {
+			t.Fatalf("downloaded %s: %v", n, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("downloaded %s differs from the server's", n)
+		}
+	}
+}
+
+// runClient runs one client in process mode and returns its result line.
+func runClient(t *testing.T, ctx context.Context, s *testServer, mac string, mod func(*Config)) (*Result, string, error) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := &Config{Server: s.http.URL, MAC: mac, NoKexec: true, DataDir: dir, ListenHost: "127.0.0.1", MaxAttempts: 3}
+	if mod != nil {
+		mod(cfg)
+	}
+	var console, result syncBuf
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(&console, testWriter{t}), nil))
+	err := Run(ctx, cfg, log, &console, &result)
+	if err == nil {
+		s.check(t, dir)
+	}
+	line := strings.TrimSpace(result.String())
+	if !strings.HasPrefix(line, ResultPrefix) {
+		return nil, console.String(), fmt.Errorf("no result line (err %v); console:\n%s", err, console.String())
+	}
+	var r Result
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(line, ResultPrefix)), &r); err != nil {
+		return nil, console.String(), err
+	}
+	return &r, console.String(), err
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimRight(string(p), "\n")); return len(p), nil }
+
+// TestSwarmLoopback: a real seeder and two real clients on loopback. Both
+// get every byte; the second, started when the first is seeding, is
+// handed the first by the peers API and receives pieces from it.
+func TestSwarmLoopback(t *testing.T) {
+	s := newTestServer(t, 8<<20, true)
+	s.boot.SeedMS = 4000
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	results := make([]*Result, 2)
+	errs := make([]error, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], _, errs[i] = runClient(t, ctx, s, fmt.Sprintf("52:54:00:00:00:%02x", i+1), nil)
+		}()
+	}
+	wg.Wait()
+	var total Result
+	for i, r := range results {
+		if errs[i] != nil {
+			t.Fatalf("client %d: %v", i, errs[i])
+		}
+		if r.Bytes != s.boot.Menu[0].Size || r.Mode != "torrent" {
+			t.Fatalf("client %d: result %+v", i, r)
+		}
+		if r.FromPeers+r.FromSeeder+r.FromWeb < r.Bytes {
+			t.Errorf("client %d: sources add to %d < %d", i, r.FromPeers+r.FromSeeder+r.FromWeb, r.Bytes)
+		}
+		total.FromPeers += r.FromPeers
+		total.FromSeeder += r.FromSeeder
+		t.Logf("client %d: %.2fs download, peers %d seeder %d web %d up %d", i, r.DownloadSeconds, r.FromPeers, r.FromSeeder, r.FromWeb, r.Uploaded)
+	}
+	if total.FromSeeder == 0 {
+		t.Error("no bytes counted from the seeder")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	stages := map[string]bool{}
+	for _, r := range s.reports {
+		stages[r.Stage] = true
+	}
+	for _, st := range []string{bootapi.StageNetwork, bootapi.StageDownload, bootapi.StageSeeding, bootapi.StageBooting} {
+		if !stages[st] {
+			t.Errorf("no %s report reached the server (got %v)", st, stages)
+		}
+	}
+}
+
+// TestHTTPBaseline: --http fetches the same files from the web seed.
+func TestHTTPBaseline(t *testing.T) {
+	s := newTestServer(t, 3<<20, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r, _, err := runClient(t, ctx, s, "52:54:00:00:00:10", func(c *Config) { c.HTTP = true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Mode != "http" || r.FromWeb != r.Bytes || r.Bytes != s.boot.Menu[0].Size {
+		t.Fatalf("result %+v", r)
+	}
+}
+
+// TestWebSeedFallback: no seeder and no peers; the torrent's web seed
+// alone completes the download.
+func TestWebSeedFallback(t *testing.T) {
+	s := newTestServer(t, 2<<20, false)
+	s.setWebSeed()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r, _, err := runClient(t, ctx, s, "52:54:00:00:00:11", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.FromWeb == 0 || r.FromSeeder != 0 {
+		t.Fatalf("want bytes from the web seed only: %+v", r)
+	}
+}
+
+// TestSeederLateRecovers: the seeder is not there when the client
+// starts (server restarting); the client warns and completes once it is.
+func TestSeederLateRecovers(t *testing.T) {
+	s := newTestServer(t, 2<<20, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	go func() {
+		time.Sleep(stallWarn + 3*time.Second)
+		s.startSeeder()
+	}()
+	r, console, err := runClient(t, ctx, s, "52:54:00:00:00:12", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(console, "no data for") {
+		t.Errorf("the console never said the download stalled:\n%s", console)
+	}
+	if r.FromSeeder == 0 {
+		t.Errorf("result %+v", r)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	warned := false
+	for _, rep := range s.reports {
+		warned = warned || strings.Contains(rep.Message, "no data for")
+	}
+	if !warned {
+		t.Error("the stall was not reported to the server")
+	}
+}
+
+var _ = net.IPv4len
