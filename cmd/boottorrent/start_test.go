@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/netboot/netns"
+)
+
+var binary string // the static boottorrent built by TestMain
+
+func TestMain(m *testing.M) {
+	netns.Sweep()
+	dir, err := os.MkdirTemp("", "boottorrent-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "boottorrent")
+	cmd := exec.Command("go", "build", "-o", binary, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build boottorrent: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// logBuffer collects a process's stderr and lets a test wait for a line.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *logBuffer) waitFor(t *testing.T, s string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if strings.Contains(l.String(), s) {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("no %q after %s; log:\n%s", s, d, l.String())
+}
+
+// httpIn is an HTTP client whose connections are opened inside ns.
+func httpIn(ns *netns.NS) *http.Client {
+	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := ns.Do(func() error {
+				var err error
+				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}}
+}
+
+func get(t *testing.T, c *http.Client, url string) []byte {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s: %s", url, resp.Status, b)
+	}
+	return b
+}
+
+// TestStartLifecycle runs the real binary's `start` in a namespace on a
+// virtual LAN (full DHCP mode), checks what it serves from a second
+// namespace, that a second instance refuses to start, and that SIGTERM
+// stops it cleanly; then that a restart reuses the cached work.
+func TestStartLifecycle(t *testing.T) {
+	if err := netns.Available(); err != nil {
+		t.Skip(err)
+	}
+	if m, _ := filepath.Glob("/boot/vmlinuz-*"); len(m) == 0 {
+		t.Skip("needs a kernel for the boot client: apt-get install linux-image-amd64")
+	}
+	lan, err := netns.NewLAN()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lan.Close() })
+	srv, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.77.0.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.77.0.2/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	write := func(p string, data []byte) {
+		t.Helper()
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, p), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("Boottorrent.yaml", []byte(`version: 1
+server:
+  interface: eth0
+dhcp:
+  mode: full
+  range: 10.77.0.100-10.77.0.120
+boot:
+  timeout: 0s
+`))
+	payload := make([]byte, 3<<20)
+	rand.Read(payload)
+	write("oss/tiny/config.yaml", []byte("dispname: Tiny\nmethod: bin\nbin: payload.bin\n"))
+	write("oss/tiny/payload.bin", payload)
+
+	run := func() (*exec.Cmd, *logBuffer) {
+		var log logBuffer
+		cmd := srv.Command(context.Background(), binary, "start", "--dir", dir)
+		cmd.Stderr, cmd.Stdout = &log, &log
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd, &log
+	}
+	first, log := run()
+	log.waitFor(t, "msg=ready", 4*time.Minute)
+
+	c := httpIn(cli)
+	base := "http://10.77.0.1:8080"
+	var oses []bootapi.OS
+	if err := json.Unmarshal(get(t, c, base+bootapi.PathOSList), &oses); err != nil {
+		t.Fatal(err)
+	}
+	if len(oses) != 1 || oses[0].Name != "tiny" || len(oses[0].InfoHash) != 40 {
+		t.Fatalf("os list: %+v", oses)
+	}
+	script := string(get(t, c, base+bootapi.PathBootScript+"?mac=52:54:00:00:00:01"))
+	if !strings.HasPrefix(script, "#!ipxe") || !strings.Contains(script, bootapi.PathClientKernel) {
+		t.Fatalf("boot script:\n%s", script)
+	}
+	if tor := get(t, c, base+bootapi.PathTorrents+"tiny.torrent"); !bytes.HasPrefix(tor, []byte("d")) {
+		t.Fatalf("torrent is not bencoded: %q", tor[:min(len(tor), 40)])
+	}
+	if got := get(t, c, base+bootapi.PathWebSeed+"tiny/payload.bin"); !bytes.Equal(got, payload) {
+		t.Fatal("web seed returned other bytes")
+	}
+	var boot bootapi.Boot
+	if err := json.Unmarshal(get(t, c, base+bootapi.PathBoot+"?mac=52:54:00:00:00:01"), &boot); err != nil {
+		t.Fatal(err)
+	}
+	if boot.DefaultOS != "tiny" || boot.TimeoutMS != 0 || len(boot.Menu) != 1 {
+		t.Fatalf("boot api: %+v", boot)
+	}
+
+	// A second instance on the same host must refuse, not share the ports.
+	second := srv.Command(context.Background(), binary, "start", "--dir", dir)
+	out, err := second.CombinedOutput()
+	if err == nil {
+		t.Fatalf("a second instance started:\n%s", out)
+	}
+	if !strings.Contains(string(out), "taken") && !strings.Contains(string(out), "in use") {
+		t.Errorf("second instance's error does not say the port is taken:\n%s", out)
+	}
+
+	// SIGTERM stops it cleanly.
+	first.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- first.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v\n%s", err, log.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("still running 20 s after SIGTERM:\n%s", log.String())
+	}
+	if !strings.Contains(log.String(), "msg=stopped") {
+		t.Errorf("no 'stopped' line:\n%s", log.String())
+	}
+	for _, f := range []string{"out/torrents/tiny.torrent", "out/client/initramfs"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("generated file missing: %v", err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "oss/tiny/out")); err == nil {
+		t.Error("generated files next to the images")
+	}
+
+	// A restart is quick: the client and the hashes are cached.
+	t0 := time.Now()
+	_, log2 := run()
+	log2.waitFor(t, "msg=ready", 2*time.Minute)
+	t.Logf("first start:\n%s", firstLines(log.String(), 30))
+	t.Logf("restart took %s:\n%s", time.Since(t0).Round(time.Millisecond), firstLines(log2.String(), 30))
+}
+
+func firstLines(s string, n int) string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() && len(out) < n {
+		out = append(out, sc.Text())
+	}
+	return strings.Join(out, "\n")
+}

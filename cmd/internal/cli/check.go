@@ -1,0 +1,121 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/boottorrent/boottorrent/config"
+)
+
+// Parts that check reads from other packages without running them; tests
+// replace them, wire.go sets the real ones.
+var (
+	// cachedInfoHashes returns OS name → info hash for OSes whose hash
+	// cache is fresh (nothing is hashed by check).
+	cachedInfoHashes = func(*config.Project) map[string]string { return nil }
+	// clientSummary describes the boot client (kernel + initramfs sizes,
+	// whether it is built) without building it.
+	clientSummary = func(*config.Project) string { return "" }
+)
+
+func runCheck(env *Env, args []string) error {
+	fs := newFlags(env, "check", "boottorrent check [--dir DIR]",
+		`Validates Boottorrent.yaml and every oss/*/config.yaml, reports every problem
+at once (file, line, field, fix), and prints the plan: interface, address,
+DHCP mode, the boot menu, each OS with its method, size and info hash.
+Exits 1 when the project is invalid.`)
+	dir := fs.String("dir", "", "project folder (default: the current folder)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(env.Stderr, "boottorrent check: unexpected argument %q (use --dir DIR)\n", fs.Arg(0))
+		return errUsage
+	}
+	d, err := projectDir(env, *dir)
+	if err != nil {
+		return err
+	}
+	p, err := config.LoadProject(d, env.Host)
+	if p != nil {
+		for _, w := range p.Warnings {
+			fmt.Fprintf(env.Stderr, "warning: %s\n", w)
+		}
+	}
+	if err != nil {
+		var ps config.Problems
+		if errors.As(err, &ps) {
+			return fmt.Errorf("%s in %s:\n%w", plural(len(ps), "problem", "problems"), d, err)
+		}
+		return err
+	}
+	printPlan(env.Stdout, p)
+	fmt.Fprintln(env.Stdout, "\nThe project is valid. Start it with: sudo boottorrent start")
+	return nil
+}
+
+// printPlan prints what start would do, for people.
+func printPlan(w io.Writer, p *config.Project) {
+	c := p.Config
+	fmt.Fprintf(w, "Project   %s\n", p.Dir)
+	fmt.Fprintf(w, "Server    %s, address %s (network %s)\n", c.Server.Interface, c.Server.Address, p.Prefix)
+	fmt.Fprintf(w, "HTTP      %s  (iPXE script, boot client, API, web seed, tracker)\n", c.HTTPBase())
+	fmt.Fprintf(w, "Torrents  port %d (BitTorrent TCP, tracker UDP)\n", c.Server.TorrentPort)
+	switch c.DHCP.Mode {
+	case config.DHCPProxy:
+		fmt.Fprintln(w, "DHCP      proxy: answers PXE firmware only; the site's DHCP server hands out addresses")
+	case config.DHCPFull:
+		fmt.Fprintf(w, "DHCP      full: leases %s to %s for %s", c.DHCP.First, c.DHCP.Last, c.DHCP.LeaseTime)
+		if c.DHCP.Router != "" {
+			fmt.Fprintf(w, ", router %s", c.DHCP.Router)
+		}
+		if len(c.DHCP.DNS) > 0 {
+			fmt.Fprintf(w, ", DNS %s", strings.Join(c.DHCP.DNS, " "))
+		}
+		fmt.Fprintln(w)
+	case config.DHCPOff:
+		fmt.Fprintln(w, "DHCP      off: point your DHCP server's PXE boot file at us (see README)")
+	}
+	if c.TFTP.Enabled {
+		fmt.Fprintf(w, "TFTP      on: %s from %s (BIOS), %s (UEFI)\n", c.IPXE.BIOS, c.IPXE.Dir, c.IPXE.UEFI)
+	} else {
+		fmt.Fprintln(w, "TFTP      off: only firmware that is iPXE already can boot")
+	}
+	timeout := c.Boot.Timeout.String()
+	switch {
+	case c.Boot.Timeout.Duration < 0:
+		timeout = "waits for a choice"
+	case c.Boot.Timeout.Duration == 0:
+		timeout = "boots the default at once"
+	}
+	fmt.Fprintf(w, "Menu      %s; default %s; timeout %s; seed %s after download\n",
+		strings.Join(c.Boot.Menu, ", "), c.Boot.DefaultOS, timeout, c.Boot.SeedTime)
+	fmt.Fprintf(w, "Client    kernel %s, modules %s\n", c.Client.Kernel, c.Client.Modules)
+	if s := clientSummary(p); s != "" {
+		fmt.Fprintf(w, "          %s\n", s)
+	}
+	hashes := cachedInfoHashes(p)
+	fmt.Fprintf(w, "\nOperating systems (%d):\n", len(p.OSes))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  NAME\tMETHOD\tSIZE\tFILES\tINFO HASH\tDISPLAY NAME")
+	for _, o := range p.OSes {
+		h := hashes[o.Name]
+		if h == "" {
+			h = "(hashed at start)"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\n", o.Name, o.Method, humanBytes(o.Size), len(o.Files), h, o.DispName)
+	}
+	tw.Flush()
+	if len(c.Machines) > 0 {
+		fmt.Fprintf(w, "\nMachines (%d):\n", len(c.Machines))
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, mac := range sortedKeys(c.Machines) {
+			m := c.Machines[mac]
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", mac, m.Name, m.OS)
+		}
+		tw.Flush()
+	}
+}

@@ -1,0 +1,205 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/boottorrent/boottorrent/config"
+	"github.com/boottorrent/boottorrent/initramfs"
+	"github.com/boottorrent/boottorrent/netboot"
+	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/seeder"
+)
+
+func runStart(env *Env, args []string) error {
+	fs := newFlags(env, "start", "boottorrent start [--dir DIR] [--log-level LEVEL]",
+		`Runs the appliance on server.interface until SIGINT or SIGTERM: DHCP (proxy
+or full, ports 67 and 4011), TFTP (69), and one HTTP listener (iPXE script,
+boot client, API, web seed, tracker), plus the seeder that serves every OS
+over BitTorrent. Builds the boot client's initramfs and hashes the OSes
+first (both cached under out/). DHCP and TFTP need root, or the
+capabilities CAP_NET_BIND_SERVICE and CAP_NET_RAW.`)
+	dir := fs.String("dir", "", "project folder (default: the current folder)")
+	level := fs.String("log-level", "info", "log detail: debug, info, warn or error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(env.Stderr, "boottorrent start: unexpected argument %q (use --dir DIR)\n", fs.Arg(0))
+		return errUsage
+	}
+	log, err := newLogger(env.Stderr, *level)
+	if err != nil {
+		return err
+	}
+	d, err := projectDir(env, *dir)
+	if err != nil {
+		return err
+	}
+	p, err := config.LoadProject(d, env.Host)
+	if p != nil {
+		for _, w := range p.Warnings {
+			log.Warn("legacy configuration", "detail", w)
+		}
+	}
+	if err != nil {
+		var ps config.Problems
+		if errors.As(err, &ps) {
+			return fmt.Errorf("the project is not valid (%s); fix it and check with 'boottorrent check':\n%w", plural(len(ps), "problem", "problems"), err)
+		}
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return serve(ctx, p, log)
+}
+
+// appliance is what serve starts; closing it stops every part that was
+// started, in reverse order, even after a failed start.
+type appliance struct {
+	log     *slog.Logger
+	closers []func() error
+	names   []string
+}
+
+func (a *appliance) onClose(name string, f func() error) {
+	a.names = append(a.names, name)
+	a.closers = append(a.closers, f)
+}
+
+func (a *appliance) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		if err := a.closers[i](); err != nil {
+			a.log.Warn("stop", "part", a.names[i], "err", err)
+		}
+	}
+	a.closers, a.names = nil, nil
+}
+
+// serve runs the appliance for a loaded project until ctx ends.
+func serve(ctx context.Context, p *config.Project, log *slog.Logger) error {
+	c := p.Config
+	t0 := time.Now()
+	a := &appliance{log: log}
+	defer a.close()
+	if err := os.MkdirAll(p.OutDir(), 0o755); err != nil {
+		return fmt.Errorf("create %s for generated files: %w", p.OutDir(), err)
+	}
+
+	// Bind the HTTP port first: a port taken is found before minutes of hashing.
+	httpAddr := net.JoinHostPort(c.Server.Address, strconv.Itoa(c.Server.HTTPPort))
+	ln, err := net.Listen("tcp4", httpAddr)
+	if err != nil {
+		return bindError("server.http_port", httpAddr, err)
+	}
+	a.onClose("http listener", func() error { ln.Close(); return nil })
+
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find this program's binary to pack as the client's /init: %w", err)
+	}
+	qemu := false
+	for _, o := range p.OSes {
+		if o.Method == "qemu" {
+			qemu = true
+		}
+	}
+	client, err := initramfs.Build(ctx, initramfs.Options{
+		Kernel: c.Client.Kernel, Modules: c.Client.Modules, ExtraModules: c.Client.ExtraModules,
+		Self: self, OutDir: p.OutDir(), QEMU: qemu, Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("build the boot client: %w", err)
+	}
+
+	sd, err := seeder.New(seeder.Options{Project: p, Logger: log})
+	if err != nil {
+		return fmt.Errorf("seeder: %w", err)
+	}
+	a.onClose("seeder", sd.Close)
+	if err := sd.Start(ctx); err != nil {
+		return fmt.Errorf("seeder: %w", err)
+	}
+
+	nb, err := netboot.New(netboot.Options{Project: p, Logger: log, Catalog: sd,
+		ClientKernel: client.Kernel, ClientInitramfs: client.Initramfs})
+	if err != nil {
+		return fmt.Errorf("netboot: %w", err)
+	}
+	a.onClose("netboot", nb.Close)
+	if err := nb.Start(ctx); err != nil {
+		return fmt.Errorf("netboot: %w", err)
+	}
+
+	srv := &http.Server{
+		Handler:           routes(nb.Handler(), sd.Handler()),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// No WriteTimeout: web-seed and client downloads are large; the
+		// handlers use idle deadlines instead of a total timeout.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	a.onClose("http", func() error {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+
+	log.Info("ready", "interface", c.Server.Interface, "address", c.Server.Address,
+		"http", c.HTTPBase(), "dhcp", c.DHCP.Mode, "tftp", c.TFTP.Enabled,
+		"oss", len(p.OSes), "startup", time.Since(t0).Round(time.Millisecond))
+	select {
+	case <-ctx.Done():
+		log.Info("stopping", "reason", "signal")
+	case err := <-errc:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http listener: %w", err)
+		}
+	}
+	a.close()
+	log.Info("stopped")
+	return nil
+}
+
+// routes mounts both parts on the one listener.
+func routes(boot, seed http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	for _, p := range []string{bootapi.PathBootScript, bootapi.PathClientKernel, bootapi.PathClientInitramfs,
+		bootapi.PathBoot, bootapi.PathPeers, bootapi.PathReport, bootapi.PathMachines} {
+		mux.Handle(p, boot)
+	}
+	for _, p := range []string{bootapi.PathOSList, bootapi.PathTorrents, bootapi.PathWebSeed,
+		bootapi.PathAnnounce, bootapi.PathScrape} {
+		mux.Handle(p, seed)
+	}
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "boottorrent %s\n\n%s  machines booting (JSON)\n%s  operating systems (JSON)\n%s  boot script for iPXE\n",
+			versionString(), bootapi.PathMachines, bootapi.PathOSList, bootapi.PathBootScript)
+	})
+	return mux
+}
+
+// bindError turns a bind failure into advice naming the setting.
+func bindError(field, addr string, err error) error {
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("%s: %s is taken by another program (another boottorrent?); stop it or choose another port in %s", field, addr, config.FileName)
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("%s: binding %s needs root or CAP_NET_BIND_SERVICE (sudo boottorrent start)", field, addr)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Errorf("%s: %s is not an address of this machine; fix server.address in %s", field, addr, config.FileName)
+	}
+	return fmt.Errorf("%s: listen on %s: %w", field, addr, err)
+}
