@@ -3,6 +3,7 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
 )
@@ -25,8 +26,43 @@ func osReady(body []byte, name string) (bool, error) {
 	return false, fmt.Errorf("OS %q is not in the server's list", name)
 }
 
-// parseClientLine reads the boot client's machine-readable final line.
-// TODO(swarmbench): match the client's format once it lands.
+// clientResultPrefix starts the boot client's machine-readable final line
+// (initramfs/client.ResultPrefix; not imported, so that the benchmark does
+// not link the client).
+const clientResultPrefix = "BOOTTORRENT-RESULT "
+
+// clientResult is the part of the client's final line the benchmark uses
+// (initramfs/client.Result).
+type clientResult struct {
+	OS              string  `json:"os"`
+	Mode            string  `json:"mode"`
+	Seconds         float64 `json:"seconds"`
+	DownloadSeconds float64 `json:"download_seconds"`
+	SeedSeconds     float64 `json:"seed_seconds"`
+	Bytes           int64   `json:"bytes"`
+	FromPeers       int64   `json:"from_peers"`
+	FromSeeder      int64   `json:"from_seeder"`
+	FromWeb         int64   `json:"from_webseed"`
+	Uploaded        int64   `json:"uploaded"`
+	PiecesFailed    int64   `json:"pieces_failed"`
+}
+
+// parseClientLine reads the boot client's final line. The client prints
+// it after seeding, so the outcome carries the seeding time for the runner
+// to take off the moment it saw the line.
 func parseClientLine(line string, size int64) (outcome, bool) {
-	return outcome{}, false
+	rest, ok := strings.CutPrefix(strings.TrimSpace(line), clientResultPrefix)
+	if !ok {
+		return outcome{}, false
+	}
+	var r clientResult
+	if err := json.Unmarshal([]byte(rest), &r); err != nil {
+		return outcome{}, false
+	}
+	o := outcome{Done: r.Bytes == size, FromPeers: r.FromPeers, FromSeeder: r.FromSeeder, FromWeb: r.FromWeb,
+		SeedSeconds: max(0, r.SeedSeconds), DownloadSeconds: r.DownloadSeconds, Uploaded: r.Uploaded, PiecesFailed: r.PiecesFailed}
+	if !o.Done {
+		o.Err = fmt.Sprintf("client reported %d bytes, want %d", r.Bytes, size)
+	}
+	return o, true
 }

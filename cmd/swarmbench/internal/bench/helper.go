@@ -46,6 +46,10 @@ func Helper(name string, args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return helperFetch(args, stdout)
+	case "lab-seed":
+		return labSeed(args, stdout, stderr)
+	case "lab-leech":
+		return labLeech(args, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "%s=%q: unknown helper\n", HelperEnv, name)
 	return 2

@@ -58,7 +58,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	jsonOut := fs.Bool("json", false, "print the report as JSON instead of the table")
 	out := fs.String("out", "swarmbench-out", "folder for report.md, report.json, swarm.svg and logs")
 	bt := fs.String("boottorrent", "", "the boottorrent binary (default: boottorrent next to swarmbench, then in PATH)")
-	harness := fs.Bool("harness-only", false, "test the harness alone: no BitTorrent phase, HTTP baseline with the harness's own server and client")
+	engine := fs.String("engine", EngineBoottorrent, "what runs on the LAN: boottorrent (the product); lab (anacrolix/torrent alone with the product's settings, fixed addresses, peers handed over directly: what the library does on these links); harness (no BitTorrent, the HTTP baseline with the harness's own server and client: tests the emulation)")
+	labSpread := fs.Bool("lab-spread", false, "lab engine: each leecher wants its own 1/N of the pieces first")
+	labPiece := fs.String("lab-piece", "256KiB", "piece length of the lab engine's torrent")
 	noHTTP := fs.Bool("no-http", false, "skip the HTTP baseline (quicker when tuning)")
 	seed := fs.Duration("seed-time", 5*time.Second, "how long clients seed after completing (boot.seed_time)")
 	timeout := fs.Duration("timeout", 0, "limit for each phase of a case (default: 3 × the HTTP bound + 90 s)")
@@ -110,10 +112,20 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if o.Self, err = os.Executable(); err != nil {
 		errs = append(errs, err)
 	}
-	if !*harness {
+	o.Engine = *engine
+	o.LabSpread = *labSpread
+	switch o.Engine {
+	case EngineBoottorrent:
 		if o.Boottorrent, err = findBoottorrent(*bt, o.Self); err != nil {
 			errs = append(errs, err)
 		}
+	case EngineLab:
+		if o.LabPiece, err = ParseSize(*labPiece); err != nil || o.LabPiece < 16<<10 || o.LabPiece&(o.LabPiece-1) != 0 {
+			errs = append(errs, fmt.Errorf("--lab-piece %q: a power of two of at least 16KiB", *labPiece))
+		}
+	case EngineHarness:
+	default:
+		errs = append(errs, fmt.Errorf("--engine %q: use boottorrent, lab or harness", *engine))
 	}
 	if err := netns.Available(); err != nil {
 		errs = append(errs, err)
@@ -168,7 +180,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 // findBoottorrent resolves --boottorrent.
 func findBoottorrent(flagVal, self string) (string, error) {
-	hint := "build it with 'go build -o /tmp/boottorrent ./cmd/boottorrent' and pass --boottorrent /tmp/boottorrent (or --harness-only to test the harness alone)"
+	hint := "build it with 'go build -o /tmp/boottorrent ./cmd/boottorrent' and pass --boottorrent /tmp/boottorrent (or --engine harness to test the emulation alone)"
 	if flagVal != "" {
 		p, err := exec.LookPath(flagVal)
 		if err != nil {

@@ -31,10 +31,12 @@ type Case struct {
 	RatioToBound      float64 `json:"ratio_to_bound"`
 	ServerEgressBytes int64   `json:"server_egress_bytes"`
 	EgressPerImage    float64 `json:"server_egress_per_image"`
-	PeerBytes         int64   `json:"peer_bytes"`    // payload clients got from other clients
-	SeederBytes       int64   `json:"seeder_bytes"`  // payload from the server's seeder
-	WebSeedBytes      int64   `json:"webseed_bytes"` // payload from the server's web seed
-	PeerShare         float64 `json:"peer_share"`    // PeerBytes / all payload received
+	PeerBytes         int64   `json:"peer_bytes"`             // payload clients got from other clients
+	SeederBytes       int64   `json:"seeder_bytes"`           // payload from the server's seeder
+	WebSeedBytes      int64   `json:"webseed_bytes"`          // payload from the server's web seed
+	PeerShare         float64 `json:"peer_share"`             // PeerBytes / all payload received
+	WastedBytes       int64   `json:"wasted_bytes,omitempty"` // received but not needed (duplicates), where the engine reports it
+	PiecesFailed      int64   `json:"pieces_failed,omitempty"`
 
 	// plain HTTP baseline
 	HTTPAllCompleteS      float64 `json:"http_all_complete_s"`
@@ -72,8 +74,12 @@ type Report struct {
 	Machine  Machine   `json:"machine"`
 	Cases    []Case    `json:"cases"`
 	Flatness float64   `json:"flatness,omitempty"` // T(N max)/T(N=1), when both ran
-	// HarnessOnly is set when no boottorrent ran (--harness-only).
+	// Engine is what ran on the LAN (boottorrent, lab or harness).
+	Engine string `json:"engine"`
+	// HarnessOnly is set when no BitTorrent phase ran (--engine harness).
 	HarnessOnly bool `json:"harness_only,omitempty"`
+	// HTTPSkipped is set when the HTTP baseline did not run (--no-http).
+	HTTPSkipped bool `json:"http_skipped,omitempty"`
 }
 
 // Finish fills the derived fields of a case from its measured ones.
@@ -154,7 +160,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if c.Completed < c.Clients && !r.HarnessOnly {
 			note = strings.TrimPrefix(note+fmt.Sprintf("; %d/%d completed", c.Completed, c.Clients), "; ")
 		}
-		if c.HTTPCompleted < c.Clients {
+		if c.HTTPCompleted < c.Clients && !r.HTTPSkipped {
 			note = strings.TrimPrefix(note+fmt.Sprintf("; HTTP %d/%d completed", c.HTTPCompleted, c.Clients), "; ")
 		}
 		fmt.Fprintf(tw, "| %d\t| %s\t| %s/%s/%s\t| %s\t| %s\t| %s\t| %s\t| %.2f\t| %.0f %%\t| %.0f %%\t| %s\t| %s\t|\n",
@@ -167,8 +173,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if len(r.Cases) > 0 {
 		c := r.Cases[0]
-		fmt.Fprintf(w, "\nimage %s; client links %s, server link %s, RTT %gms, loss %g %% per client link direction\n",
-			FormatBytes(float64(c.SizeBytes)), FormatRate(c.RateBps), FormatRate(c.ServerBps), c.LatencyMS, 100*c.Loss)
+		fmt.Fprintf(w, "\nengine %s; image %s; client links %s, server link %s, RTT %gms, loss %g %% per client link direction\n",
+			r.Engine, FormatBytes(float64(c.SizeBytes)), FormatRate(c.RateBps), FormatRate(c.ServerBps), c.LatencyMS, 100*c.Loss)
 	}
 	if r.Flatness > 0 {
 		fmt.Fprintf(w, "flatness T(N=%d)/T(N=1): %.2f\n", r.Cases[len(r.Cases)-1].Clients, r.Flatness)

@@ -27,10 +27,18 @@ type Options struct {
 	Latency    time.Duration // round trip between two hosts
 	Loss       float64       // per client link direction
 	Out        string        // where the report, plot and logs go
-	// Boottorrent is the boottorrent binary. Empty runs the harness alone:
-	// no BitTorrent phase, and the HTTP baseline uses the harness's own
-	// server and client (Self with HelperEnv).
+	// Engine is what runs on the LAN: EngineBoottorrent (the product),
+	// EngineLab (anacrolix/torrent alone, with the product's settings) or
+	// EngineHarness (no BitTorrent; the HTTP baseline with the harness's
+	// own server and client). Lab and harness use Self as helpers.
+	Engine string
+	// Boottorrent is the boottorrent binary (EngineBoottorrent).
 	Boottorrent string
+	// LabPiece is the piece length of the lab's torrent.
+	LabPiece int64
+	// LabSpread makes each lab leecher want its own share of the pieces
+	// first (see lab.go).
+	LabSpread bool
 	// Self is the executable that runs the helpers (os.Executable()).
 	Self string
 	// Timeout bounds each phase; 0 picks one from the bounds.
@@ -42,6 +50,13 @@ type Options struct {
 	Command  string
 	Log      *slog.Logger
 }
+
+// Engines.
+const (
+	EngineBoottorrent = "boottorrent"
+	EngineLab         = "lab"
+	EngineHarness     = "harness"
+)
 
 // saturated is the machine's busy fraction above which a case's times
 // measure the emulation's CPU limit rather than the design.
@@ -71,7 +86,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := r.prepare(); err != nil {
 		return nil, err
 	}
-	rep := &Report{Command: o.Command, Started: time.Now().UTC(), Machine: ThisMachine(), HarnessOnly: o.Boottorrent == ""}
+	rep := &Report{Command: o.Command, Started: time.Now().UTC(), Machine: ThisMachine(), HarnessOnly: o.Engine == EngineHarness,
+		Engine: o.Engine, HTTPSkipped: o.SkipHTTP}
 	for _, n := range o.Clients {
 		if ctx.Err() != nil {
 			break
@@ -98,7 +114,7 @@ type runner struct {
 
 // prepare writes the image and, with a boottorrent binary, the project.
 func (r *runner) prepare() error {
-	if r.o.Boottorrent == "" {
+	if r.o.Engine != EngineBoottorrent {
 		r.image = filepath.Join(r.work, "www")
 		if err := os.MkdirAll(r.image, 0o755); err != nil {
 			return err
@@ -206,7 +222,7 @@ func (r *runner) runCase(ctx context.Context, n int) Case {
 		ClientDown: Shape{Rate: r.o.Rate, Delay: oneWay, Loss: r.o.Loss},
 	}
 	t0 := time.Now()
-	lan, err := NewLAN(ctx, n, shape, r.o.Boottorrent == "")
+	lan, err := NewLAN(ctx, n, shape, r.o.Engine != EngineBoottorrent)
 	if err != nil {
 		fail("build LAN: %v", err)
 		return c
@@ -232,8 +248,8 @@ func (r *runner) runCase(ctx context.Context, n int) Case {
 	sampler := StartSampler(time.Second)
 	measured := time.Now()
 	var bt, hs []float64
-	if r.o.Boottorrent != "" {
-		res, egress, err := r.runPhase(ctx, lan, "boottorrent", timeout, logDir, false)
+	if r.o.Engine != EngineHarness {
+		res, egress, err := r.runPhase(ctx, lan, r.o.Engine, timeout, logDir, false)
 		if err != nil {
 			fail("boottorrent phase: %v", err)
 		}
@@ -247,6 +263,8 @@ func (r *runner) runCase(ctx context.Context, n int) Case {
 			c.PeerBytes += o.FromPeers
 			c.SeederBytes += o.FromSeeder
 			c.WebSeedBytes += o.FromWeb
+			c.WastedBytes += o.Wasted
+			c.PiecesFailed += o.PiecesFailed
 		}
 	}
 	if !r.o.SkipHTTP && ctx.Err() == nil {
@@ -283,6 +301,7 @@ func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6
 // proc is a process the runner started, with its output going to a log
 // file and, line by line, to a callback.
 type proc struct {
+	also   *proc // stopped with this one
 	cmd    *exec.Cmd
 	done   chan struct{}
 	err    error
@@ -335,6 +354,9 @@ func start(cmd *exec.Cmd, logPath string, onLine func(string)) (*proc, error) {
 
 // stop asks the process to end (SIGTERM), then kills it after 5 s.
 func (p *proc) stop() {
+	if p.also != nil {
+		defer p.also.stop()
+	}
 	p.closed.Do(func() {
 		select {
 		case <-p.done:
@@ -352,22 +374,42 @@ func (p *proc) stop() {
 }
 
 func (r *runner) startServer(ctx context.Context, lan *LAN, logDir string) (*proc, error) {
-	var cmd *exec.Cmd
-	if r.o.Boottorrent == "" {
-		cmd = lan.Server.NS.Command(context.WithoutCancel(ctx), r.o.Self, r.image, fmt.Sprintf("%s:8080", ServerPrefix.Addr()))
-		cmd.Env = append(os.Environ(), HelperEnv+"=serve")
-	} else {
-		cmd = lan.Server.NS.Command(context.WithoutCancel(ctx), r.o.Boottorrent, "start", "--dir", r.project)
+	helper := func(name string, args ...string) *exec.Cmd {
+		cmd := lan.Server.NS.Command(context.WithoutCancel(ctx), r.o.Self, args...)
+		cmd.Env = append(os.Environ(), HelperEnv+"="+name)
+		return cmd
 	}
-	return start(cmd, filepath.Join(logDir, "server.log"), nil)
+	switch r.o.Engine {
+	case EngineBoottorrent:
+		cmd := lan.Server.NS.Command(context.WithoutCancel(ctx), r.o.Boottorrent, "start", "--dir", r.project)
+		return start(cmd, filepath.Join(logDir, "server.log"), nil)
+	case EngineLab:
+		// The seeder beside the HTTP server; stopping the HTTP server
+		// stops the seeder too.
+		os.Remove(r.labTorrent())
+		seed, err := start(helper("lab-seed", r.image, r.labTorrent(), "6881", fmt.Sprint(r.o.LabPiece)), filepath.Join(logDir, "lab-seed.log"), nil)
+		if err != nil {
+			return nil, err
+		}
+		srv, err := start(helper("serve", r.image, fmt.Sprintf("%s:8080", ServerPrefix.Addr())), filepath.Join(logDir, "server.log"), nil)
+		if err != nil {
+			seed.stop()
+			return nil, err
+		}
+		srv.also = seed
+		return srv, nil
+	}
+	return start(helper("serve", r.image, fmt.Sprintf("%s:8080", ServerPrefix.Addr())), filepath.Join(logDir, "server.log"), nil)
 }
+
+func (r *runner) labTorrent() string { return filepath.Join(r.work, "lab.torrent") }
 
 // waitReady polls the server from its own namespace until it serves the
 // image (harness) or lists the OS with its info hash (boottorrent: the
 // seeder has hashed or verified the image).
 func (r *runner) waitReady(ctx context.Context, lan *LAN, srv *proc) error {
 	path := "/" + imageName
-	if r.o.Boottorrent != "" {
+	if r.o.Engine == EngineBoottorrent {
 		path = "/api/v1/oss"
 	}
 	deadline := time.Now().Add(5 * time.Minute)
@@ -380,7 +422,13 @@ func (r *runner) waitReady(ctx context.Context, lan *LAN, srv *proc) error {
 			return ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
-		if r.o.Boottorrent == "" {
+		if r.o.Engine == EngineLab {
+			if _, err := os.Stat(r.labTorrent()); err != nil {
+				last = errors.New("the lab seeder has not written its torrent yet")
+				continue
+			}
+		}
+		if r.o.Engine != EngineBoottorrent {
 			// A HEAD-like probe: read only the first bytes.
 			if _, err := nsGet(ctx, lan.Server.NS, serverURL()+path, 1); err != nil {
 				last = err
@@ -409,6 +457,10 @@ type outcome struct {
 	Err     string
 
 	FromPeers, FromSeeder, FromWeb int64
+	Uploaded, PiecesFailed, Wasted int64
+	// SeedSeconds is how long the client seeded before it reported;
+	// DownloadSeconds its own download time (first request → complete).
+	SeedSeconds, DownloadSeconds float64
 }
 
 // runPhase starts every client at once and waits until all completed (or
@@ -436,7 +488,8 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 	for i, h := range lan.Clients {
 		var cmd *exec.Cmd
 		var detect func(string) (outcome, bool)
-		if r.o.Boottorrent == "" {
+		switch {
+		case r.o.Engine != EngineBoottorrent && http:
 			cmd = h.NS.Command(context.WithoutCancel(ctx), r.o.Self, serverURL()+"/"+imageName)
 			cmd.Env = append(os.Environ(), HelperEnv+"=fetch")
 			detect = func(line string) (outcome, bool) {
@@ -446,7 +499,21 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 				}
 				return outcome{Done: f.Error == "" && f.Bytes == r.size, Err: fetchErr(f, r.size)}, true
 			}
-		} else {
+		case r.o.Engine == EngineLab:
+			dir := filepath.Join(dataRoot, fmt.Sprint(i))
+			args := []string{r.labTorrent(), dir, "6881", r.o.SeedTime.String(), fmt.Sprintf("%s:6881", ServerPrefix.Addr())}
+			for j, o := range lan.Clients {
+				if j != i {
+					args = append(args, fmt.Sprintf("%s:6881", o.Addr.Addr()))
+				}
+			}
+			cmd = h.NS.Command(context.WithoutCancel(ctx), r.o.Self, args...)
+			cmd.Env = append(os.Environ(), HelperEnv+"=lab-leech")
+			if r.o.LabSpread {
+				cmd.Env = append(cmd.Env, fmt.Sprintf("SWARMBENCH_LAB_SPREAD=%d/%d", i, n))
+			}
+			detect = func(line string) (outcome, bool) { return parseLabLine(line, r.size) }
+		default:
 			dir := filepath.Join(dataRoot, fmt.Sprint(i))
 			os.MkdirAll(dir, 0o755)
 			args := []string{"client", "--server", serverURL(), "--iface", "eth0", "--no-kexec",
@@ -470,7 +537,9 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 				return
 			}
 			reported = true
-			o.Seconds = time.Since(t0).Seconds()
+			// The client reports after seeding: it completed SeedSeconds
+			// before this line.
+			o.Seconds = time.Since(t0).Seconds() - o.SeedSeconds
 			res[i] = o
 			completed <- i
 		})

@@ -56,7 +56,7 @@ func TestHarnessSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	rep, err := Run(ctx, Options{
-		Clients: []int{2}, Size: size, Rate: 20e6, ServerRate: 20e6, Loss: 0.001,
+		Engine: EngineHarness, Clients: []int{2}, Size: size, Rate: 20e6, ServerRate: 20e6, Loss: 0.001,
 		Out: out, Self: os.Args[0], Timeout: 60 * time.Second,
 		Log: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	})

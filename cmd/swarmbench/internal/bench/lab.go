@@ -1,0 +1,262 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	alog "github.com/anacrolix/log"
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/bencode"
+	"github.com/anacrolix/torrent/metainfo"
+	pp "github.com/anacrolix/torrent/peer_protocol"
+	"github.com/anacrolix/torrent/storage"
+	"golang.org/x/time/rate"
+)
+
+// The "lab" helpers run anacrolix/torrent directly, with the settings the
+// seeder and the boot client use, without DHCP, boot API or tracker (every
+// leecher is handed the seeder and all other leechers at once). They
+// separate what the library does on these links from what boottorrent
+// adds around it: --engine lab.
+
+// labMarker starts the lab leecher's final line.
+const labMarker = "swarmbench-lab "
+
+// LabResult is the lab leecher's final line.
+type LabResult struct {
+	Bytes        int64   `json:"bytes"`
+	Seconds      float64 `json:"seconds"`
+	SeedSeconds  float64 `json:"seed_seconds"`
+	FromPeers    int64   `json:"from_peers"`
+	FromSeeder   int64   `json:"from_seeder"`
+	Wasted       int64   `json:"wasted"` // chunks received that were not useful
+	Uploaded     int64   `json:"uploaded"`
+	PiecesFailed int64   `json:"pieces_failed"`
+	Error        string  `json:"error,omitempty"`
+}
+
+func labConfig(dir string, port int, seeder bool) *torrent.ClientConfig {
+	cfg := torrent.NewDefaultClientConfig()
+	cfg.ListenPort = port
+	cfg.Seed = true
+	cfg.NoDHT = true
+	cfg.DisableIPv6 = true
+	cfg.DisableUTP = true
+	cfg.NoDefaultPortForwarding = true
+	cfg.DisableWebtorrent = true
+	cfg.DisableWebseeds = true
+	cfg.DropDuplicatePeerIds = true
+	cfg.DataDir = dir
+	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{
+		ClientBaseDir:   dir,
+		PieceCompletion: storage.NewMapPieceCompletion(),
+	})
+	cfg.Logger = cfg.Logger.WithFilterLevel(alog.Warning)
+	if seeder {
+		cfg.EstablishedConnsPerTorrent = 1000
+		cfg.HalfOpenConnsPerTorrent = 100
+		cfg.TotalHalfOpenConns = 400
+		cfg.TorrentPeersHighWater = 2000
+		cfg.DisableAcceptRateLimiting = true
+		cfg.DialRateLimiter = rate.NewLimiter(200, 200)
+		cfg.MaxAllocPeerRequestDataPerConn = 4 << 20
+	}
+	if v := os.Getenv("SWARMBENCH_LAB_MAXREQ"); v != "" {
+		n, _ := strconv.Atoi(v)
+		cfg.MaxUnverifiedBytes = int64(n)
+	}
+	return cfg
+}
+
+// labSeed: DIR TORRENT PORT PIECE. Hashes DIR/image.bin into TORRENT and
+// seeds it until SIGTERM.
+func labSeed(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 4 {
+		fmt.Fprintln(stderr, "lab-seed: want DIR TORRENT PORT PIECE")
+		return 2
+	}
+	dir, tpath := args[0], args[1]
+	port, _ := strconv.Atoi(args[2])
+	piece, err := ParseSize(args[3])
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	info := metainfo.Info{PieceLength: piece}
+	if err := info.BuildFromFilePath(filepath.Join(dir, imageName)); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	mi := metainfo.MetaInfo{}
+	mi.InfoBytes, err = bencode.Marshal(info)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	cl, err := torrent.NewClient(labConfig(dir, port, true))
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	defer cl.Close()
+	t, err := cl.AddTorrent(&mi)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if err := t.VerifyDataContext(context.Background()); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	<-t.Complete().On()
+	f, err := os.Create(tpath + ".tmp")
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if err := mi.Write(f); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	f.Close()
+	os.Rename(tpath+".tmp", tpath)
+	fmt.Fprintln(stdout, "seeding", t.InfoHash().HexString(), "pieces", t.NumPieces())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	st := t.Stats()
+	fmt.Fprintln(stdout, "uploaded", st.BytesWrittenData.Int64())
+	return 0
+}
+
+// labLeech: TORRENT DATADIR PORT SEEDTIME PEER... downloads, seeds for
+// SEEDTIME (less when no connected peer needs anything), prints LabResult.
+func labLeech(args []string, stdout, stderr io.Writer) int {
+	if len(args) < 4 {
+		fmt.Fprintln(stderr, "lab-leech: want TORRENT DATADIR PORT SEEDTIME PEER...")
+		return 2
+	}
+	start := time.Now()
+	var res LabResult
+	defer func() {
+		b, _ := json.Marshal(res)
+		fmt.Fprintln(stdout, labMarker+string(b))
+	}()
+	mi, err := metainfo.LoadFromFile(args[0])
+	if err != nil {
+		res.Error = err.Error()
+		return 1
+	}
+	port, _ := strconv.Atoi(args[2])
+	seedTime, _ := time.ParseDuration(args[3])
+	seederHost, _, _ := net.SplitHostPort(args[4])
+	var fromPeers, fromSeeder atomic.Int64
+	cfg := labConfig(args[1], port, false)
+	cfg.Callbacks.ReceivedUsefulData = append(cfg.Callbacks.ReceivedUsefulData, func(ev torrent.ReceivedUsefulDataEvent) {
+		n := int64(len(ev.Message.Piece))
+		if h, _, _ := net.SplitHostPort(ev.Peer.RemoteAddr.String()); h == seederHost {
+			fromSeeder.Add(n)
+		} else {
+			fromPeers.Add(n)
+		}
+	})
+	// SWARMBENCH_LAB_SEEDQ=N: queue at most N 16 KiB requests at the
+	// seeder (it advertises reqq 1024, 16 MiB, so a leecher queues far
+	// more than it needs and the seeder sends pieces others already have).
+	if v := os.Getenv("SWARMBENCH_LAB_SEEDQ"); v != "" {
+		q, _ := strconv.Atoi(v)
+		cfg.Callbacks.ReadExtendedHandshake = func(pc *torrent.PeerConn, m *pp.ExtendedHandshakeMessage) {
+			if h, _, _ := net.SplitHostPort(pc.RemoteAddr.String()); h == seederHost && q > 0 {
+				m.Reqq = q
+			}
+		}
+	}
+	cl, err := torrent.NewClient(cfg)
+	if err != nil {
+		res.Error = err.Error()
+		return 1
+	}
+	defer cl.Close()
+	t, err := cl.AddTorrent(mi)
+	if err != nil {
+		res.Error = err.Error()
+		return 1
+	}
+	var pis []torrent.PeerInfo
+	for _, p := range args[4:] {
+		ap, err := net.ResolveTCPAddr("tcp", p)
+		if err == nil {
+			pis = append(pis, torrent.PeerInfo{Addr: ap, Source: torrent.PeerSourceDirect, Trusted: ap.IP.String() == seederHost})
+		}
+	}
+	t.AddPeers(pis)
+	t.DownloadAll()
+	// SWARMBENCH_LAB_SPREAD=SLOT/N: this leecher wants its own 1/N of the
+	// pieces first (starting at SLOT·pieces/N), so that N leechers ask the
+	// seeder for different pieces instead of all for piece 0, 1, 2...
+	// (the library breaks ties among equally rare pieces by index).
+	if v := os.Getenv("SWARMBENCH_LAB_SPREAD"); v != "" {
+		var slot, n int
+		if _, err := fmt.Sscanf(v, "%d/%d", &slot, &n); err == nil && n > 0 {
+			np := t.NumPieces()
+			from := slot * np / n
+			to := (slot + 1) * np / n
+			for i := from; i < to; i++ {
+				t.Piece(i).SetPriority(torrent.PiecePriorityHigh)
+			}
+		}
+	}
+	<-t.Complete().On()
+	res.Seconds = time.Since(start).Seconds()
+	res.Bytes = t.Length()
+	t1 := time.Now()
+	end := t1.Add(seedTime)
+	idle := time.Now()
+	for time.Now().Before(end) {
+		time.Sleep(250 * time.Millisecond)
+		for _, pc := range t.PeerConns() {
+			if h, _, _ := net.SplitHostPort(pc.RemoteAddr.String()); h != seederHost && pc.PeerPieces().GetCardinality() < uint64(t.NumPieces()) {
+				idle = time.Now()
+				break
+			}
+		}
+		if time.Since(idle) > 2*time.Second {
+			break
+		}
+	}
+	res.SeedSeconds = time.Since(t1).Seconds()
+	st := t.Stats()
+	res.FromPeers, res.FromSeeder = fromPeers.Load(), fromSeeder.Load()
+	res.Wasted = st.ChunksReadWasted.Int64() * 16 << 10
+	res.Uploaded = st.BytesWrittenData.Int64()
+	res.PiecesFailed = st.PiecesDirtiedBad.Int64()
+	return 0
+}
+
+func parseLabLine(line string, size int64) (outcome, bool) {
+	rest, ok := strings.CutPrefix(line, labMarker)
+	if !ok {
+		return outcome{}, false
+	}
+	var r LabResult
+	if err := json.Unmarshal([]byte(rest), &r); err != nil {
+		return outcome{}, false
+	}
+	o := outcome{Done: r.Error == "" && r.Bytes == size, Err: r.Error, FromPeers: r.FromPeers, FromSeeder: r.FromSeeder,
+		SeedSeconds: r.SeedSeconds, Uploaded: r.Uploaded, PiecesFailed: r.PiecesFailed, Wasted: r.Wasted}
+	if o.Err == "" && !o.Done {
+		o.Err = fmt.Sprintf("got %d bytes, want %d", r.Bytes, size)
+	}
+	return o, true
+}
