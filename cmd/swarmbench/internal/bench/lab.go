@@ -182,6 +182,33 @@ func labLeech(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
+	// SWARMBENCH_LAB_MASK=1 (with SWARMBENCH_LAB_SPREAD=SLOT/N): the
+	// leecher sees the seeder holding only its own 1/N of the pieces (the
+	// seeder's bitfield or HaveAll is rewritten on arrival), so that it
+	// asks the seeder for nothing the other leechers will have: a
+	// client-side emulation of super-seeding (BEP 16).
+	if os.Getenv("SWARMBENCH_LAB_MASK") != "" {
+		var slot, n int
+		fmt.Sscanf(os.Getenv("SWARMBENCH_LAB_SPREAD"), "%d/%d", &slot, &n)
+		info, _ := mi.UnmarshalInfo()
+		np := info.NumPieces()
+		if n > 0 {
+			from, to := slot*np/n, (slot+1)*np/n
+			cfg.Callbacks.ReadMessage = func(pc *torrent.PeerConn, m *pp.Message) {
+				if m.Type != pp.Bitfield && m.Type != pp.HaveAll {
+					return
+				}
+				if h, _, _ := net.SplitHostPort(pc.RemoteAddr.String()); h != seederHost {
+					return
+				}
+				bf := make([]bool, (np+7)/8*8)
+				for i := from; i < to; i++ {
+					bf[i] = true
+				}
+				m.Type, m.Bitfield = pp.Bitfield, bf
+			}
+		}
+	}
 	cl, err := torrent.NewClient(cfg)
 	if err != nil {
 		res.Error = err.Error()
