@@ -46,8 +46,9 @@ func TestMain(m *testing.M) {
 
 // logBuffer collects a process's stderr and lets a test wait for a line.
 type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	exited chan struct{} // closed when the process ends, if set
 }
 
 func (l *logBuffer) Write(p []byte) (int, error) {
@@ -69,7 +70,11 @@ func (l *logBuffer) waitFor(t *testing.T, s string, d time.Duration) {
 		if strings.Contains(l.String(), s) {
 			return
 		}
-		time.Sleep(200 * time.Millisecond)
+		select {
+		case <-l.exited:
+			t.Fatalf("the process exited before %q; log:\n%s", s, l.String())
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	t.Fatalf("no %q after %s; log:\n%s", s, d, l.String())
 }
@@ -150,17 +155,19 @@ boot:
 	write("oss/tiny/config.yaml", []byte("dispname: Tiny\nmethod: bin\nbin: payload.bin\n"))
 	write("oss/tiny/payload.bin", payload)
 
-	run := func() (*exec.Cmd, *logBuffer) {
-		var log logBuffer
+	run := func() (*exec.Cmd, *logBuffer, chan error) {
+		log := &logBuffer{exited: make(chan struct{})}
 		cmd := srv.Command(context.Background(), binary, "start", "--dir", dir)
-		cmd.Stderr, cmd.Stdout = &log, &log
+		cmd.Stderr, cmd.Stdout = log, log
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		return cmd, &log
+		done := make(chan error, 1)
+		go func() { err := cmd.Wait(); close(log.exited); done <- err }()
+		t.Cleanup(func() { cmd.Process.Kill(); <-log.exited })
+		return cmd, log, done
 	}
-	first, log := run()
+	first, log, done := run()
 	log.waitFor(t, "msg=ready", 4*time.Minute)
 
 	c := httpIn(cli)
@@ -202,8 +209,6 @@ boot:
 
 	// SIGTERM stops it cleanly.
 	first.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- first.Wait() }()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -226,7 +231,7 @@ boot:
 
 	// A restart is quick: the client and the hashes are cached.
 	t0 := time.Now()
-	_, log2 := run()
+	_, log2, _ := run()
 	log2.waitFor(t, "msg=ready", 2*time.Minute)
 	t.Logf("first start:\n%s", firstLines(log.String(), 30))
 	t.Logf("restart took %s:\n%s", time.Since(t0).Round(time.Millisecond), firstLines(log2.String(), 30))
