@@ -343,5 +343,43 @@ func FuzzClientLines(f *testing.F) {
 	f.Fuzz(func(t *testing.T, line string) {
 		parseFetchLine(line)
 		parseClientLine(line, 1<<20)
+		parseLabLine(line, 1<<20)
 	})
+}
+
+func TestClientLine(t *testing.T) {
+	// A final line as the boot client printed it in a run of the benchmark.
+	line := `BOOTTORRENT-RESULT {"os":"bench","mode":"torrent","seconds":6.022070107,"download_seconds":2.985193468,"seed_seconds":3.02191275,"bytes":4194450,"from_peers":1196178,"from_seeder":2998272,"from_webseed":0,"uploaded":1081344,"pieces_failed":0,"attempts":1}`
+	o, ok := parseClientLine(line, 4194450)
+	if !ok || !o.Done || o.Err != "" || o.FromPeers != 1196178 || o.FromSeeder != 2998272 || o.SeedSeconds != 3.02191275 || o.Uploaded != 1081344 {
+		t.Errorf("parseClientLine = %+v, %v", o, ok)
+	}
+	o, ok = parseClientLine(line, 5<<20)
+	if !ok || o.Done || !strings.Contains(o.Err, "4194450 bytes") {
+		t.Errorf("short download: %+v, %v", o, ok)
+	}
+	for _, l := range []string{"", "BOOTTORRENT-RESULT", "BOOTTORRENT-RESULT {", `time=x msg="download complete"`} {
+		if _, ok := parseClientLine(l, 1); ok {
+			t.Errorf("parseClientLine(%q) accepted", l)
+		}
+	}
+	r, ok := parseLabLine(labMarker+`{"bytes":10,"seconds":1,"seed_seconds":0.5,"from_peers":7,"from_seeder":3,"wasted":16384}`, 10)
+	if !ok || !r.Done || r.SeedSeconds != 0.5 || r.Wasted != 16384 || r.FromPeers != 7 {
+		t.Errorf("parseLabLine = %+v, %v", r, ok)
+	}
+}
+
+func TestOSReady(t *testing.T) {
+	if ok, err := osReady([]byte(`[{"name":"bench","info_hash":"ab12","files":[]}]`), "bench"); !ok || err != nil {
+		t.Errorf("hashed OS: %v, %v", ok, err)
+	}
+	if ok, err := osReady([]byte(`[{"name":"bench","info_hash":"","files":[]}]`), "bench"); ok || err == nil {
+		t.Errorf("unhashed OS: %v, %v", ok, err)
+	}
+	if ok, _ := osReady([]byte(`[{"name":"other","info_hash":"ab"}]`), "bench"); ok {
+		t.Error("missing OS reported ready")
+	}
+	if _, err := osReady([]byte(`{`), "bench"); err == nil {
+		t.Error("bad JSON accepted")
+	}
 }
