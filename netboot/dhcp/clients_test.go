@@ -86,6 +86,12 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 // opened by Listen.
 func (l *testLAN) start(t *testing.T, opt Options) *running {
 	t.Helper()
+	return l.startTap(t, opt, nil)
+}
+
+// startTap is start with a tap that sees every received datagram.
+func (l *testLAN) startTap(t *testing.T, opt Options, tap func(port int, data []byte)) *running {
+	t.Helper()
 	logs := &syncBuffer{}
 	opt.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opt.Interface = "eth0"
@@ -93,6 +99,7 @@ func (l *testLAN) start(t *testing.T, opt Options) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.tap = tap
 	var c67, c4011 net.PacketConn
 	err = l.server.Do(func() error {
 		var err error

@@ -133,6 +133,10 @@ type Server struct {
 
 	pendingDelayed atomic.Int64
 
+	// tap, if set before Serve, sees every datagram received (tests
+	// record real firmware requests with it).
+	tap func(port int, data []byte)
+
 	// Counters (read with Stats).
 	received, dropped, malformed, answered, panics atomic.Uint64
 }
@@ -433,6 +437,9 @@ func (s *Server) process(p packet) {
 		}
 	}()
 	data := (*p.buf)[:p.n]
+	if s.tap != nil {
+		s.tap(p.port, data)
+	}
 	req, err := parseRequest(data)
 	if err != nil {
 		s.malformed.Add(1)
