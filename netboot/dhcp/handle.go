@@ -168,9 +168,16 @@ func (s *Server) event(req *dhcpv4.DHCPv4, fw firmware, ip netip.Addr, file, msg
 // lab LAN: it is authoritative for the range.
 func (s *Server) handleFull(req *dhcpv4.DHCPv4, fw firmware, now time.Time) *reply {
 	if gi := req.GatewayIPAddr; gi != nil && !gi.IsUnspecified() {
-		s.limits.warn(s.log, "relayed", "dhcp: relayed request ignored (full mode serves only its own LAN)",
-			"mac", req.ClientHWAddr.String(), "relay", gi.String())
-		return nil
+		// RFC 2131 4.3.1: the relay's address selects the subnet. We
+		// have one range, on our own LAN: a relay on that LAN (or a
+		// load tester such as Kea's perfdhcp, which poses as one) is
+		// served, relays from other networks are not.
+		ga, _ := netip.AddrFromSlice(gi.To4())
+		if !s.opt.Prefix.Contains(ga) {
+			s.limits.warn(s.log, "relayed", "dhcp: request relayed from another network ignored (full mode serves only its own LAN)",
+				"mac", req.ClientHWAddr.String(), "relay", gi.String())
+			return nil
+		}
 	}
 	mac := req.ClientHWAddr.String()
 	boot := fw.pxe || fw.ipxe

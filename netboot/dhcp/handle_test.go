@@ -259,3 +259,19 @@ func TestOptionsValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayedFullMode: a relay on our own LAN (perfdhcp poses as one) is
+// answered at its address on port 67; a relay from another network is not.
+func TestRelayedFullMode(t *testing.T) {
+	s := newTestServer(t, testOptions(ModeFull))
+	d := plainDiscover(t)
+	d.GatewayIPAddr = net.IPv4(10, 0, 0, 2)
+	r := s.handle(roundTrip(t, d), ServerPort, nil, t0)
+	if r == nil || !r.to.IP.Equal(net.IPv4(10, 0, 0, 2)) || r.to.Port != ServerPort || !r.msg.GatewayIPAddr.Equal(net.IPv4(10, 0, 0, 2)) {
+		t.Fatalf("relayed from our LAN: %v", r)
+	}
+	d.GatewayIPAddr = net.IPv4(192, 168, 7, 1)
+	if r := s.handle(roundTrip(t, d), ServerPort, nil, t0); r != nil {
+		t.Fatalf("relayed from another network answered: %s", r.msg.Summary())
+	}
+}
