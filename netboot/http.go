@@ -68,7 +68,7 @@ func (s *Server) serveBootScript(w http.ResponseWriter, r *http.Request) {
 		mac = ""
 	}
 	if mac == "" {
-		mac = s.reg.MACForIP(ip)
+		mac = s.macFor(ip)
 	}
 	script := BootScript(ScriptOptions{Base: s.base, MAC: mac, Cmdline: s.cfg.Client.Cmdline})
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -107,7 +107,7 @@ func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter 
 func (s *Server) serveClientFile(w http.ResponseWriter, r *http.Request, what, path string) {
 	start := time.Now()
 	ip := remoteIP(r)
-	mac := s.reg.MACForIP(ip)
+	mac := s.macFor(ip)
 	if path == "" {
 		s.log.Error("client file requested but not configured", "file", what, "remote", ip, "mac", mac)
 		http.Error(w, "boot client not available", http.StatusServiceUnavailable)
@@ -139,7 +139,7 @@ func (s *Server) serveClientFile(w http.ResponseWriter, r *http.Request, what, p
 		return
 	}
 	if what == "initramfs" && mac != "" && cw.n == fi.Size() {
-		s.reg.Observe(mac, ip, "", bootapi.StageClient, attrs[2:]...)
+		s.reg.Observe(mac, ip, "", bootapi.StageClient, attrs[4:]...)
 	}
 	s.log.Info("client file sent", attrs...)
 }

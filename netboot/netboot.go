@@ -25,10 +25,12 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/boottorrent/boottorrent/config"
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/netboot/dhcp"
 	"github.com/boottorrent/boottorrent/netboot/tftpd"
 	"golang.org/x/sys/unix"
 )
@@ -60,9 +62,11 @@ type Options struct {
 }
 
 // Sentinel errors of Start, for callers that branch (errors.Is).
+// ErrPortInUse and ErrPermission are the DHCP package's, so that one
+// errors.Is check covers DHCP and TFTP.
 var (
-	ErrPortInUse   = errors.New("port already in use")
-	ErrPermission  = errors.New("permission denied")
+	ErrPortInUse   = dhcp.ErrPortInUse
+	ErrPermission  = dhcp.ErrPermission
 	ErrNoInterface = errors.New("network interface not found")
 )
 
@@ -72,7 +76,8 @@ type Server struct {
 	cfg  *config.Config
 	log  *slog.Logger
 	reg  *Registry
-	base string // http://IP:PORT
+	base string                    // http://IP:PORT
+	arp  atomic.Pointer[neighbors] // set by Start; read without s.mu (Close holds it while transfers end)
 
 	mu      sync.Mutex
 	started bool
@@ -123,6 +128,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if _, err := net.InterfaceByName(c.Server.Interface); err != nil {
 		return fmt.Errorf("netboot: %w: %q (server.interface); check `ip link` and the setting", ErrNoInterface, c.Server.Interface)
 	}
+	arp := openNeighbors()
+	s.arp.Store(arp)
+	s.closers = append(s.closers, arp.close)
 	if c.TFTP.Enabled {
 		if err := s.startTFTP(); err != nil {
 			s.closeLocked()
@@ -169,11 +177,11 @@ func (s *Server) startTFTP() error {
 			if t.Err != nil {
 				return
 			}
-			mac := s.reg.MACForIP(t.Remote.Addr())
-			if mac == "" {
+			if t.SizeQuery {
 				return
 			}
-			if t.SizeQuery {
+			mac := s.macFor(t.Remote.Addr())
+			if mac == "" {
 				return
 			}
 			s.reg.Observe(mac, t.Remote.Addr(), "", bootapi.StageTFTP, "file", t.File, "bytes", t.Bytes, "duration", t.Duration)
@@ -211,6 +219,15 @@ func (s *Server) startTFTP() error {
 	s.closers = append(s.closers, srv.Close)
 	s.log.Info("tftp listening", "addr", conn.LocalAddr().String(), "files", []string{c.IPXE.BIOS, c.IPXE.UEFI}, "dir", c.IPXE.Dir)
 	return nil
+}
+
+// macFor names the machine at ip: from the registry, else from the
+// kernel's ARP table.
+func (s *Server) macFor(ip netip.Addr) string {
+	if mac := s.reg.MACForIP(ip); mac != "" {
+		return mac
+	}
+	return s.arp.Load().lookup(ip)
 }
 
 // callerNetns captures the network namespace of the calling thread and

@@ -348,3 +348,24 @@ func FuzzReport(f *testing.F) {
 		}
 	})
 }
+
+func TestParseARP(t *testing.T) {
+	table := []byte(`IP address       HW type     Flags       HW address            Mask     Device
+10.77.0.140      0x1         0x2         52:54:00:AB:64:cd     *        eth0
+10.77.0.141      0x1         0x0         00:00:00:00:00:00     *        eth0
+10.77.0.142      0x1         0x2         00:00:00:00:00:00     *        eth0
+garbage
+`)
+	for ip, want := range map[string]string{"10.77.0.140": "52:54:00:ab:64:cd", "10.77.0.141": "", "10.77.0.142": "", "10.77.0.14": ""} {
+		if got := parseARP(table, netip.MustParseAddr(ip)); got != want {
+			t.Errorf("%s: %q, want %q", ip, got, want)
+		}
+	}
+	// The real table of this namespace parses (loopback has no entries).
+	if n := openNeighbors(); n != nil {
+		defer n.close()
+		if got := n.lookup(netip.MustParseAddr("127.0.0.1")); got != "" {
+			t.Errorf("loopback in ARP: %q", got)
+		}
+	}
+}

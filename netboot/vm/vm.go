@@ -141,6 +141,13 @@ func Args(cfg Config, tap, varsFile string) []string {
 		nic = DefaultNIC
 	}
 	dev := fmt.Sprintf("%s,netdev=n0,mac=%s", nic, cfg.MAC)
+	if nic == DefaultNIC {
+		// Debian's iPXE ROM for virtio declares only the modern device
+		// ID (1af4:1041); a transitional device (1af4:1000, QEMU's
+		// default on a conventional PCI slot) makes SeaBIOS skip the
+		// ROM and never try the network.
+		dev += ",disable-legacy=on"
+	}
 	switch cfg.Firmware {
 	case UEFIPXE:
 		dev += ",romfile="
