@@ -1,0 +1,367 @@
+package netboot
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/boottorrent/boottorrent/config"
+	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/netboot/netns"
+	"github.com/boottorrent/boottorrent/netboot/vm"
+)
+
+func TestMain(m *testing.M) {
+	netns.Sweep()
+	os.Exit(m.Run())
+}
+
+// syncBuffer is a log sink shared by the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// lab is a virtual LAN with our server on it at 10.77.0.1, as
+// `boottorrent start` would run it, serving the test OS as the boot client.
+type lab struct {
+	lan   *netns.LAN
+	srvNS *netns.NS
+	srv   *Server
+	proj  *config.Project
+	tos   *vm.TestOS
+	logs  *syncBuffer
+	base  string
+}
+
+const (
+	labServer = "10.77.0.1"
+	labPrefix = "10.77.0.0/24"
+	// The stand-in site DHCP server's range (proxy mode) and ours (full).
+	siteFirst, siteLast = "10.77.0.100", "10.77.0.150"
+	fullFirst, fullLast = "10.77.0.50", "10.77.0.90"
+)
+
+func needVM(t *testing.T, fws ...vm.Firmware) {
+	t.Helper()
+	if err := netns.Available(); err != nil {
+		t.Skip(err)
+	}
+	for _, fw := range fws {
+		if err := vm.Available(fw); err != nil {
+			t.Skip(err)
+		}
+	}
+	if err := vm.TestOSAvailable(); err != nil {
+		t.Skip(err)
+	}
+	if _, err := os.Stat("/usr/lib/ipxe/undionly.kpxe"); err != nil {
+		t.Skip("needs /usr/lib/ipxe: apt-get install ipxe")
+	}
+}
+
+// newLab builds the LAN and starts the server in mode; marker is what the
+// test OS prints.
+func newLab(t *testing.T, mode, marker string) *lab {
+	t.Helper()
+	l := &lab{logs: &syncBuffer{}}
+	tos, err := vm.BuildTestOS(t.TempDir(), marker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.tos = tos
+	lan, err := netns.NewLAN()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.lan = lan
+	t.Cleanup(func() { lan.Close() })
+	srvNS, _, err := lan.AddHost("eth0", netip.MustParsePrefix(labServer+"/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.srvNS = srvNS
+
+	c := config.Default()
+	c.Server.Interface = "eth0"
+	c.Server.Address = labServer
+	c.DHCP.Mode = mode
+	if mode == config.DHCPFull {
+		c.DHCP.Range = fullFirst + "-" + fullLast
+		c.DHCP.First, c.DHCP.Last = netip.MustParseAddr(fullFirst), netip.MustParseAddr(fullLast)
+	}
+	l.proj = &config.Project{Dir: t.TempDir(), Config: &c, Prefix: netip.MustParsePrefix(labPrefix)}
+	l.base = c.HTTPBase()
+	log := slog.New(slog.NewTextHandler(l.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv, err := New(Options{Project: l.proj, Logger: log, ClientKernel: tos.Kernel, ClientInitramfs: tos.Initramfs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.srv = srv
+	ctx, cancel := context.WithCancel(context.Background())
+	var hs *http.Server
+	err = srvNS.Do(func() error {
+		if err := srv.Start(ctx); err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp4", net.JoinHostPort(labServer, fmt.Sprint(c.Server.HTTPPort)))
+		if err != nil {
+			return err
+		}
+		hs = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go hs.Serve(ln)
+		return nil
+	})
+	t.Cleanup(func() {
+		cancel()
+		if hs != nil {
+			hs.Close()
+		}
+		srv.Close()
+		if t.Failed() {
+			t.Logf("server log:\n%s", l.logs.String())
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// siteDHCP runs dnsmasq as the site's DHCP server on its own host of the
+// LAN, handing out addresses only (no PXE options), as in a lab where
+// boottorrent runs in proxy mode next to the existing DHCP server.
+func (l *lab) siteDHCP(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("dnsmasq"); err != nil {
+		t.Skip("needs dnsmasq: apt-get install dnsmasq-base")
+	}
+	ns, _, err := l.lan.AddHost("eth0", netip.MustParsePrefix("10.77.0.2/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	leases := filepath.Join(dir, "dnsmasq.leases")
+	cmd := ns.Command(context.Background(), "dnsmasq", "--no-daemon", "--port=0", "--user=root",
+		"--interface=eth0", "--bind-interfaces", "--no-resolv", "--no-hosts", "--log-dhcp",
+		"--dhcp-range="+siteFirst+","+siteLast+",255.255.255.0,1h",
+		"--dhcp-leasefile="+leases, "--pid-file="+filepath.Join(dir, "pid"))
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("dnsmasq (site DHCP) log:\n%s", out.String())
+		}
+	})
+	return leases
+}
+
+// bootResult is one VM's boot.
+type bootResult struct {
+	fw      vm.Firmware
+	mac     string
+	elapsed time.Duration
+	err     error
+	console string
+}
+
+// bootVMs boots one VM per firmware at once and waits for each to print
+// the marker.
+func (l *lab) bootVMs(t *testing.T, fws ...vm.Firmware) []bootResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res := make([]bootResult, len(fws))
+	var wg sync.WaitGroup
+	for i, fw := range fws {
+		v, err := vm.Start(ctx, vm.Config{LAN: l.lan, Firmware: fw, Dir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { v.Close() })
+		res[i] = bootResult{fw: fw, mac: v.MAC().String()}
+		wg.Go(func() {
+			d, err := v.WaitFor(ctx, l.tos.Marker)
+			res[i].elapsed, res[i].err, res[i].console = d, err, v.Output()
+			if err != nil {
+				cancel() // no need to wait for the other one
+			}
+		})
+	}
+	wg.Wait()
+	for _, r := range res {
+		if r.err != nil {
+			t.Errorf("%s VM %s: %v", r.fw, r.mac, r.err)
+			continue
+		}
+		t.Logf("%s VM %s: marker after %v", r.fw, r.mac, r.elapsed.Round(100*time.Millisecond))
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	return res
+}
+
+// checkBoot checks what the test OS saw and what the server recorded.
+func (l *lab) checkBoot(t *testing.T, r bootResult, wantStages ...string) bootapi.Machine {
+	t.Helper()
+	var cmdline string
+	for _, line := range strings.Split(r.console, "\n") {
+		if i := strings.Index(line, vm.CmdlinePrefix); i >= 0 {
+			cmdline = strings.TrimSpace(line[i+len(vm.CmdlinePrefix):])
+		}
+	}
+	for _, want := range []string{"initrd=initramfs", "console=ttyS0,115200",
+		bootapi.ArgServer + "=" + l.base, bootapi.ArgMAC + "=" + r.mac} {
+		if !strings.Contains(" "+cmdline+" ", " "+want+" ") {
+			t.Errorf("%s: kernel command line %q lacks %q", r.fw, cmdline, want)
+		}
+	}
+	var m *bootapi.Machine
+	for _, x := range l.srv.Machines() {
+		if x.MAC == r.mac {
+			m = &x
+		}
+	}
+	if m == nil {
+		t.Fatalf("%s: machine %s not in the registry", r.fw, r.mac)
+	}
+	for _, st := range wantStages {
+		if _, ok := m.Stages[st]; !ok {
+			t.Errorf("%s: registry has no %q stage: %+v", r.fw, st, m)
+		}
+	}
+	if m.Stage != bootapi.StageClient {
+		t.Errorf("%s: final stage %q, want %q", r.fw, m.Stage, bootapi.StageClient)
+	}
+	return *m
+}
+
+// machinesOverHTTP reads /api/v1/machines the way the demo and the client
+// tests do, from a host on the LAN.
+func (l *lab) machinesOverHTTP(t *testing.T) []bootapi.Machine {
+	t.Helper()
+	var ms []bootapi.Machine
+	// The connection is made on a thread inside the namespace; an
+	// http.Client would dial from another goroutine, outside it.
+	var conn net.Conn
+	err := l.srvNS.Do(func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp4", strings.TrimPrefix(l.base, "http://"), 10*time.Second)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", bootapi.PathMachines, labServer)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&ms); err != nil {
+		t.Fatal(err)
+	}
+	return ms
+}
+
+func inRange(ip, first, last string) bool {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	return !a.Less(netip.MustParseAddr(first)) && !netip.MustParseAddr(last).Less(a)
+}
+
+// TestPXEProxy: proxy mode next to a site DHCP server (dnsmasq handing out
+// addresses only). A BIOS VM (SeaBIOS + QEMU's iPXE ROM: no TFTP needed)
+// and a UEFI VM whose firmware's own PXE is EDK II's (TFTP for ipxe.efi,
+// then iPXE, then HTTP) boot at once to the test OS.
+func TestPXEProxy(t *testing.T) {
+	needVM(t, vm.BIOS, vm.UEFIPXE)
+	l := newLab(t, config.DHCPProxy, "BOOTTORRENT-PXE-PROXY-OK")
+	leases := l.siteDHCP(t)
+	res := l.bootVMs(t, vm.BIOS, vm.UEFIPXE)
+
+	bios := l.checkBoot(t, res[0], bootapi.StageIPXE, bootapi.StageClient)
+	uefi := l.checkBoot(t, res[1], bootapi.StageDHCP, bootapi.StageTFTP, bootapi.StageIPXE, bootapi.StageClient)
+	if uefi.Arch != "uefi-x64" {
+		t.Errorf("EDK II machine's arch = %q", uefi.Arch)
+	}
+	// The addresses came from the site's server, none from us.
+	for _, m := range []bootapi.Machine{bios, uefi} {
+		if !inRange(m.IP, siteFirst, siteLast) {
+			t.Errorf("%s has address %q, not from the site DHCP range", m.MAC, m.IP)
+		}
+	}
+	if b, err := os.ReadFile(leases); err != nil || !strings.Contains(string(b), res[0].mac) || !strings.Contains(string(b), res[1].mac) {
+		t.Errorf("site DHCP leases: %v\n%s", err, b)
+	}
+	if _, err := os.Stat(filepath.Join(l.proj.OutDir(), LeaseFileName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("proxy mode wrote a lease file: %v", err)
+	}
+	logs := l.logs.String()
+	if !strings.Contains(logs, `msg="tftp sent"`) || !strings.Contains(logs, "file=ipxe.efi") {
+		t.Errorf("no TFTP transfer of ipxe.efi logged")
+	}
+	if ms := l.machinesOverHTTP(t); len(ms) != 2 {
+		t.Errorf("/api/v1/machines lists %d machines, want 2", len(ms))
+	}
+}
+
+// TestPXEFull: full mode, our server is the LAN's only DHCP server. A UEFI
+// VM with QEMU's iPXE ROM and one with EDK II's own PXE boot at once; the
+// leases are persisted under out/.
+func TestPXEFull(t *testing.T) {
+	needVM(t, vm.UEFI, vm.UEFIPXE)
+	l := newLab(t, config.DHCPFull, "BOOTTORRENT-PXE-FULL-OK")
+	res := l.bootVMs(t, vm.UEFI, vm.UEFIPXE)
+
+	ipxe := l.checkBoot(t, res[0], bootapi.StageIPXE, bootapi.StageClient)
+	edk := l.checkBoot(t, res[1], bootapi.StageDHCP, bootapi.StageTFTP, bootapi.StageIPXE, bootapi.StageClient)
+	for _, m := range []bootapi.Machine{ipxe, edk} {
+		if !inRange(m.IP, fullFirst, fullLast) {
+			t.Errorf("%s has address %q, not from our range", m.MAC, m.IP)
+		}
+		if m.Arch != "uefi-x64" {
+			t.Errorf("%s arch = %q", m.MAC, m.Arch)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(l.proj.OutDir(), LeaseFileName))
+	if err != nil || !strings.Contains(string(b), res[0].mac) || !strings.Contains(string(b), res[1].mac) {
+		t.Errorf("lease file: %v\n%s", err, b)
+	}
+}
