@@ -283,11 +283,15 @@ func (s *Seeder) urls() ([][]string, string) {
 	s.mu.Lock()
 	udpPort := s.udpPort
 	s.mu.Unlock()
-	tier := []string{httpBase + bootapi.PathAnnounce}
+	// HTTP first, in a tier of its own (BEP 12: clients try tiers in
+	// order): it is on the listener every client already reached, and
+	// transmission-cli 3.00 cannot resolve UDP trackers at all ("getaddrinfo_async
+	// with no evdns_base") and shuffles a shared tier, which left it without
+	// peers. UDP (BEP 15) is the second tier.
+	announce := [][]string{{httpBase + bootapi.PathAnnounce}}
 	if udpPort != 0 {
-		tier = append(tier, "udp://"+net.JoinHostPort(host, strconv.Itoa(udpPort))+bootapi.PathAnnounce)
+		announce = append(announce, []string{"udp://" + net.JoinHostPort(host, strconv.Itoa(udpPort)) + bootapi.PathAnnounce})
 	}
-	announce := [][]string{tier}
 	if len(c.Torrent.Trackers) > 0 {
 		announce = append(announce, append([]string(nil), c.Torrent.Trackers...))
 	}

@@ -98,6 +98,9 @@ func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
 	l.mu.Lock()
 	l.recs = append(l.recs, m)
 	l.mu.Unlock()
+	if os.Getenv("SEEDER_TEST_VERBOSE") != "" {
+		fmt.Fprintf(os.Stderr, "%s %v\n", time.Now().Format("15:04:05.000"), m)
+	}
 	return nil
 }
 func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return l }
