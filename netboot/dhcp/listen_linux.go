@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+const rcvBuf = 4 << 20
+
 // Listen opens a UDP socket on 0.0.0.0:port bound to the device ifname
 // (SO_BINDTODEVICE), able to send broadcasts. Binding 0.0.0.0 is needed to
 // receive broadcasts; binding the device keeps us off other interfaces.
@@ -34,6 +36,13 @@ func Listen(ifname string, port int) (net.PacketConn, error) {
 	defer f.Close() // net.FilePacketConn dups the descriptor
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BROADCAST, 1); err != nil {
 		return nil, fmt.Errorf("dhcp: SO_BROADCAST: %w", err)
+	}
+	// A burst of machines switched on together (or a flood) must wait in
+	// the socket, not be dropped by the kernel before the worker pool
+	// sees it: ask for 4 MiB (SO_RCVBUFFORCE passes net.core.rmem_max as
+	// root; otherwise the kernel caps SO_RCVBUF there).
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf) != nil {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvBuf)
 	}
 	if ifname != "" {
 		if err := unix.BindToDevice(fd, ifname); err != nil {
