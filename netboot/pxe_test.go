@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -87,8 +88,9 @@ func needVM(t *testing.T, fws ...vm.Firmware) {
 }
 
 // newLab builds the LAN and starts the server in mode; marker is what the
-// test OS prints.
-func newLab(t *testing.T, mode, marker string) *lab {
+// test OS prints. With withhold, the client kernel is missing until
+// withheldMachines machines have been refused it (see releaseKernel).
+func newLab(t *testing.T, mode, marker string, withhold bool) *lab {
 	t.Helper()
 	l := &lab{logs: &syncBuffer{}}
 	tos, err := vm.BuildTestOS(t.TempDir(), marker)
@@ -119,7 +121,11 @@ func newLab(t *testing.T, mode, marker string) *lab {
 	l.proj = &config.Project{Dir: t.TempDir(), Config: &c, Prefix: netip.MustParsePrefix(labPrefix)}
 	l.base = c.HTTPBase()
 	log := slog.New(slog.NewTextHandler(l.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := New(Options{Project: l.proj, Logger: log, ClientKernel: tos.Kernel, ClientInitramfs: tos.Initramfs})
+	kernel := tos.Kernel
+	if withhold {
+		kernel = filepath.Join(t.TempDir(), "vmlinuz")
+	}
+	srv, err := New(Options{Project: l.proj, Logger: log, ClientKernel: kernel, ClientInitramfs: tos.Initramfs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +158,35 @@ func newLab(t *testing.T, mode, marker string) *lab {
 		t.Fatal(err)
 	}
 	return l
+}
+
+var refusedRe = regexp.MustCompile(`msg="client file unavailable".* mac=(\S+)`)
+
+// releaseKernel waits until the server has refused the client kernel to n
+// different machines (as while a server restarts or before the client is
+// built), then puts the kernel in place: the iPXE script's retry loop must
+// take every machine to the boot client without help.
+func (l *lab) releaseKernel(t *testing.T, ctx context.Context, n int) {
+	for ctx.Err() == nil {
+		macs := map[string]bool{}
+		for _, m := range refusedRe.FindAllStringSubmatch(l.logs.String(), -1) {
+			macs[m[1]] = true
+		}
+		if len(macs) >= n {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	data, err := os.ReadFile(l.tos.Kernel)
+	if err == nil {
+		tmp := l.srv.opts.ClientKernel + ".tmp"
+		if err = os.WriteFile(tmp, data, 0o644); err == nil {
+			err = os.Rename(tmp, l.srv.opts.ClientKernel)
+		}
+	}
+	if err != nil {
+		t.Error(err)
+	}
 }
 
 // siteDHCP runs dnsmasq as the site's DHCP server on its own host of the
@@ -312,7 +347,7 @@ func inRange(ip, first, last string) bool {
 // then iPXE, then HTTP) boot at once to the test OS.
 func TestPXEProxy(t *testing.T) {
 	needVM(t, vm.BIOS, vm.UEFIPXE)
-	l := newLab(t, config.DHCPProxy, "BOOTTORRENT-PXE-PROXY-OK")
+	l := newLab(t, config.DHCPProxy, "BOOTTORRENT-PXE-PROXY-OK", false)
 	leases := l.siteDHCP(t)
 	res := l.bootVMs(t, vm.BIOS, vm.UEFIPXE)
 
@@ -344,11 +379,23 @@ func TestPXEProxy(t *testing.T) {
 
 // TestPXEFull: full mode, our server is the LAN's only DHCP server. A UEFI
 // VM with QEMU's iPXE ROM and one with EDK II's own PXE boot at once; the
-// leases are persisted under out/.
+// leases are persisted under out/. The client kernel is missing when they
+// first ask for it (a server restarting): the boot script's retry loop
+// (imgfree, sleep, a fresh dhcp, load again) must bring both through.
 func TestPXEFull(t *testing.T) {
 	needVM(t, vm.UEFI, vm.UEFIPXE)
-	l := newLab(t, config.DHCPFull, "BOOTTORRENT-PXE-FULL-OK")
+	l := newLab(t, config.DHCPFull, "BOOTTORRENT-PXE-FULL-OK", true)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	released := make(chan struct{})
+	go func() { defer close(released); l.releaseKernel(t, ctx, 2) }()
 	res := l.bootVMs(t, vm.UEFI, vm.UEFIPXE)
+	<-released
+	for _, r := range res {
+		if !strings.Contains(r.console, "download failed; retrying") {
+			t.Errorf("%s: the console shows no retry:\n%s", r.fw, r.console[max(0, len(r.console)-3000):])
+		}
+	}
 
 	ipxe := l.checkBoot(t, res[0], bootapi.StageIPXE, bootapi.StageClient)
 	edk := l.checkBoot(t, res[1], bootapi.StageDHCP, bootapi.StageTFTP, bootapi.StageIPXE, bootapi.StageClient)
