@@ -9,6 +9,30 @@
 // silently share the port). Server reads its injected sockets itself, hands
 // each packet to a fixed pool of workers through a bounded queue, recovers
 // per packet, and drops what it cannot parse with a rate-limited log line.
+//
+// Decisions worth knowing:
+//
+//   - Which boot file: iPXE (user class "iPXE" or option 175) gets
+//     HTTPBase+"/boot.ipxe?mac=MAC"; other firmware gets BIOSFile (option 93
+//     = 0) or UEFIFile (7 or 9) from our TFTP server. Any other
+//     architecture, or non-iPXE firmware while TFTP is off, is not answered
+//     and is logged once per MAC with the reason.
+//   - Proxy replies carry option 43 with PXE discovery control bit 3 ("use
+//     the boot file in this packet"): SeaBIOS+iPXE and OVMF's own EDK II PXE
+//     then boot from the port 67 offer directly (TestFirmware); port 4011
+//     is still answered for ROMs that ask there.
+//   - Replies go to the relay (giaddr:67), to ciaddr:68 when the client
+//     has an address (renewals, INFORM, port 4011 to its source), else
+//     broadcast. Unicasting to an address the client does not hold yet
+//     would need ARP cache writes; RFC 2131 4.1 allows the broadcast.
+//   - Full mode is authoritative for its range: a REQUEST for an address
+//     it cannot grant is NAKed. Relays inside our own network are served
+//     (Kea's perfdhcp poses as one); relays from other networks are not.
+//   - Leases are journaled (lease file, JSON lines) before the ACK is sent
+//     and compacted atomically; a write failure means no ACK.
+//   - Options.ReplyDelay exists for firmware that drops replies arriving
+//     too soon (dnsmasq's --dhcp-reply-delay). Default 0: iPXE waits only
+//     about 2 s for proxy offers, and no firmware tested here needs it.
 package dhcp
 
 import (

@@ -275,3 +275,47 @@ func TestRelayedFullMode(t *testing.T) {
 		t.Fatalf("relayed from another network answered: %s", r.msg.Summary())
 	}
 }
+
+// TestFullModeReleaseDeclineInform drives RELEASE, DECLINE and INFORM
+// through the packet handler.
+func TestFullModeReleaseDeclineInform(t *testing.T) {
+	s := newTestServer(t, testOptions(ModeFull))
+	offer := s.handle(roundTrip(t, plainDiscover(t)), ServerPort, nil, t0)
+	rq, _ := dhcpv4.NewRequestFromOffer(offer.msg)
+	ack := s.handle(roundTrip(t, rq), ServerPort, nil, t0)
+	ip := ack.msg.YourIPAddr
+	addr, _ := netip.AddrFromSlice(ip.To4())
+
+	// INFORM from a configured client: options, no lease, unicast back.
+	inf, _ := dhcpv4.NewInform(testMAC, ip)
+	r := s.handle(roundTrip(t, inf), ServerPort, nil, t0)
+	if r == nil || r.msg.MessageType() != dhcpv4.MessageTypeAck || !r.msg.YourIPAddr.IsUnspecified() ||
+		r.msg.Options.Has(dhcpv4.OptionIPAddressLeaseTime) || !r.to.IP.Equal(ip) {
+		t.Fatalf("inform: %v", r)
+	}
+
+	rel, _ := dhcpv4.NewReleaseFromACK(ack.msg)
+	if r := s.handle(roundTrip(t, rel), ServerPort, nil, t0); r != nil {
+		t.Fatal("RELEASE answered")
+	}
+	if l, _ := s.pool.lookup(addr); l.State != stateReleased {
+		t.Fatalf("after RELEASE: %+v", l)
+	}
+
+	// Take it again, then DECLINE it: quarantined, never offered again soon.
+	offer = s.handle(roundTrip(t, plainDiscover(t)), ServerPort, nil, t0)
+	rq, _ = dhcpv4.NewRequestFromOffer(offer.msg)
+	s.handle(roundTrip(t, rq), ServerPort, nil, t0)
+	dec, _ := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeDecline), dhcpv4.WithHwAddr(testMAC),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(10, 0, 0, 1))))
+	if r := s.handle(roundTrip(t, dec), ServerPort, nil, t0); r != nil {
+		t.Fatal("DECLINE answered")
+	}
+	if l, _ := s.pool.lookup(addr); l.State != stateDeclined {
+		t.Fatalf("after DECLINE: %+v", l)
+	}
+	offer = s.handle(roundTrip(t, plainDiscover(t)), ServerPort, nil, t0.Add(time.Second))
+	if offer == nil || offer.msg.YourIPAddr.Equal(ip) {
+		t.Fatalf("declined address offered again: %v", offer)
+	}
+}
