@@ -221,6 +221,7 @@ func (l *LAN) Close() error {
 // LinkCounters are a host's interface byte counters.
 type LinkCounters struct {
 	TxBytes, RxBytes int64
+	at               time.Time // when they were read
 }
 
 // Counters reads the byte counters of the host's eth0. tx is everything
@@ -230,7 +231,9 @@ func (h Host) Counters() (LinkCounters, error) {
 	if err != nil {
 		return LinkCounters{}, fmt.Errorf("ip -s link in %s: %w", h.NS.Name, err)
 	}
-	return parseIPLinkStats(out)
+	c, err := parseIPLinkStats(out)
+	c.at = time.Now()
+	return c, err
 }
 
 func parseIPLinkStats(data []byte) (LinkCounters, error) {

@@ -31,6 +31,7 @@ type Case struct {
 	RatioToBound      float64 `json:"ratio_to_bound"`
 	ServerEgressBytes int64   `json:"server_egress_bytes"`
 	EgressPerImage    float64 `json:"server_egress_per_image"`
+	ServerBusyS       float64 `json:"server_busy_s"`          // when the server had sent 95 % of its egress
 	PeerBytes         int64   `json:"peer_bytes"`             // payload clients got from other clients
 	SeederBytes       int64   `json:"seeder_bytes"`           // payload from the server's seeder
 	WebSeedBytes      int64   `json:"webseed_bytes"`          // payload from the server's web seed
@@ -153,8 +154,8 @@ func times(v float64) string {
 // the README as it is) and the notes under it.
 func (r *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
-	fmt.Fprintln(tw, "| N\t| all done s\t| min/med/max s\t| T* s\t| /T*\t| HTTP s\t| HTTP/bt\t| egress/S\t| from peers\t| CPU peak\t| mem peak\t| note\t|")
-	fmt.Fprintln(tw, "|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|---\t|")
+	fmt.Fprintln(tw, "| N\t| all done s\t| min/med/max s\t| T* s\t| /T*\t| HTTP s\t| HTTP/bt\t| egress/S\t| server busy s\t| from peers\t| CPU peak\t| mem peak\t| note\t|")
+	fmt.Fprintln(tw, "|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|--:\t|---\t|")
 	for _, c := range r.Cases {
 		note := c.Invalid
 		if c.Completed < c.Clients && !r.HarnessOnly {
@@ -163,10 +164,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if c.HTTPCompleted < c.Clients && !r.HTTPSkipped {
 			note = strings.TrimPrefix(note+fmt.Sprintf("; HTTP %d/%d completed", c.HTTPCompleted, c.Clients), "; ")
 		}
-		fmt.Fprintf(tw, "| %d\t| %s\t| %s/%s/%s\t| %s\t| %s\t| %s\t| %s\t| %.2f\t| %.0f %%\t| %.0f %%\t| %s\t| %s\t|\n",
+		fmt.Fprintf(tw, "| %d\t| %s\t| %s/%s/%s\t| %s\t| %s\t| %s\t| %s\t| %.2f\t| %s\t| %.0f %%\t| %.0f %%\t| %s\t| %s\t|\n",
 			c.Clients, secs(c.AllCompleteS), secs(c.ClientMinS), secs(c.ClientMedianS), secs(c.ClientMaxS),
 			secs(c.BoundS), times(c.RatioToBound), secs(c.HTTPAllCompleteS), times(c.HTTPOverBoottorrent),
-			c.EgressPerImage, 100*c.PeerShare, 100*c.CPUPeakBusy, FormatBytes(float64(c.MemPeakBytes)), note)
+			c.EgressPerImage, secs(c.ServerBusyS), 100*c.PeerShare, 100*c.CPUPeakBusy, FormatBytes(float64(c.MemPeakBytes)), note)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -249,11 +249,11 @@ func (r *runner) runCase(ctx context.Context, n int) Case {
 	measured := time.Now()
 	var bt, hs []float64
 	if r.o.Engine != EngineHarness {
-		res, egress, err := r.runPhase(ctx, lan, r.o.Engine, timeout, logDir, false)
+		res, egress, busy, err := r.runPhase(ctx, lan, r.o.Engine, timeout, logDir, false)
 		if err != nil {
-			fail("boottorrent phase: %v", err)
+			fail("%s phase: %v", r.o.Engine, err)
 		}
-		c.ServerEgressBytes = egress
+		c.ServerEgressBytes, c.ServerBusyS = egress, busy
 		for i, o := range res {
 			if o.Done {
 				bt = append(bt, o.Seconds)
@@ -268,7 +268,7 @@ func (r *runner) runCase(ctx context.Context, n int) Case {
 		}
 	}
 	if !r.o.SkipHTTP && ctx.Err() == nil {
-		res, egress, err := r.runPhase(ctx, lan, "http", timeout, logDir, true)
+		res, egress, _, err := r.runPhase(ctx, lan, "http", timeout, logDir, true)
 		if err != nil {
 			fail("http phase: %v", err)
 		}
@@ -467,19 +467,44 @@ type outcome struct {
 // failed, or the timeout), then lets them finish (seeding) and stops them.
 // egress is what the server sent between the start and the last
 // completion.
-func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout time.Duration, logDir string, http bool) ([]outcome, int64, error) {
+func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout time.Duration, logDir string, http bool) ([]outcome, int64, float64, error) {
 	n := len(lan.Clients)
 	log := r.o.Log.With("clients", n, "phase", name)
 	dataRoot, err := os.MkdirTemp(shmDir(), "swarmbench-")
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	defer os.RemoveAll(dataRoot)
 
 	before, err := lan.Server.Counters()
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
+	// Follow the server's egress, to tell a phase limited by the
+	// server's uplink (busy until the end) from one limited by the
+	// exchange among clients (server done early).
+	type point struct {
+		t  float64
+		tx int64
+	}
+	var trace []point
+	traceStop := make(chan struct{})
+	traceDone := make(chan struct{})
+	go func() {
+		defer close(traceDone)
+		tk := time.NewTicker(250 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-traceStop:
+				return
+			case <-tk.C:
+			}
+			if c, err := lan.Server.Counters(); err == nil {
+				trace = append(trace, point{time.Since(before.at).Seconds(), c.TxBytes - before.TxBytes})
+			}
+		}
+	}()
 	res := make([]outcome, n)
 	var mu sync.Mutex
 	completed := make(chan int, n)
@@ -547,7 +572,9 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 			for _, p := range procs[:i] {
 				p.stop()
 			}
-			return nil, 0, fmt.Errorf("start client %d: %w", i, err)
+			close(traceStop)
+			<-traceDone
+			return nil, 0, 0, fmt.Errorf("start client %d: %w", i, err)
 		}
 		procs[i] = p
 		go func() {
@@ -586,6 +613,15 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 		phaseErr = err
 	}
 	egress := after.TxBytes - before.TxBytes
+	close(traceStop)
+	<-traceDone
+	serverDone := 0.0
+	for _, p := range trace {
+		if p.tx >= egress*95/100 {
+			serverDone = p.t
+			break
+		}
+	}
 	// Let clients seed out their seed time and exit on their own; then
 	// stop them, so the next phase has the links to itself.
 	grace := time.After(r.o.SeedTime + 10*time.Second)
@@ -609,7 +645,7 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 			res[i].Err = "did not complete in time"
 		}
 	}
-	return res, egress, phaseErr
+	return res, egress, serverDone, phaseErr
 }
 
 func fetchErr(f FetchResult, want int64) string {
