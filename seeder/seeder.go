@@ -488,6 +488,25 @@ func (s *Seeder) Peers(osName string, exclude netip.Addr, n int) []netip.AddrPor
 	return append(out, s.tracker.Peers(tracker.Hash(ih), exclude.Unmap(), n-len(out))...)
 }
 
+// RegisterPeer adds a booting machine's BitTorrent address to the tracker
+// for osName before the machine has announced (the boot client's report
+// carries its listen port), so Peers and announces hand it out at once.
+// left is the bytes it still needs (the OS size when unknown).
+func (s *Seeder) RegisterPeer(osName string, addr netip.AddrPort, left int64) error {
+	s.mu.Lock()
+	st := s.byName[osName]
+	var ih metainfo.Hash
+	ready := false
+	if st != nil {
+		ih, ready = st.infoHash, st.ready
+	}
+	s.mu.Unlock()
+	if !ready {
+		return fmt.Errorf("seeder: OS %q is not being served", osName)
+	}
+	return s.tracker.Register(tracker.Hash(ih), addr, left)
+}
+
 // Stats is one OS's serving counters.
 type Stats struct {
 	Uploaded  int64 // BitTorrent payload bytes the seeder sent

@@ -371,3 +371,56 @@ func freePort(t testing.TB) int {
 }
 
 var netipZero netip.Addr
+
+func TestLifecycle(t *testing.T) {
+	p := makeProject(t, "127.0.0.1", 8080, testOS{"alpha", map[string]int64{"vmlinuz": 64 << 10, "initrd.img": 64 << 10}})
+	// Close without Start, twice.
+	s, err := New(Options{Project: p, ListenAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := New(Options{Project: p, ListenAddr: "no-port"}); err == nil {
+		t.Fatal("bad listen address accepted")
+	}
+
+	first, _, err := startSeeder(t, p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second instance on the same port must fail (anacrolix does not set
+	// SO_REUSEPORT by default, and the UDP tracker does not either), and
+	// Close must work after the failed Start.
+	addr := first.Peers("alpha", netipZero, 1)[0]
+	second, err := New(Options{Project: p, ListenAddr: addr.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Start(context.Background()); err == nil {
+		t.Fatalf("second seeder on %v started", addr)
+	} else {
+		t.Logf("second seeder: %v", err)
+	}
+	if err := second.Close(); err != nil {
+		t.Logf("close after failed start: %v", err)
+	}
+
+	// A machine registered through the boot API is handed out at once,
+	// after the seeder.
+	m := netip.MustParseAddrPort("127.0.0.5:7000")
+	if err := first.RegisterPeer("alpha", m, 100); err != nil {
+		t.Fatal(err)
+	}
+	if ps := first.Peers("alpha", netip.MustParseAddr("127.0.0.9"), 5); len(ps) != 2 || ps[0] != addr || ps[1] != m {
+		t.Fatalf("Peers = %v, want [seeder %v, %v]", ps, addr, m)
+	}
+	if ps := first.Peers("alpha", m.Addr(), 5); len(ps) != 1 || ps[0] != addr {
+		t.Fatalf("Peers excluding the machine = %v", ps)
+	}
+	if err := first.RegisterPeer("nosuch", m, 1); err == nil {
+		t.Fatal("registered a peer for an unknown OS")
+	}
+}

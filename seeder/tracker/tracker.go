@@ -183,11 +183,6 @@ func (c *Config) fill() {
 	}
 }
 
-type peerKey struct {
-	addr netip.Addr
-	id   [20]byte
-}
-
 type peer struct {
 	id       [20]byte
 	addr     netip.AddrPort
@@ -199,7 +194,7 @@ type torrent struct {
 	name       string
 	size       int64
 	seeder     netip.AddrPort
-	peers      map[peerKey]*peer
+	peers      map[netip.AddrPort]*peer
 	perIP      map[netip.Addr]int
 	downloaded int
 }
@@ -240,7 +235,7 @@ func (t *Tracker) AddTorrent(ih Hash, name string, size int64, seeder netip.Addr
 		tr.name, tr.size, tr.seeder = name, size, seeder
 		return
 	}
-	t.torrents[ih] = &torrent{name: name, size: size, seeder: seeder, peers: map[peerKey]*peer{}, perIP: map[netip.Addr]int{}}
+	t.torrents[ih] = &torrent{name: name, size: size, seeder: seeder, peers: map[netip.AddrPort]*peer{}, perIP: map[netip.Addr]int{}}
 }
 
 // RemoveTorrent forgets an info hash and its peers.
@@ -292,7 +287,11 @@ func (t *Tracker) Announce(req AnnounceRequest) (AnnounceResponse, error) {
 	if !ok {
 		return AnnounceResponse{}, ErrUnknownTorrent
 	}
-	key := peerKey{req.Addr.Addr(), req.PeerID}
+	// Peers are keyed by address and port, both from the connection (the
+	// port is the one the peer listens on): a client cannot overwrite
+	// another machine's entry, and a machine registered through the boot
+	// API and later announcing itself stays one entry.
+	key := req.Addr
 	p, known := tr.peers[key]
 	switch {
 	case req.Event == EventStopped:
@@ -303,13 +302,16 @@ func (t *Tracker) Announce(req AnnounceRequest) (AnnounceResponse, error) {
 		if req.Event == EventCompleted && p.left > 0 {
 			tr.downloaded++
 		}
-		p.addr, p.left, p.lastSeen = req.Addr, req.Left, now
-	case len(tr.peers) < t.cfg.MaxPeersPerTorrent && tr.perIP[key.addr] < t.cfg.MaxPeersPerIP:
+		p.left, p.lastSeen = req.Left, now
+		if req.PeerID != ([20]byte{}) {
+			p.id = req.PeerID
+		}
+	case len(tr.peers) < t.cfg.MaxPeersPerTorrent && tr.perIP[key.Addr()] < t.cfg.MaxPeersPerIP:
 		if req.Event == EventCompleted {
 			tr.downloaded++
 		}
 		tr.peers[key] = &peer{id: req.PeerID, addr: req.Addr, left: req.Left, lastSeen: now}
-		tr.perIP[key.addr]++
+		tr.perIP[key.Addr()]++
 	}
 	resp := AnnounceResponse{Interval: t.cfg.Interval, MinInterval: t.cfg.MinInterval}
 	st := tr.stats()
@@ -322,7 +324,7 @@ func (t *Tracker) Announce(req AnnounceRequest) (AnnounceResponse, error) {
 		n = t.cfg.DefaultNumWant
 	}
 	n = min(n, t.cfg.MaxNumWant)
-	resp.Peers = t.selectPeers(tr, req.Addr, req.PeerID, n)
+	resp.Peers = t.selectPeers(tr, req.Addr, n)
 	return resp, nil
 }
 
@@ -332,13 +334,13 @@ func (t *Tracker) Announce(req AnnounceRequest) (AnnounceResponse, error) {
 // than SeederOff peers hold data; after that the LAN serves itself and the
 // seeder's uplink is kept for pieces the swarm does not have yet (peers
 // that already talk to the seeder keep their connection).
-func (t *Tracker) selectPeers(tr *torrent, self netip.AddrPort, selfID [20]byte, n int) []Peer {
+func (t *Tracker) selectPeers(tr *torrent, self netip.AddrPort, n int) []Peer {
 	if n <= 0 {
 		return nil
 	}
 	var seeds, partial, empty []Peer
 	for _, p := range tr.peers {
-		if p.addr == self || (p.id == selfID && p.addr.Addr() == self.Addr()) || p.addr == tr.seeder {
+		if p.addr == self || p.addr == tr.seeder {
 			continue
 		}
 		pp := Peer{ID: p.id, Addr: p.addr}
@@ -380,7 +382,7 @@ func (t *Tracker) Peers(ih Hash, exclude netip.Addr, n int) []netip.AddrPort {
 	}
 	saved := tr.seeder
 	tr.seeder = netip.AddrPort{}
-	ps := t.selectPeers(tr, netip.AddrPortFrom(exclude, 0), [20]byte{}, len(tr.peers))
+	ps := t.selectPeers(tr, netip.AddrPortFrom(exclude, 0), len(tr.peers))
 	tr.seeder = saved
 	var out []netip.AddrPort
 	for _, p := range ps {
@@ -452,10 +454,10 @@ func (tr *torrent) stats() Stats {
 	return s
 }
 
-func (tr *torrent) remove(k peerKey) {
+func (tr *torrent) remove(k netip.AddrPort) {
 	delete(tr.peers, k)
-	if tr.perIP[k.addr]--; tr.perIP[k.addr] <= 0 {
-		delete(tr.perIP, k.addr)
+	if tr.perIP[k.Addr()]--; tr.perIP[k.Addr()] <= 0 {
+		delete(tr.perIP, k.Addr())
 	}
 }
 
@@ -500,4 +502,13 @@ func (t *Tracker) Count(ih Hash) int {
 		return len(tr.peers)
 	}
 	return 0
+}
+
+// Register records a machine the server learned about outside the
+// tracker (the boot client's progress report names its BitTorrent port),
+// so other machines get it as a peer before it has announced. It counts
+// like an announce for expiry and limits.
+func (t *Tracker) Register(ih Hash, addr netip.AddrPort, left int64) error {
+	_, err := t.Announce(AnnounceRequest{InfoHash: ih, Addr: addr, Left: left, NumWant: 0})
+	return err
 }

@@ -85,10 +85,14 @@ func TestAnnounceTable(t *testing.T) {
 			{req: a("a", "10.0.0.2:1000", size, EventStarted), wantCount: 1},
 			{req: a("b", "10.0.0.3:1000", size, EventStarted), advance: 2 * time.Minute, wantPeers: []netip.AddrPort{seeder}, wantCount: 1},
 		}},
-		{"re-announce keeps one entry and updates the port", Config{}, []step{
+		{"re-announce keeps one entry and updates progress", Config{SeederOff: 1}, []step{
 			{req: a("a", "10.0.0.2:1000", size, EventStarted), wantCount: 1},
-			{req: a("a", "10.0.0.2:2000", 10, EventNone), wantCount: 1},
-			{req: a("b", "10.0.0.3:1000", size, EventStarted), wantPeers: []netip.AddrPort{seeder, ap("10.0.0.2:2000")}, wantCount: 2},
+			{req: a("a", "10.0.0.2:1000", 10, EventNone), wantCount: 1},
+			{req: a("b", "10.0.0.3:1000", size, EventStarted), wantPeers: []netip.AddrPort{ap("10.0.0.2:1000")}, wantCount: 2},
+		}},
+		{"registered machine then announcing is one entry", Config{}, []step{
+			{req: AnnounceRequest{InfoHash: ih(1), Addr: ap("10.0.0.2:1000"), Left: size, NumWant: 0}, wantCount: 1},
+			{req: a("a", "10.0.0.2:1000", size, EventStarted), wantCount: 1},
 		}},
 		{"store is bounded per torrent", Config{MaxPeersPerTorrent: 2}, []step{
 			{req: a("a", "10.0.0.2:1000", size, EventStarted), wantCount: 1},
