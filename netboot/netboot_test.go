@@ -3,6 +3,7 @@ package netboot
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -367,5 +368,27 @@ garbage
 		if got := n.lookup(netip.MustParseAddr("127.0.0.1")); got != "" {
 			t.Errorf("loopback in ARP: %q", got)
 		}
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata/")
+
+// TestBootScriptGolden keeps the exact script iPXE runs in
+// testdata/boot.ipxe.golden (go test -run Golden -update rewrites it).
+func TestBootScriptGolden(t *testing.T) {
+	got := BootScript(ScriptOptions{Base: "http://10.0.0.1:8080", MAC: "52:54:00:12:34:56", Cmdline: "quiet"}) +
+		"#--- without a MAC\n" + BootScript(ScriptOptions{Base: "http://10.0.0.1:8080"})
+	file := filepath.Join("testdata", "boot.ipxe.golden")
+	if *update {
+		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("boot script changed; if intended, run go test -run Golden -update\ngot:\n%s\nwant:\n%s", got, want)
 	}
 }

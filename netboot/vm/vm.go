@@ -309,9 +309,12 @@ var ErrExited = errors.New("vm: QEMU exited")
 // since Start. It fails when ctx ends or QEMU exits first; the error
 // carries the end of the console output.
 func (v *VM) WaitFor(ctx context.Context, marker string) (time.Duration, error) {
+	from := 0 // only new output (and a marker's length before it) is searched again
 	for {
 		v.mu.Lock()
-		found := bytes.Contains(v.out.Bytes(), []byte(marker))
+		buf := v.out.Bytes()
+		found := bytes.Contains(buf[from:], []byte(marker))
+		from = max(0, len(buf)-len(marker))
 		ch := v.changed
 		v.mu.Unlock()
 		if found {
