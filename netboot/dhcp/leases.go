@@ -31,6 +31,10 @@ const (
 // was offered to (RFC 2131 4.3.1 leaves it to the server).
 const offerHold = 60 * time.Second
 
+// offerReclaim: when the range is exhausted, offers older than this that
+// were never requested are given to new clients.
+const offerReclaim = 5 * time.Second
+
 // declineHold is how long a declined address is kept out of use. RFC 2131
 // 4.3.3 says the server must mark it unavailable and should notify the
 // administrator; Kea's default probation is 24 h, a lab LAN wants less.
@@ -226,14 +230,26 @@ func (p *pool) offer(mac string, requested netip.Addr, now time.Time) (netip.Add
 		}
 	}
 	// Every address has a record: reuse the one that expired first.
-	var oldest *lease
+	// Failing that, take back the oldest offer that was never requested:
+	// a real client requests within milliseconds, so offers older than
+	// offerReclaim are what a flood of made-up MACs leaves behind, and
+	// they must not lock real machines out for offerHold.
+	var oldest, stale *lease
 	for v, l := range p.byIP {
-		if !p.usable(v, mac, now) {
+		if p.usable(v, mac, now) {
+			if oldest == nil || l.Expires.Before(oldest.Expires) {
+				oldest = l
+			}
 			continue
 		}
-		if oldest == nil || l.Expires.Before(oldest.Expires) {
-			oldest = l
+		if l.State == stateOffered && now.Sub(l.Expires.Add(-offerHold)) >= offerReclaim {
+			if _, r := p.reservedIP[v]; !r && (stale == nil || l.Expires.Before(stale.Expires)) {
+				stale = l
+			}
 		}
+	}
+	if oldest == nil {
+		oldest = stale
 	}
 	if oldest == nil {
 		return netip.Addr{}, ErrExhausted

@@ -251,3 +251,27 @@ func TestPoolCompaction(t *testing.T) {
 		t.Fatalf("after compaction: %+v", l)
 	}
 }
+
+// TestPoolFloodOfOffers: DISCOVERs from made-up MACs fill the range with
+// offers; a real machine arriving a few seconds later still gets an
+// address, and bound leases are never taken.
+func TestPoolFloodOfOffers(t *testing.T) {
+	p := newTestPool(t, "10.0.0.10", "10.0.0.29", "", nil, t0)
+	bound := dora(t, p, mac(1), t0)
+	for i := 100; i < 200; i++ {
+		p.offer(mac(i), netip.Addr{}, t0) // never requested
+	}
+	if _, err := p.offer(mac(2), netip.Addr{}, t0.Add(time.Second)); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("fresh offers were taken back at once: %v", err)
+	}
+	ip, err := p.offer(mac(2), netip.Addr{}, t0.Add(offerReclaim+time.Second))
+	if err != nil {
+		t.Fatalf("after a flood of offers a real client gets: %v", err)
+	}
+	if ip == bound {
+		t.Fatal("a bound lease was taken back")
+	}
+	if v, why := p.request(mac(2), ip, true, "", time.Hour, t0.Add(offerReclaim+time.Second)); v != verdictACK {
+		t.Fatalf("request after reclaim: %v %s", v, why)
+	}
+}
