@@ -64,7 +64,7 @@ func (s *Server) serveBootScript(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// Serve the script anyway: iPXE fills in the MAC itself, and a
 		// machine that boots is better than one stranded by a bad URL.
-		s.log.Warn("boot script: ignoring bad mac query", "remote", ip, "err", err)
+		s.limit.warn(s.log, "bad mac", "boot script: ignoring bad mac query", "remote", ip, "err", err)
 		mac = ""
 	}
 	if mac == "" {
@@ -283,7 +283,7 @@ func (s *Server) serveReport(w http.ResponseWriter, r *http.Request) {
 	body := http.MaxBytesReader(w, r.Body, bootapi.MaxReportBytes)
 	rep, err := bootapi.DecodeReport(body)
 	if err != nil {
-		s.log.Warn("bad client report", "remote", ip, "err", truncate(err.Error(), 200))
+		s.limit.warn(s.log, "bad report", "bad client report", "remote", ip, "err", truncate(err.Error(), 200))
 		http.Error(w, fmt.Sprintf("bad report: %s", truncate(err.Error(), 200)), http.StatusBadRequest)
 		return
 	}

@@ -27,6 +27,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/boottorrent/boottorrent/config"
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
@@ -72,12 +73,13 @@ var (
 
 // Server is the netboot side of boottorrent.
 type Server struct {
-	opts Options
-	cfg  *config.Config
-	log  *slog.Logger
-	reg  *Registry
-	base string                    // http://IP:PORT
-	arp  atomic.Pointer[neighbors] // set by Start; read without s.mu (Close holds it while transfers end)
+	opts  Options
+	cfg   *config.Config
+	log   *slog.Logger
+	reg   *Registry
+	base  string // http://IP:PORT
+	limit *rateLog
+	arp   atomic.Pointer[neighbors] // set by Start; read without s.mu (Close holds it while transfers end)
 
 	mu      sync.Mutex
 	started bool
@@ -102,7 +104,7 @@ func New(o Options) (*Server, error) {
 		}
 	}
 	log := newLogger(o.Logger).With("component", "netboot")
-	s := &Server{opts: o, cfg: c, log: log, base: c.HTTPBase()}
+	s := &Server{opts: o, cfg: c, log: log, base: c.HTTPBase(), limit: newRateLog(5 * time.Second)}
 	s.reg = NewRegistry(log, o.MaxMachines, names)
 	return s, nil
 }

@@ -392,3 +392,21 @@ func TestBootScriptGolden(t *testing.T) {
 		t.Errorf("boot script changed; if intended, run go test -run Golden -update\ngot:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+func TestBadInputLogsAreRateLimited(t *testing.T) {
+	s, _ := testServer(t)
+	var buf syncBuffer
+	s.log = slog.New(slog.NewTextHandler(&buf, nil))
+	h := s.Handler()
+	for range 100 {
+		do(t, h, "POST", bootapi.PathReport, "10.9.0.30:5", strings.NewReader(`{"mac":"zz","stage":"download"}`))
+		do(t, h, "GET", "/boot.ipxe?mac=zz", "10.9.0.30:5", nil)
+	}
+	logs := buf.String()
+	if n := strings.Count(logs, "bad client report"); n != 1 {
+		t.Errorf("%d report warnings for 100 bad reports", n)
+	}
+	if n := strings.Count(logs, "ignoring bad mac"); n != 1 {
+		t.Errorf("%d mac warnings for 100 bad queries", n)
+	}
+}

@@ -34,6 +34,9 @@ type Registry struct {
 	mu    sync.Mutex
 	byMAC map[string]*machine
 	byIP  map[netip.Addr]string // last known IP → MAC
+
+	evicted  int
+	evictLog time.Time
 }
 
 type machine struct {
@@ -75,7 +78,12 @@ func (r *Registry) get(mac string, now time.Time) *machine {
 			delete(r.byIP, e.ip)
 		}
 		delete(r.byMAC, oldest)
-		r.log.Warn("machine registry full: forgetting the machine seen least recently", "mac", oldest, "max", r.max)
+		r.evicted++
+		if now.Sub(r.evictLog) >= time.Minute {
+			r.log.Warn("machine registry full: forgetting the machines seen least recently", "mac", oldest, "max", r.max,
+				"forgotten_total", r.evicted)
+			r.evictLog = now
+		}
 	}
 	e := &machine{m: bootapi.Machine{MAC: mac, Name: r.names[mac], FirstSeen: now, Stages: map[string]time.Time{}}}
 	r.byMAC[mac] = e
