@@ -97,6 +97,30 @@ type Server struct {
 	srv   *tftp.Server
 
 	closeOnce sync.Once
+
+	limitMu  sync.Mutex
+	lastWarn map[string]time.Time // fixed kinds, never input
+	suppr    map[string]int
+}
+
+// warn logs one line per kind every 5 s at most, so that a flood of bad
+// requests cannot flood the log; the next line says how many were
+// suppressed.
+func (s *Server) warn(kind, msg string, args ...any) {
+	now := time.Now()
+	s.limitMu.Lock()
+	if t, ok := s.lastWarn[kind]; ok && now.Sub(t) < 5*time.Second {
+		s.suppr[kind]++
+		s.limitMu.Unlock()
+		return
+	}
+	n := s.suppr[kind]
+	s.lastWarn[kind], s.suppr[kind] = now, 0
+	s.limitMu.Unlock()
+	if n > 0 {
+		args = append(args, "suppressed", n)
+	}
+	s.log.Warn(msg, args...)
 }
 
 // New checks the files and prepares a server. It fails when a file is
@@ -115,7 +139,8 @@ func New(o Options) (*Server, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
 	}
-	s := &Server{opts: o, log: o.Logger, files: map[string]servedFile{}, sem: make(chan struct{}, o.MaxTransfers)}
+	s := &Server{opts: o, log: o.Logger, files: map[string]servedFile{}, sem: make(chan struct{}, o.MaxTransfers),
+		lastWarn: map[string]time.Time{}, suppr: map[string]int{}}
 	for _, name := range o.Files {
 		if name == "" {
 			continue
@@ -201,7 +226,7 @@ func (s *Server) read(name string, rf io.ReaderFrom) error {
 	}
 	sf, ok := s.files[name]
 	if !ok {
-		s.log.Warn("tftp request refused: not a served file", "remote", remote, "file", shown)
+		s.warn("refused", "tftp request refused: not a served file", "remote", remote, "file", shown)
 		s.done(Transfer{Remote: remote, File: shown, Duration: time.Since(start), Err: ErrNotFound})
 		return ErrNotFound
 	}
@@ -209,7 +234,7 @@ func (s *Server) read(name string, rf io.ReaderFrom) error {
 	case s.sem <- struct{}{}:
 		defer func() { <-s.sem }()
 	default:
-		s.log.Warn("tftp request refused: too many transfers", "remote", remote, "file", name, "max", s.opts.MaxTransfers)
+		s.warn("busy", "tftp request refused: too many transfers", "remote", remote, "file", name, "max", s.opts.MaxTransfers)
 		s.done(Transfer{Remote: remote, File: name, Duration: time.Since(start), Err: ErrBusy})
 		return ErrBusy
 	}

@@ -195,6 +195,11 @@ func TestRefusesEverythingElse(t *testing.T) {
 			t.Errorf("%q: error names a path: %s", name, msg)
 		}
 	}
+	// Nine refusals within 5 s make one log line, not nine.
+	f.wait(t, 9)
+	if n := strings.Count(f.logsBuf.String(), "not a served file"); n != 1 {
+		t.Errorf("%d log lines for 9 refused requests", n)
+	}
 	// Writes are refused.
 	src := filepath.Join(tmp, "up")
 	os.WriteFile(src, []byte("x"), 0o644)
