@@ -410,3 +410,33 @@ func TestBadInputLogsAreRateLimited(t *testing.T) {
 		t.Errorf("%d mac warnings for 100 bad queries", n)
 	}
 }
+
+// TestRegistryLogs: one line per stage change, progress at most every
+// progressLogEvery while downloading.
+func TestRegistryLogs(t *testing.T) {
+	var buf syncBuffer
+	r := NewRegistry(slog.New(slog.NewTextHandler(&buf, nil)), 0, map[string]string{"52:54:00:00:00:01": "pc1"})
+	now := time.Unix(1000, 0)
+	r.now = func() time.Time { return now }
+	ip := netip.MustParseAddr("10.0.0.5")
+	mac := "52:54:00:00:00:01"
+	r.Observe(mac, ip, "bios", bootapi.StageDHCP)
+	r.Observe(mac, ip, "", bootapi.StageDHCP) // no change, no line
+	for i := range 30 {                       // a report every second for 30 s
+		now = now.Add(time.Second)
+		r.Report(ip, &bootapi.Report{MAC: mac, Stage: bootapi.StageDownload, OS: "debian", BytesTotal: 100, BytesDone: int64(i)})
+	}
+	r.Report(ip, &bootapi.Report{MAC: mac, Stage: bootapi.StageFailed, Message: "kexec refused"})
+	logs := buf.String()
+	for _, c := range []struct {
+		what string
+		n    int
+	}{{`msg="machine stage"`, 2}, {`msg="machine progress"`, 2}, {`msg="machine failed"`, 1}, {"name=pc1", 5}} {
+		if got := strings.Count(logs, c.what); got != c.n {
+			t.Errorf("%d lines with %s, want %d:\n%s", got, c.what, c.n, logs)
+		}
+	}
+	if !strings.Contains(logs, `message="kexec refused"`) {
+		t.Errorf("failure message not logged:\n%s", logs)
+	}
+}
