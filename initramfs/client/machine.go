@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
@@ -126,13 +127,14 @@ func (m *machine) run(ctx context.Context) error {
 		return m.sleep(ctx, backoff(attempts))
 	}
 
-	// Network: drivers, link, lease.
-	m.report(ctx, &bootapi.Report{Stage: bootapi.StageNetwork})
+	// Network: drivers, link, lease. The report can only go out once
+	// the link has an address.
 	for {
 		t0 := m.now()
 		err := m.env.Network(ctx)
 		if err == nil {
 			m.log.Info("network up", "stage", "network", "duration", m.now().Sub(t0).Round(time.Millisecond))
+			m.report(ctx, &bootapi.Report{Stage: bootapi.StageNetwork})
 			break
 		}
 		if ctx.Err() != nil {
@@ -334,6 +336,7 @@ func (m *machine) watch(ctx context.Context, b *bootapi.Boot, o *bootapi.OS, sta
 	lastDone, lastT := dl.Progress().Done, m.now()
 	rate := 0.0
 	warned := time.Duration(0)
+	var inFlight atomic.Bool
 	for {
 		select {
 		case r := <-done:
@@ -366,9 +369,12 @@ func (m *machine) watch(ctx context.Context, b *bootapi.Boot, o *bootapi.OS, sta
 				warned = 0
 			}
 		}
-		if now.Sub(lastReport) >= time.Duration(b.ReportMS)*time.Millisecond {
+		if now.Sub(lastReport) >= time.Duration(b.ReportMS)*time.Millisecond && inFlight.CompareAndSwap(false, true) {
+			// One report at a time: a server that answers slowly
+			// must not pile up goroutines.
 			lastReport = now
-			go m.report(ctx, m.progressReport(stage, o, p, rate))
+			r := m.progressReport(stage, o, p, rate)
+			go func() { defer inFlight.Store(false); m.report(ctx, r) }()
 		}
 	}
 }

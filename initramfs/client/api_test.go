@@ -1,0 +1,140 @@
+package client
+
+import (
+	"encoding/json"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/boottorrent/boottorrent/netboot/bootapi"
+)
+
+func TestParseBoot(t *testing.T) {
+	good := `{"mac":"52:54:00:00:00:01","default_os":"a","timeout_ms":0,"seed_time_ms":-5,"report_interval_ms":0,
+	  "menu":[{"name":"a","dispname":"A\u001b[2J\u0007 OS","method":"kexec","kernel":"k/vmlinuz","files":["k/vmlinuz"]}]}`
+	b, err := parseBoot([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Menu[0].DispName != "A[2J OS" {
+		t.Errorf("control characters must be dropped from the display name: %q", b.Menu[0].DispName)
+	}
+	if b.ReportMS != 3000 || b.SeedMS != 0 {
+		t.Errorf("bounds not applied: report %d seed %d", b.ReportMS, b.SeedMS)
+	}
+	for name, doc := range map[string]string{
+		"empty menu":   `{"menu":[]}`,
+		"unsafe name":  `{"menu":[{"name":"../etc"}]}`,
+		"escape file":  `{"menu":[{"name":"a","kernel":"../../etc/shadow"}]}`,
+		"abs file":     `{"menu":[{"name":"a","files":["/etc/shadow"]}]}`,
+		"not json":     `<html>`,
+		"wrong type":   `{"menu":"x"}`,
+		"backslash":    `{"menu":[{"name":"a","bin":"a\\b"}]}`,
+		"dotdot piece": `{"menu":[{"name":"a","initrd":"x/../../y"}]}`,
+	} {
+		if _, err := parseBoot([]byte(doc)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestParsePeers(t *testing.T) {
+	got, err := parsePeers([]byte(`{"peers":["10.0.0.1:6881","10.0.0.2:0","0.0.0.0:1","224.0.0.1:5","x:1","10.0.0.3:65536","[fe80::1]:6881","10.0.0.4:+1","10.0.0.5:06881"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, " ") != "10.0.0.1:6881 [fe80::1]:6881" {
+		t.Errorf("got %v", got)
+	}
+}
+
+func FuzzParseBoot(f *testing.F) {
+	seed, _ := json.Marshal(bootapi.Boot{DefaultOS: "a", Menu: []bootapi.OS{{Name: "a", Kernel: "vmlinuz", Files: []string{"vmlinuz"}}}})
+	f.Add(seed)
+	f.Add([]byte(`{"menu":[{"name":"a","dispname":"\u0000\u009b"}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		boot, err := parseBoot(b)
+		if err != nil {
+			return
+		}
+		if len(boot.Menu) == 0 || len(boot.Menu) > maxMenuItems {
+			t.Fatalf("menu of %d", len(boot.Menu))
+		}
+		for _, o := range boot.Menu {
+			if !validName(o.Name) || strings.ContainsAny(o.DispName, "\x00\x1b\r\n") {
+				t.Fatalf("unsafe entry %+v", o)
+			}
+		}
+	})
+}
+
+func FuzzParsePeers(f *testing.F) {
+	f.Add([]byte(`{"peers":["10.0.0.1:6881"]}`))
+	f.Add([]byte(`{"peers":["[::1]:1",":",""]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ps, err := parsePeers(b)
+		if err != nil {
+			return
+		}
+		if len(ps) > maxPeers {
+			t.Fatalf("%d peers", len(ps))
+		}
+		for _, p := range ps {
+			if _, _, err := net.SplitHostPort(p); err != nil {
+				t.Fatalf("bad peer %q", p)
+			}
+		}
+	})
+}
+
+// TestRealOffer: a proxyDHCP offer (yiaddr 0, as boottorrent's own proxy
+// mode and dnsmasq's send) must never be taken.
+func TestRealOffer(t *testing.T) {
+	hw := net.HardwareAddr{0x52, 0x54, 0, 0, 0, 1}
+	mk := func(yiaddr net.IP, mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+		p, err := dhcpv4.New(dhcpv4.WithHwAddr(hw), dhcpv4.WithReply(&dhcpv4.DHCPv4{OpCode: dhcpv4.OpcodeBootRequest, ClientHWAddr: hw}),
+			dhcpv4.WithYourIP(yiaddr), dhcpv4.WithMessageType(mt), dhcpv4.WithServerIP(net.IPv4(10, 0, 0, 1)),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(10, 0, 0, 1))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	proxy := mk(net.IPv4zero, dhcpv4.MessageTypeOffer)
+	proxy.UpdateOption(dhcpv4.OptClassIdentifier("PXEClient"))
+	for name, tc := range map[string]struct {
+		p    *dhcpv4.DHCPv4
+		want bool
+	}{
+		"real offer":    {mk(net.IPv4(10, 0, 0, 100), dhcpv4.MessageTypeOffer), true},
+		"proxy offer":   {proxy, false},
+		"broadcast":     {mk(net.IPv4bcast, dhcpv4.MessageTypeOffer), false},
+		"ack not offer": {mk(net.IPv4(10, 0, 0, 100), dhcpv4.MessageTypeAck), false},
+		"nil":           {nil, false},
+	} {
+		if got := realOffer(tc.p); got != tc.want {
+			t.Errorf("%s: realOffer = %v, want %v", name, got, tc.want)
+		}
+	}
+	ack := realAck(net.IPv4(10, 0, 0, 1))
+	if !ack(mk(net.IPv4(10, 0, 0, 100), dhcpv4.MessageTypeAck)) || ack(mk(net.IPv4zero, dhcpv4.MessageTypeAck)) || !ack(mk(net.IPv4zero, dhcpv4.MessageTypeNak)) {
+		t.Error("realAck")
+	}
+	if realAck(net.IPv4(10, 0, 0, 2))(mk(net.IPv4(10, 0, 0, 100), dhcpv4.MessageTypeAck)) {
+		t.Error("an ACK from another server was taken")
+	}
+}
+
+func TestCmdlineArgs(t *testing.T) {
+	var c Config
+	err := c.fillDefaults("initrd=initramfs console=ttyS0 " + bootapi.ArgServer + "=http://10.0.0.1:8080 " + bootapi.ArgMAC + "=52:54:00:AB:CD:EF quiet")
+	if err != nil || c.Server != "http://10.0.0.1:8080" || c.MAC != "52:54:00:ab:cd:ef" {
+		t.Fatalf("%+v %v", c, err)
+	}
+	var d Config
+	if err := d.fillDefaults("quiet"); err == nil || !strings.Contains(err.Error(), bootapi.ArgServer) {
+		t.Fatalf("missing server: %v", err)
+	}
+}

@@ -1,0 +1,372 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/netboot/netns"
+	"github.com/boottorrent/boottorrent/netboot/vm"
+)
+
+func TestMain(m *testing.M) {
+	netns.Sweep()
+	os.Exit(m.Run())
+}
+
+// e2eServer is the real `boottorrent start` in a namespace of a test LAN.
+type e2eServer struct {
+	t      *testing.T
+	binary string
+	dir    string
+	ns     *netns.NS
+	base   string
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	log    *lockedBuf
+	done   chan struct{}
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+	t  *testing.T
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.Write(p)
+	return len(p), nil
+}
+
+func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+func (s *e2eServer) start() {
+	s.t.Helper()
+	lb := &lockedBuf{t: s.t}
+	cmd := s.ns.Command(context.Background(), s.binary, "start", "--dir", s.dir)
+	cmd.Stdout, cmd.Stderr = lb, lb
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	s.mu.Lock()
+	s.cmd, s.log, s.done = cmd, lb, done
+	s.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Minute)
+	for !strings.Contains(lb.String(), "msg=ready") {
+		select {
+		case <-done:
+			s.t.Fatalf("boottorrent start exited:\n%s", lb.String())
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("boottorrent start not ready:\n%s", lb.String())
+		}
+	}
+}
+
+func (s *e2eServer) stop() {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
+}
+
+// machines reads /api/v1/machines from inside the LAN.
+func (s *e2eServer) machines() (map[string]bootapi.Machine, error) {
+	var ms []bootapi.Machine
+	err := s.ns.Do(func() error {
+		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: (&net.Dialer{}).DialContext}}
+		resp, err := hc.Get(s.base + bootapi.PathMachines)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ms)
+	})
+	out := map[string]bootapi.Machine{}
+	for _, m := range ms {
+		out[m.MAC] = m
+	}
+	return out, err
+}
+
+func buildStatic(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "boottorrent")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "github.com/boottorrent/boottorrent/cmd/boottorrent")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build boottorrent: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func writeFile(t *testing.T, p string, data []byte) {
+	t.Helper()
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dst, b)
+}
+
+// shape limits the server's uplink (tc tbf), so that downloads take long
+// enough to share pieces between machines, and to stop the server in the
+// middle of one.
+func shape(t *testing.T, ns *netns.NS, rate string) {
+	t.Helper()
+	ns.Run("tc", "qdisc", "del", "dev", "eth0", "root")
+	if rate == "" {
+		return
+	}
+	if _, err := ns.Run("tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "64kb", "latency", "500ms"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestQEMUBoot boots VMs through the whole chain — PXE, iPXE, the client
+// kernel + this initramfs, the menu, the BitTorrent download, kexec —
+// against the real `boottorrent start`:
+//
+//  1. BIOS VM pinned by machines: (boots without the menu) and a UEFI VM
+//     that chooses on the serial console with arrows and Enter, at once;
+//     both reach the test OS's marker and the server's accounting shows
+//     pieces passed between them;
+//  2. a BIOS VM chooses an OS whose kernel is not a kernel (the kexec
+//     failure is shown and reported, the menu comes back), then the bin
+//     OS by number;
+//  3. a BIOS VM whose server is stopped mid-download: the client says so,
+//     and completes and boots once the server is back.
+func TestQEMUBoot(t *testing.T) {
+	for _, fw := range []vm.Firmware{vm.BIOS, vm.UEFI} {
+		if err := vm.Available(fw); err != nil {
+			t.Skip(err)
+		}
+	}
+	if err := vm.TestOSAvailable(); err != nil {
+		t.Skip(err)
+	}
+	if _, err := exec.LookPath("tc"); err != nil {
+		t.Skip("needs tc: apt-get install iproute2")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	binary := buildStatic(t)
+
+	lan, err := netns.NewLAN()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lan.Close() })
+	srvNS, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.79.0.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	marker := "TESTOS-" + fmt.Sprint(time.Now().UnixNano()) + "-REACHED"
+	binMarker := "BINOS-RAN-" + fmt.Sprint(time.Now().UnixNano())
+	tos, err := vm.BuildTestOS(t.TempDir(), marker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, tos.Kernel, filepath.Join(dir, "oss/testos/vmlinuz"))
+	copyFile(t, tos.Initramfs, filepath.Join(dir, "oss/testos/initrd.img"))
+	filler := make([]byte, 40<<20)
+	rand.Read(filler)
+	writeFile(t, filepath.Join(dir, "oss/testos/filler.bin"), filler)
+	writeFile(t, filepath.Join(dir, "oss/testos/config.yaml"), []byte(`dispname: Test OS
+method: kexec
+kernel: vmlinuz
+initrd: initrd.img
+cmdline: console=ttyS0,115200 panic=-1
+files: [filler.bin]
+`))
+	copyFile(t, vm.Busybox, filepath.Join(dir, "oss/binos/busybox"))
+	writeFile(t, filepath.Join(dir, "oss/binos/config.yaml"), []byte(fmt.Sprintf(`dispname: Bin OS
+method: bin
+bin: busybox
+binargs: [sh, -c, "echo %s-A%s"]
+`, binMarker[:8], binMarker[8:])))
+	notKernel := make([]byte, 1<<20)
+	rand.Read(notKernel)
+	writeFile(t, filepath.Join(dir, "oss/badkernel/vmlinuz"), notKernel)
+	writeFile(t, filepath.Join(dir, "oss/badkernel/config.yaml"), []byte("dispname: Not A Kernel\nmethod: kexec\nkernel: vmlinuz\n"))
+
+	pinned := vm.RandomMAC()
+	writeFile(t, filepath.Join(dir, "Boottorrent.yaml"), []byte(fmt.Sprintf(`version: 1
+server:
+  interface: eth0
+dhcp:
+  mode: full
+  range: 10.79.0.100-10.79.0.150
+boot:
+  default_os: testos
+  timeout: 120s
+  seed_time: 40s
+  menu: [testos, binos, badkernel]
+machines:
+  "%s": {name: pinned-pc, os: testos}
+`, pinned)))
+
+	s := &e2eServer{t: t, binary: binary, dir: dir, ns: srvNS, base: "http://10.79.0.1:8080"}
+	s.start()
+	t.Cleanup(s.stop)
+	shape(t, srvNS, "48mbit")
+
+	startVM := func(name string, fw vm.Firmware, mac net.HardwareAddr) *vm.VM {
+		v, err := vm.Start(ctx, vm.Config{LAN: lan, Firmware: fw, MAC: mac, Name: name, MemoryMB: 768})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("%s serial console (last lines):\n%s", name, v.Tail(60))
+			}
+			v.Close()
+		})
+		return v
+	}
+	wait := func(v *vm.VM, what string, d time.Duration) time.Duration {
+		t.Helper()
+		c, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		el, err := v.WaitFor(c, what)
+		if err != nil {
+			t.Fatalf("%s: waiting for %q: %v\nserver log tail:\n%s", v.Name(), what, err, tail(s.log.String(), 30))
+		}
+		return el
+	}
+
+	// 1. Pinned BIOS + UEFI with a menu choice, at once.
+	t.Run("pinned-bios-and-menu-uefi", func(t *testing.T) {
+		a := startVM("bios-pinned", vm.BIOS, pinned)
+		b := startVM("uefi-menu", vm.UEFI, vm.RandomMAC())
+		stages := map[string]time.Duration{}
+		stages["a client"] = wait(a, "boottorrent client", 4*time.Minute)
+		stages["a download"] = wait(a, "downloading Test OS", 4*time.Minute)
+		wait(b, "any key stops", 6*time.Minute)
+		b.SendKeys("\x1b[B") // down: Bin OS, stops the countdown
+		wait(b, "Selected: Bin OS", time.Minute)
+		b.SendKeys("\x1b[A\r") // up: Test OS, Enter
+		stages["a marker"] = wait(a, marker, 6*time.Minute)
+		stages["b marker"] = wait(b, marker, 6*time.Minute)
+		t.Logf("BIOS pinned: client %s, download start %s, marker %s; UEFI menu: marker %s",
+			stages["a client"].Round(time.Second), stages["a download"].Round(time.Second), stages["a marker"].Round(time.Second), stages["b marker"].Round(time.Second))
+		if strings.Contains(a.Output(), "any key stops") {
+			t.Error("the pinned machine showed the menu")
+		}
+		ms, err := s.machines()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var peers, seeder int64
+		for _, v := range []*vm.VM{a, b} {
+			m, ok := ms[v.MAC().String()]
+			if !ok || m.Stages[bootapi.StageBooting].IsZero() || m.OS != "testos" {
+				t.Fatalf("%s: machines entry %+v", v.Name(), m)
+			}
+			t.Logf("%s: from peers %d, from seeder %d, web %d, uploaded %d; stages %v", v.Name(), m.FromPeers, m.FromSeeder, m.FromWeb, m.Uploaded, m.Stages)
+			peers += m.FromPeers
+			seeder += m.FromSeeder
+		}
+		if peers == 0 {
+			t.Error("the two machines received nothing from each other")
+		}
+		if seeder == 0 {
+			t.Error("nothing came from the server's seeder")
+		}
+	})
+
+	// 2. kexec failure, then the bin OS by number.
+	t.Run("kexec-failure-then-bin", func(t *testing.T) {
+		c := startVM("bios-fail", vm.BIOS, vm.RandomMAC())
+		wait(c, "any key stops", 6*time.Minute)
+		c.SendKeys("3")
+		wait(c, "kexec_file_load", 4*time.Minute)
+		ms, err := s.machines()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := ms[c.MAC().String()]; !strings.Contains(m.Message, "kexec") {
+			t.Errorf("server has no kexec failure for the machine: %+v", m)
+		}
+		wait(c, "last attempt:", 2*time.Minute)
+		c.SendKeys("2")
+		wait(c, binMarker[:8]+"-A"+binMarker[8:], 4*time.Minute)
+	})
+
+	// 3. The server stops mid-download and comes back.
+	t.Run("server-restart-mid-download", func(t *testing.T) {
+		shape(t, srvNS, "12mbit")
+		d := startVM("bios-restart", vm.BIOS, vm.RandomMAC())
+		wait(d, "any key stops", 6*time.Minute)
+		d.SendKeys("1")
+		deadline := time.Now().Add(4 * time.Minute)
+		for {
+			ms, _ := s.machines()
+			if m := ms[d.MAC().String()]; m.Stage == bootapi.StageDownload && m.BytesDone > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the download never started")
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		s.stop()
+		wait(d, "no data for", 2*time.Minute)
+		shape(t, srvNS, "")
+		s.start()
+		el := wait(d, marker, 6*time.Minute)
+		t.Logf("restart VM: marker after %s", el.Round(time.Second))
+	})
+}
+
+func tail(s string, n int) string {
+	var lines []string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
