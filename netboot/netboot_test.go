@@ -286,6 +286,11 @@ func TestReportsAndPeers(t *testing.T) {
 	if got := s.reg.Peers("debian", "", 10); len(got) != 1 {
 		t.Errorf("registry peers after restart = %v", got)
 	}
+	// A machine silent for longer than PeerMaxAge is no longer a peer.
+	s.reg.now = func() time.Time { return time.Now().Add(PeerMaxAge + time.Second) }
+	if got := s.reg.Peers("debian", "", 10); len(got) != 0 {
+		t.Errorf("stale peers handed out: %v", got)
+	}
 }
 
 func TestRegistryBounded(t *testing.T) {

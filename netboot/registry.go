@@ -248,10 +248,16 @@ func (r *Registry) Len() int {
 	return len(r.byMAC)
 }
 
+// PeerMaxAge is how recently a machine must have reported to be handed out
+// as a peer: clients report every ReportInterval, so a machine silent for
+// this long has booted its OS or gone away.
+const PeerMaxAge = 30 * time.Second
+
 // Peers returns the BitTorrent addresses of machines that reported they
-// are downloading or seeding os, except the machine excludeMAC, most
-// recently seen first, at most n.
+// are downloading or seeding os within PeerMaxAge, except the machine
+// excludeMAC, most recently seen first, at most n.
 func (r *Registry) Peers(os, excludeMAC string, n int) []netip.AddrPort {
+	now := r.now()
 	type cand struct {
 		ap   netip.AddrPort
 		seen time.Time
@@ -263,6 +269,9 @@ func (r *Registry) Peers(os, excludeMAC string, n int) []netip.AddrPort {
 			continue
 		}
 		if e.m.Stage != bootapi.StageDownload && e.m.Stage != bootapi.StageSeeding {
+			continue
+		}
+		if now.Sub(e.m.LastSeen) > PeerMaxAge {
 			continue
 		}
 		cs = append(cs, cand{netip.AddrPortFrom(e.ip, uint16(e.listenPort)), e.m.LastSeen})
