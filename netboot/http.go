@@ -282,6 +282,12 @@ func (s *Server) serveReport(w http.ResponseWriter, r *http.Request) {
 	ip := remoteIP(r)
 	body := http.MaxBytesReader(w, r.Body, bootapi.MaxReportBytes)
 	rep, err := bootapi.DecodeReport(body)
+	if err == nil {
+		// One spelling per machine in the registry: 52-54-00-… and
+		// 52:54:00:… are the same NIC; 20-byte InfiniBand addresses are
+		// not machines we boot.
+		rep.MAC, err = ParseMAC(rep.MAC)
+	}
 	if err != nil {
 		s.limit.warn(s.log, "bad report", "bad client report", "remote", ip, "err", truncate(err.Error(), 200))
 		http.Error(w, fmt.Sprintf("bad report: %s", truncate(err.Error(), 200)), http.StatusBadRequest)

@@ -230,7 +230,7 @@ func TestReportsAndPeers(t *testing.T) {
 		ListenPort: 6881, BytesTotal: 1000, BytesDone: 250, FromPeers: 100, FromSeeder: 150}); c != 204 {
 		t.Fatalf("report: %d", c)
 	}
-	report(t, h, "10.9.0.40:5", bootapi.Report{MAC: macB, Stage: bootapi.StageSeeding, OS: "debian", ListenPort: 7000, BytesTotal: 1000, BytesDone: 1000})
+	report(t, h, "10.9.0.40:5", bootapi.Report{MAC: strings.ReplaceAll(macB, ":", "-"), Stage: bootapi.StageSeeding, OS: "debian", ListenPort: 7000, BytesTotal: 1000, BytesDone: 1000})
 	report(t, h, "10.9.0.41:5", bootapi.Report{MAC: macC, Stage: bootapi.StageDownload, OS: "alpine", ListenPort: 7000})
 
 	w := do(t, h, "GET", "/api/v1/peers?os=debian&mac="+macA, "10.9.0.30:9", nil)
@@ -266,6 +266,7 @@ func TestReportsAndPeers(t *testing.T) {
 		`{"mac":"52:54:00:00:00:0a","stage":"nonsense"}`,
 		`{"mac":"52:54:00:00:00:0a","stage":"download","bytes_done":-1}`,
 		`{"mac":"xx","stage":"download"}`,
+		`{"mac":"00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01","stage":"download"}`,
 		`{"mac":"52:54:00:00:00:0a","stage":"download","extra":1}`,
 		`{"mac":"52:54:00:00:00:0a","stage":"download","message":"` + strings.Repeat("x", 20000) + `"}`,
 		`not json`,
