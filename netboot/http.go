@@ -226,6 +226,8 @@ func (s *Server) serveBoot(w http.ResponseWriter, r *http.Request) {
 	}
 	b := s.BootFor(mac)
 	writeJSON(w, b)
+	// The client asks from the address its own lease gave it.
+	s.reg.Touch(mac, remoteIP(r), "")
 	s.log.Debug("boot settings sent", "mac", mac, "remote", remoteIP(r), "menu", len(b.Menu), "pinned_os", b.PinnedOS)
 }
 
