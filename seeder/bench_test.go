@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,11 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	alog "github.com/anacrolix/log"
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/anacrolix/torrent/storage"
 )
 
 // benchSize is the OS size of the benchmarks (the issue asks for 256 MiB).
@@ -85,5 +91,56 @@ func BenchmarkAria2cLoopback(b *testing.B) {
 				b.StartTimer()
 			}
 		})
+	}
+}
+
+// BenchmarkAnacrolixLoopback times an anacrolix/torrent client (the
+// library the boot client uses) downloading a 256 MiB OS over loopback from
+// the seeder alone, with the peer handed over as the boot API does (no
+// tracker round trip, no web seed).
+func BenchmarkAnacrolixLoopback(b *testing.B) {
+	p := makeProject(b, "127.0.0.1", 8080, testOS{"big", map[string]int64{"vmlinuz": 8 << 20, "initrd.img": benchSize - 8<<20}})
+	s, _, err := startSeeder(b, p, Options{NoWebSeed: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	mi, err := metainfo.LoadFromFile(TorrentPath(p, "big"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	peer := s.Peers("big", netip.Addr{}, 1)[0]
+	b.SetBytes(benchSize)
+	for b.Loop() {
+		dir := b.TempDir()
+		cfg := torrent.NewDefaultClientConfig()
+		cfg.ListenHost = func(string) string { return "127.0.0.1" }
+		cfg.ListenPort = 0
+		cfg.NoDHT, cfg.DisableUTP, cfg.DisableWebtorrent, cfg.DisableWebseeds, cfg.DisableTrackers = true, true, true, true, true
+		cfg.NoDefaultPortForwarding, cfg.DisableIPv6 = true, true
+		cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{ClientBaseDir: dir, PieceCompletion: storage.NewMapPieceCompletion()})
+		cfg.Logger = cfg.Logger.WithFilterLevel(alog.Critical)
+		cl, err := torrent.NewClient(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		t, err := cl.AddTorrent(mi)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t.AddPeers([]torrent.PeerInfo{{Addr: torrent.PeerRemoteAddr(net.TCPAddrFromAddrPort(peer)), Trusted: true}})
+		<-t.GotInfo()
+		t.DownloadAll()
+		select {
+		case <-t.Complete().On():
+		case <-time.After(5 * time.Minute):
+			b.Fatal("download did not complete")
+		}
+		b.ReportMetric(time.Since(start).Seconds(), "s/download")
+		b.StopTimer()
+		cl.Close()
+		os.RemoveAll(dir)
+		b.StartTimer()
 	}
 }

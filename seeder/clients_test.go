@@ -342,3 +342,27 @@ func TestClientsExchangePieces(t *testing.T) {
 		}
 	}
 }
+
+// TestAria2cUDPTracker has aria2c find the seeder through the UDP tracker
+// (BEP 15) alone: the HTTP tracker is excluded and there is no web seed.
+func TestAria2cUDPTracker(t *testing.T) {
+	needTools(t, map[string]string{"aria2c": "aria2"})
+	e := newLANEnv(t, 1, testOS{"alpha", map[string]int64{"vmlinuz": 1 << 20, "initrd.img": 3 << 20}})
+	e.start(t, Options{NoWebSeed: true})
+	dir := t.TempDir()
+	// aria2c talks to UDP trackers over its DHT socket, so DHT is on here;
+	// the namespace has no route anywhere else, and the torrent is
+	// private, so it stays unused.
+	runAria2(t, e.clients[0], dir, "0", "--bt-exclude-tracker=http://"+lanServer+":8080/announce",
+		"--enable-dht=true", "--dht-listen-port=6882", "--dht-file-path="+filepath.Join(dir, "dht.dat"),
+		"http://"+lanServer+":8080/torrents/alpha.torrent")
+	e.checkDownload(t, dir, "alpha")
+	if r := e.rec.find("tracker: announce", "proto", "udp"); len(r) == 0 {
+		t.Fatal("no UDP announce seen by the tracker")
+	} else if r[0]["src"] != "10.77.0.11:6881" {
+		t.Fatalf("UDP announce from %s, want 10.77.0.11:6881", r[0]["src"])
+	}
+	if r := e.rec.find("tracker: announce", "proto", "http"); len(r) != 0 {
+		t.Fatalf("HTTP announces seen although excluded: %v", r)
+	}
+}
