@@ -133,9 +133,14 @@ func (d *dataSet) filesOfPiece(i int, pl int64) []string {
 
 // hashPieces computes the SHA-1 of every piece on workers goroutines (all
 // cores when workers <= 0). Workers take piece indexes in order from a
-// shared counter, so reads stay close to sequential on disk. progress, if
-// not nil, is called with bytes hashed so far (from any goroutine).
+// shared counter, so reads stay close to sequential on disk.
 func hashPieces(ctx context.Context, d *dataSet, pl int64, workers int) ([]byte, error) {
+	return hashPiecesProgress(ctx, d, pl, workers, nil)
+}
+
+// hashPiecesProgress is hashPieces that adds the bytes of every finished
+// piece to done (if not nil), for progress logs on large images.
+func hashPiecesProgress(ctx context.Context, d *dataSet, pl int64, workers int, done *atomic.Int64) ([]byte, error) {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
@@ -165,6 +170,9 @@ func hashPieces(ctx context.Context, d *dataSet, pl int64, workers int) ([]byte,
 				}
 				sum := sha1.Sum(b)
 				copy(out[20*i:], sum[:])
+				if done != nil {
+					done.Add(int64(len(b)))
+				}
 			}
 		}()
 	}
@@ -212,8 +220,8 @@ func joinNames(s []string) string {
 
 // verifyPieces hashes d and compares with want; on mismatch it returns a
 // CorruptError naming the files of the bad pieces.
-func verifyPieces(ctx context.Context, osName string, d *dataSet, pl int64, want []byte, workers int) error {
-	got, err := hashPieces(ctx, d, pl, workers)
+func verifyPieces(ctx context.Context, osName string, d *dataSet, pl int64, want []byte, workers int, done *atomic.Int64) error {
+	got, err := hashPiecesProgress(ctx, d, pl, workers, done)
 	if err != nil {
 		return err
 	}

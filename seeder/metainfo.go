@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -122,9 +123,9 @@ func CachedInfo(p *config.Project) map[string]string {
 // dictionary: multi-file, named after the OS folder (BEP 19 web seed paths
 // are url-list + name + "/" + path), private (BEP 27: no DHT, no PEX, no
 // public peers).
-func buildInfo(ctx context.Context, o *oss.OS, d *dataSet, workers int) (metainfo.Info, error) {
+func buildInfo(ctx context.Context, o *oss.OS, d *dataSet, workers int, done *atomic.Int64) (metainfo.Info, error) {
 	pl := pieceLength(d.total)
-	pieces, err := hashPieces(ctx, d, pl, workers)
+	pieces, err := hashPiecesProgress(ctx, d, pl, workers, done)
 	if err != nil {
 		return metainfo.Info{}, err
 	}

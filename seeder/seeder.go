@@ -8,6 +8,24 @@
 // starts seeding it as soon as it is ready (the HTTP handler works from the
 // moment New returns and shows OSes without an info hash until then), Close
 // stops everything. Close is safe after a failed Start.
+//
+// Wiring in `boottorrent start`:
+//
+//	s, err := seeder.New(seeder.Options{Project: p, Logger: log})
+//	defer s.Close()
+//	mux.Handle(bootapi.PathTorrents, s.Handler()) // and PathOSList, PathWebSeed,
+//	mux.Handle(bootapi.PathAnnounce, s.Handler()) // PathAnnounce, PathScrape
+//	go httpServer.Serve(l)                         // clients may ask while hashing
+//	if err := s.Start(ctx); errors.Is(err, seeder.ErrCorrupt) {
+//		// the other OSes are served; the error names OS and file
+//	} else if err != nil {
+//		return err // port in use, unreadable files, ...
+//	}
+//
+// Every start reads each image once: new or changed OSes are hashed (all
+// cores), unchanged ones are verified against the cached piece hashes,
+// because the BitTorrent library would otherwise trust any file of the
+// right size and seed corrupted data.
 package seeder
 
 import (
@@ -25,6 +43,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	alog "github.com/anacrolix/log"
@@ -65,6 +84,9 @@ type Options struct {
 	// handler.
 	NoWebSeed bool
 }
+
+// progressEvery is how often hashing logs its progress.
+const progressEvery = 10 * time.Second
 
 // osState is one OS and how far it is.
 type osState struct {
@@ -320,13 +342,33 @@ func (s *Seeder) prepare(ctx context.Context, st *osState) error {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
+	// Large images take a while: say how far hashing is every few
+	// seconds, so the administrator knows start is not stuck.
+	var done atomic.Int64
+	stopProgress := make(chan struct{})
+	defer close(stopProgress)
+	go func() {
+		tick := time.NewTicker(progressEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopProgress:
+				return
+			case <-tick.C:
+				n := done.Load()
+				s.log.Info("reading OS", "os", o.Name, "bytes", n, "of", d.total,
+					"percent", strconv.FormatFloat(100*float64(n)/float64(max(d.total, 1)), 'f', 0, 64),
+					"mb_per_s", strconv.FormatFloat(float64(n)/1e6/time.Since(start).Seconds(), 'f', 1, 64))
+			}
+		}
+	}()
 	var infoBytes []byte
 	how := "verified"
 	if cached != nil {
 		var info metainfo.Info
 		if err := decodeInfo(cached.Info, &info); err != nil {
 			cached = nil
-		} else if err := verifyPieces(ctx, o.Name, d, info.PieceLength, info.Pieces, workers); err != nil {
+		} else if err := verifyPieces(ctx, o.Name, d, info.PieceLength, info.Pieces, workers, &done); err != nil {
 			return err
 		} else {
 			infoBytes = cached.Info
@@ -334,7 +376,7 @@ func (s *Seeder) prepare(ctx context.Context, st *osState) error {
 	}
 	if cached == nil {
 		how = "hashed"
-		info, err := buildInfo(ctx, o, d, workers)
+		info, err := buildInfo(ctx, o, d, workers, &done)
 		if err != nil {
 			return fmt.Errorf("OS %s: hash: %w", o.Name, err)
 		}
