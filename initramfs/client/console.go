@@ -89,14 +89,7 @@ func (e *realEnv) Choose(ctx context.Context, b *bootapi.Boot, note string) (*bo
 		case in := <-e.in:
 			var keys []key
 			keys, pending = decodeKeys(append(pending, in...))
-			for _, k := range keys {
-				if a := m.key(k); a > act {
-					act = a
-				}
-				if act == actBoot || act == actRescue {
-					break
-				}
-			}
+			act = m.keys(keys)
 		case now := <-tick.C:
 			act = m.tick(now.Sub(last))
 			last = now

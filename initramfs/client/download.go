@@ -77,10 +77,11 @@ type dlOptions struct {
 
 // torrentDL downloads one OS over BitTorrent.
 type torrentDL struct {
-	o   dlOptions
-	cl  *torrent.Client
-	t   *torrent.Torrent
-	dir string
+	o       dlOptions
+	storage storage.ClientImplCloser
+	cl      *torrent.Client
+	t       *torrent.Torrent
+	dir     string
 
 	fromPeers, fromSeeder, fromWeb atomic.Int64
 	lastData                       atomic.Int64 // unix nanos of the last useful chunk
@@ -129,13 +130,16 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 	}
 	cfg.Bep20 = peerIDPrefix
 	cfg.DataDir = o.DataDir
-	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{
+	d.storage = storage.NewFileOpts(storage.NewFileClientOpts{
 		ClientBaseDir:   o.DataDir,
 		PieceCompletion: storage.NewMapPieceCompletion(),
 		UsePartFiles:    generics.Some(false),
 	})
+	cfg.DefaultStorage = d.storage
 	if o.Logger != nil {
-		cfg.Slogger = o.Logger.With("part", "torrent")
+		// The library's warnings ("unlock handlers took a long time")
+		// would bury the progress line on the console: errors only.
+		cfg.Slogger = slog.New(minLevel{o.Logger.Handler(), slog.LevelError}).With("part", "torrent")
 	}
 	cfg.Callbacks.ReceivedUsefulData = append(cfg.Callbacks.ReceivedUsefulData, func(ev torrent.ReceivedUsefulDataEvent) {
 		n := int64(len(ev.Message.Piece))
@@ -151,11 +155,13 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 	})
 	cl, err := torrent.NewClient(cfg)
 	if err != nil {
+		d.storage.Close()
 		return nil, fmt.Errorf("start BitTorrent on port %d: %w", o.ListenPort, err)
 	}
 	t, err := cl.AddTorrent(mi)
 	if err != nil {
 		cl.Close()
+		d.storage.Close()
 		return nil, fmt.Errorf("add torrent: %w", err)
 	}
 	d.cl, d.t = cl, t
@@ -321,6 +327,10 @@ func (d *torrentDL) Close() {
 		d.stop()
 		d.wg.Wait()
 		d.cl.Close()
+		// The client does not close the storage it was given: its files
+		// stay open for writing, and kexec_file_load refuses a kernel
+		// file open for writing (ETXTBSY).
+		d.storage.Close()
 	})
 }
 
@@ -417,3 +427,18 @@ func (d *httpDL) Progress() Progress {
 
 func (d *httpDL) Seed(context.Context, time.Duration) {}
 func (d *httpDL) Close()                              { d.cancel() }
+
+// minLevel drops records below a level.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.min}
+}
+func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.WithGroup(n), h.min} }

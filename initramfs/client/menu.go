@@ -131,6 +131,22 @@ func (m *menu) key(k key) action {
 	return actRedraw
 }
 
+// keys handles the keys of one read: a boot or rescue ends it (keys
+// typed ahead after Enter are dropped); otherwise a redraw if any key
+// asked for one.
+func (m *menu) keys(ks []key) action {
+	act := actNone
+	for _, k := range ks {
+		switch a := m.key(k); a {
+		case actBoot, actRescue:
+			return a
+		case actRedraw:
+			act = a
+		}
+	}
+	return act
+}
+
 // tick advances the countdown; it boots the selection when it runs out.
 func (m *menu) tick(d time.Duration) action {
 	if !m.counting {

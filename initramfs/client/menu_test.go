@@ -125,3 +125,17 @@ func FuzzDecodeKeys(f *testing.F) {
 		}
 	})
 }
+
+// TestMenuKeysOfOneRead: arrows and Enter arriving in one read (a fast
+// typist, or a serial line) boot the OS the arrows chose.
+func TestMenuKeysOfOneRead(t *testing.T) {
+	m := newMenu(menuBoot(3000), "")
+	keys, _ := decodeKeys([]byte("\x1b[B\x1b[A\x1b[A\r2"))
+	if a := m.keys(keys); a != actBoot || m.selected().Name != "one" {
+		t.Fatalf("got %v on %s, want boot on one", a, m.selected().Name)
+	}
+	keys, _ = decodeKeys([]byte("\x1b[Bx"))
+	if a := m.keys(keys); a != actRedraw {
+		t.Fatalf("got %v, want redraw", a)
+	}
+}
