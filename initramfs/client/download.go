@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/anacrolix/generics"
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
@@ -130,11 +129,7 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 	}
 	cfg.Bep20 = peerIDPrefix
 	cfg.DataDir = o.DataDir
-	d.storage = storage.NewFileOpts(storage.NewFileClientOpts{
-		ClientBaseDir:   o.DataDir,
-		PieceCompletion: storage.NewMapPieceCompletion(),
-		UsePartFiles:    generics.Some(false),
-	})
+	d.storage = newRAMStore(o.DataDir)
 	cfg.DefaultStorage = d.storage
 	if o.Logger != nil {
 		// The library's warnings ("unlock handlers took a long time")
@@ -327,9 +322,8 @@ func (d *torrentDL) Close() {
 		d.stop()
 		d.wg.Wait()
 		d.cl.Close()
-		// The client does not close the storage it was given: its files
-		// stay open for writing, and kexec_file_load refuses a kernel
-		// file open for writing (ETXTBSY).
+		// The client does not close the storage it was given; ramStore
+		// closes every file, so kexec_file_load can read the kernel.
 		d.storage.Close()
 	})
 }

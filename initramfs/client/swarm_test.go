@@ -182,6 +182,15 @@ func runClient(t *testing.T, ctx context.Context, s *testServer, mac string, mod
 	if err == nil {
 		s.check(t, dir)
 	}
+	// Nothing may keep the downloaded files open: kexec_file_load
+	// refuses a kernel open for writing, and open files pin their RAM.
+	if fds, _ := os.ReadDir("/proc/self/fd"); len(fds) > 0 {
+		for _, fd := range fds {
+			if target, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && strings.HasPrefix(target, dir+"/") {
+				t.Errorf("fd %s still open on %s after the client ended", fd.Name(), target)
+			}
+		}
+	}
 	line := strings.TrimSpace(result.String())
 	if !strings.HasPrefix(line, ResultPrefix) {
 		return nil, console.String(), fmt.Errorf("no result line (err %v); console:\n%s", err, console.String())
