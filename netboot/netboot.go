@@ -60,6 +60,9 @@ type Options struct {
 	TFTPPort int
 	// MaxMachines bounds the registry (DefaultMaxMachines).
 	MaxMachines int
+	// NoRouterAdverts turns off the IPv6 router advertisements that end
+	// iPXE's router discovery early (see routerAdverts).
+	NoRouterAdverts bool
 }
 
 // Sentinel errors of Start, for callers that branch (errors.Is).
@@ -143,6 +146,11 @@ func (s *Server) Start(ctx context.Context) error {
 		if err := s.startDHCP(); err != nil {
 			s.closeLocked()
 			return err
+		}
+	}
+	if !s.opts.NoRouterAdverts {
+		if err := s.startRouterAdverts(c.Server.Interface); err != nil {
+			s.log.Warn(raError(err))
 		}
 	}
 	if ctx != nil {

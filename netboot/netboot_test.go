@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -445,4 +446,42 @@ func TestRegistryLogs(t *testing.T) {
 	if !strings.Contains(logs, `message="kexec refused"`) {
 		t.Errorf("failure message not logged:\n%s", logs)
 	}
+}
+
+func TestRouterSolicitation(t *testing.T) {
+	rs := []byte{133, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0x52, 0x54, 0, 0xab, 0xcd, 0xef}
+	if mac, ok := parseRouterSolicitation(rs, nil); !ok || mac != "52:54:00:ab:cd:ef" {
+		t.Errorf("with option: %q %v", mac, ok)
+	}
+	ll := &net.IPAddr{IP: net.ParseIP("fe80::5054:ff:fe8f:c155")}
+	if mac, ok := parseRouterSolicitation(rs[:8], ll); !ok || mac != "52:54:00:8f:c1:55" {
+		t.Errorf("from EUI-64: %q %v", mac, ok)
+	}
+	for _, bad := range [][]byte{rs[:4], {134, 0, 0, 0, 0, 0, 0, 0}, {133, 1, 0, 0, 0, 0, 0, 0}, append(rs[:8:8], 1, 0, 1, 2)} {
+		if mac, ok := parseRouterSolicitation(bad, nil); ok {
+			t.Errorf("%x accepted as %q", bad, mac)
+		}
+	}
+	ra := routerAdvertisement(net.HardwareAddr{2, 0, 0, 0, 0, 1})
+	if len(ra) != 24 || ra[0] != 134 || ra[6] != 0 || ra[7] != 0 || ra[5] != 0 {
+		t.Errorf("RA %x: want type 134, router lifetime 0, no flags", ra)
+	}
+}
+
+func FuzzRouterSolicitation(f *testing.F) {
+	f.Add([]byte{133, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0x52, 0x54, 0, 0xab, 0xcd, 0xef}, "fe80::1")
+	f.Add([]byte{133, 0, 0, 0, 0, 0, 0, 0}, "fe80::5054:ff:fe8f:c155")
+	f.Add([]byte{133, 0, 0, 0, 0, 0, 0, 0, 3, 0}, "::")
+	f.Fuzz(func(t *testing.T, b []byte, src string) {
+		var a net.Addr
+		if ip := net.ParseIP(src); ip != nil {
+			a = &net.IPAddr{IP: ip}
+		}
+		mac, ok := parseRouterSolicitation(b, a)
+		if ok {
+			if _, err := ParseMAC(mac); err != nil {
+				t.Fatalf("returned %q: %v", mac, err)
+			}
+		}
+	})
 }
