@@ -1,0 +1,90 @@
+package seeder
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	alog "github.com/anacrolix/log"
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/anacrolix/torrent/storage"
+)
+
+// TestAnacrolixClientsExchange starts three anacrolix/torrent clients (the
+// library of the boot client) at once on loopback addresses of their own,
+// each told about the seeder and the others as the boot API does, with the
+// seeder's upload capped. It checks they complete and reports how much came
+// from each other rather than from the seeder; it fails if the seeder had
+// to send more than 2.5 copies for 3 clients.
+func TestAnacrolixClientsExchange(t *testing.T) {
+	const n = 3
+	p := makeProject(t, "127.0.0.1", 8080, testOS{"alpha", map[string]int64{"vmlinuz": 2 << 20, "initrd.img": 14 << 20}})
+	s, _, err := startSeeder(t, p, Options{NoWebSeed: true, UploadLimit: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mi, err := metainfo.LoadFromFile(TorrentPath(p, "alpha"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := s.Peers("alpha", netip.Addr{}, 1)[0]
+	var clients []*torrent.Client
+	var ts []*torrent.Torrent
+	for i := range n {
+		cfg := torrent.NewDefaultClientConfig()
+		host := fmt.Sprintf("127.0.0.%d", 20+i)
+		cfg.ListenHost = func(string) string { return host }
+		cfg.NoDHT, cfg.DisableUTP, cfg.DisableWebtorrent, cfg.DisableWebseeds, cfg.DisableTrackers = true, true, true, true, true
+		cfg.NoDefaultPortForwarding, cfg.DisableIPv6, cfg.Seed = true, true, true
+		cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{ClientBaseDir: t.TempDir(), PieceCompletion: storage.NewMapPieceCompletion()})
+		cfg.Logger = cfg.Logger.WithFilterLevel(alog.Critical)
+		cl, err := torrent.NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		tt, err := cl.AddTorrent(mi)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients, ts = append(clients, cl), append(ts, tt)
+	}
+	start := time.Now()
+	for i, tt := range ts {
+		peers := []torrent.PeerInfo{{Addr: torrent.PeerRemoteAddr(net.TCPAddrFromAddrPort(seed)), Trusted: true}}
+		for j, other := range clients {
+			if j != i {
+				ap := netip.MustParseAddrPort(other.ListenAddrs()[0].String())
+				peers = append(peers, torrent.PeerInfo{Addr: torrent.PeerRemoteAddr(net.TCPAddrFromAddrPort(ap))})
+			}
+		}
+		tt.AddPeers(peers)
+		<-tt.GotInfo()
+		tt.DownloadAll()
+	}
+	var wg sync.WaitGroup
+	for i, tt := range ts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-tt.Complete().On():
+				t.Logf("client %d complete after %v", i, time.Since(start).Round(time.Millisecond))
+			case <-time.After(2 * time.Minute):
+				t.Errorf("client %d did not complete", i)
+			}
+		}()
+	}
+	wg.Wait()
+	size := p.OS("alpha").Size
+	up := s.Stats()["alpha"].Uploaded
+	t.Logf("%d clients x %d bytes; seeder sent %d (%.2f copies), peers the rest (%.0f%%)", n, size, up,
+		float64(up)/float64(size), 100*(1-float64(up)/float64(n*size)))
+	if float64(up) > 2.5*float64(size) {
+		t.Fatalf("seeder sent %.2f copies for %d clients: little exchange among peers", float64(up)/float64(size), n)
+	}
+}
