@@ -117,6 +117,34 @@ type Seeder struct {
 	started  bool
 	closed   bool
 	wg       sync.WaitGroup
+
+	connStart sync.Map // *torrent.PeerConn -> time.Time of its handshake
+}
+
+// logPeerDone logs one finished BitTorrent connection.
+func (s *Seeder) logPeerDone(pc *torrent.PeerConn) {
+	v, ok := s.connStart.LoadAndDelete(pc)
+	if !ok {
+		return // closed before the handshake: nothing was served
+	}
+	d := time.Since(v.(time.Time))
+	st := pc.Stats()
+	osName := ""
+	s.mu.Lock()
+	for _, o := range s.oses {
+		if o.t != nil && o.t == pc.Torrent() {
+			osName = o.os.Name
+		}
+	}
+	s.mu.Unlock()
+	sent := st.BytesWrittenData.Int64()
+	level := slog.LevelInfo
+	if sent == 0 {
+		level = slog.LevelDebug
+	}
+	s.log.Log(context.Background(), level, "peer done", "os", osName, "peer", fmt.Sprint(pc.RemoteAddr),
+		"bytes", sent, "duration", d.Round(time.Millisecond),
+		"mb_per_s", strconv.FormatFloat(float64(sent)/1e6/max(d.Seconds(), 1e-3), 'f', 1, 64))
 }
 
 // New checks the options and prepares the HTTP side; nothing listens and
@@ -292,6 +320,13 @@ func (s *Seeder) clientConfig(host string, port int) *torrent.ClientConfig {
 		ClientBaseDir:   filepath.Join(s.opts.Project.OutDir(), "cache", "seeder", "unused"),
 		PieceCompletion: storage.NewMapPieceCompletion(),
 	})
+	// One line per machine connection when it ends: who got how much from
+	// the seeder, how fast. The callbacks run with the library's locks
+	// held, so the stats are read on a goroutine of their own.
+	cfg.Callbacks.CompletedHandshake = func(pc *torrent.PeerConn, _ torrent.InfoHash) {
+		s.connStart.Store(pc, time.Now())
+	}
+	cfg.Callbacks.PeerConnClosed = func(pc *torrent.PeerConn) { go s.logPeerDone(pc) }
 	cfg.Slogger = slog.New(levelAtLeast{s.log.Handler(), slog.LevelWarn}).With("part", "anacrolix")
 	cfg.Logger = cfg.Logger.WithFilterLevel(alog.Warning)
 	return cfg

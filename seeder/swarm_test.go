@@ -23,7 +23,7 @@ import (
 func TestAnacrolixClientsExchange(t *testing.T) {
 	const n = 3
 	p := makeProject(t, "127.0.0.1", 8080, testOS{"alpha", map[string]int64{"vmlinuz": 2 << 20, "initrd.img": 14 << 20}})
-	s, _, err := startSeeder(t, p, Options{NoWebSeed: true, UploadLimit: 4 << 20})
+	s, rec, err := startSeeder(t, p, Options{NoWebSeed: true, UploadLimit: 4 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +84,23 @@ func TestAnacrolixClientsExchange(t *testing.T) {
 	up := s.Stats()["alpha"].Uploaded
 	t.Logf("%d clients x %d bytes; seeder sent %d (%.2f copies), peers the rest (%.0f%%)", n, size, up,
 		float64(up)/float64(size), 100*(1-float64(up)/float64(n*size)))
+	// Each connection that ends is logged with the bytes the seeder sent.
+	for _, c := range clients {
+		c.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(rec.find("peer done", "os", "alpha")) < n && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	var logged int64
+	for _, r := range rec.find("peer done", "os", "alpha") {
+		var b int64
+		fmt.Sscan(r["bytes"], &b)
+		logged += b
+	}
+	if logged != up {
+		t.Errorf("peer done lines add up to %d bytes, seeder counted %d", logged, up)
+	}
 	if float64(up) > 2.5*float64(size) {
 		t.Fatalf("seeder sent %.2f copies for %d clients: little exchange among peers", float64(up)/float64(size), n)
 	}
