@@ -123,18 +123,24 @@ func (t *Tracker) ServeUDP(pc net.PacketConn) error {
 		return err
 	}
 	buf := make([]byte, maxUDPPacket)
+	failures := 0
 	for {
 		n, from, err := pc.ReadFrom(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			// A read error on a UDP socket is transient (an ICMP
+			// error queued by the kernel, a timeout); only a socket
+			// that keeps failing is dead.
+			if failures++; failures > 100 {
+				return err
 			}
-			return err
+			t.cfg.Logger.Warn("tracker: udp read", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
+		failures = 0
 		ua, ok := from.(*net.UDPAddr)
 		if !ok {
 			continue
