@@ -226,6 +226,7 @@ func (l *lab) siteDHCP(t *testing.T) string {
 type bootResult struct {
 	fw      vm.Firmware
 	mac     string
+	started time.Time
 	elapsed time.Duration
 	err     error
 	console string
@@ -235,7 +236,7 @@ type bootResult struct {
 // the marker.
 func (l *lab) bootVMs(t *testing.T, fws ...vm.Firmware) []bootResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	res := make([]bootResult, len(fws))
 	var wg sync.WaitGroup
@@ -245,7 +246,7 @@ func (l *lab) bootVMs(t *testing.T, fws ...vm.Firmware) []bootResult {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { v.Close() })
-		res[i] = bootResult{fw: fw, mac: v.MAC().String()}
+		res[i] = bootResult{fw: fw, mac: v.MAC().String(), started: v.Started()}
 		wg.Go(func() {
 			d, err := v.WaitFor(ctx, l.tos.Marker)
 			res[i].elapsed, res[i].err, res[i].console = d, err, v.Output()
@@ -299,6 +300,18 @@ func (l *lab) checkBoot(t *testing.T, r bootResult, wantStages ...string) bootap
 	}
 	if m.Stage != bootapi.StageClient {
 		t.Errorf("%s: final stage %q, want %q", r.fw, m.Stage, bootapi.StageClient)
+	}
+	// Where the time went, from QEMU's start.
+	var b strings.Builder
+	for _, st := range []string{bootapi.StageDHCP, bootapi.StageTFTP, bootapi.StageIPXE, bootapi.StageClient} {
+		if at, ok := m.Stages[st]; ok {
+			fmt.Fprintf(&b, " %s=%.1fs", st, at.Sub(r.started).Seconds())
+		}
+	}
+	t.Logf("%s VM %s stages:%s marker=%.1fs", r.fw, r.mac, b.String(), r.elapsed.Seconds())
+	// iPXE's IPv6 router discovery was cut short (see routerAdverts).
+	if !strings.Contains(l.logs.String(), "router advertisement sent (ends iPXE's router discovery)\" component=netboot mac="+r.mac) {
+		t.Errorf("%s: no router advertisement sent to %s", r.fw, r.mac)
 	}
 	return *m
 }
@@ -385,7 +398,7 @@ func TestPXEProxy(t *testing.T) {
 func TestPXEFull(t *testing.T) {
 	needVM(t, vm.UEFI, vm.UEFIPXE)
 	l := newLab(t, config.DHCPFull, "BOOTTORRENT-PXE-FULL-OK", true)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	released := make(chan struct{})
 	go func() { defer close(released); l.releaseKernel(t, ctx, 2) }()
