@@ -120,8 +120,14 @@ func (s *Server) Machines() []bootapi.Machine { return s.reg.Snapshot() }
 
 // Start opens the DHCP (per dhcp.mode: ports 67 and 4011) and TFTP (port
 // 69, if tftp.enabled) sockets on server.interface and serves them until
-// Close or until ctx ends. Errors say what to do: a port taken by another
-// program, missing privileges, a missing interface.
+// Close or until ctx ends. It also answers booting machines' IPv6 router
+// solicitations (see routerAdverts; off with Options.NoRouterAdverts, and
+// skipped with a warning when the raw socket cannot be opened). Errors say
+// what to do: a port taken by another program (ErrPortInUse), missing
+// privileges (ErrPermission), a missing interface (ErrNoInterface).
+//
+// Start may run inside a network namespace (netns.NS.Do): every socket,
+// including the per-transfer TFTP sockets opened later, lives there.
 func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
