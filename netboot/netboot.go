@@ -186,9 +186,10 @@ func (s *Server) startTFTP() error {
 		port = 69
 	}
 	srv, err := tftpd.New(tftpd.Options{
-		Dir:    c.IPXE.Dir,
-		Files:  []string{c.IPXE.BIOS, c.IPXE.UEFI},
-		Logger: s.log.With("service", "tftp"),
+		Dir:      c.IPXE.Dir,
+		Files:    []string{c.IPXE.BIOS, c.IPXE.UEFI},
+		Logger:   s.log.With("service", "tftp"),
+		Identify: s.macFor,
 		OnTransfer: func(t tftpd.Transfer) {
 			if t.Err != nil {
 				return

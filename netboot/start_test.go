@@ -121,6 +121,9 @@ func TestStartInNamespace(t *testing.T) {
 	if len(ms) != 1 || ms[0].MAC != cliMAC || ms[0].IP != "10.78.0.20" {
 		t.Fatalf("machines = %+v", ms)
 	}
+	if !strings.Contains(logs.String(), "mac="+cliMAC+" file=undionly.kpxe bytes=") {
+		t.Errorf("tftp log line without the client's MAC:\n%s", logs)
+	}
 	for _, st := range []string{bootapi.StageTFTP, bootapi.StageIPXE} {
 		if _, ok := ms[0].Stages[st]; !ok {
 			t.Errorf("no %s stage: %+v", st, ms[0])

@@ -78,6 +78,9 @@ type Options struct {
 	Anticipate uint
 	// Timeout is the retransmission timeout (DefaultTimeout).
 	Timeout time.Duration
+	// Identify, if set, names the machine at an address (its MAC) for the
+	// log lines.
+	Identify func(netip.Addr) string
 	// OnTransfer, if set, is called after every transfer (the netboot
 	// registry records the "tftp" stage with it).
 	OnTransfer func(Transfer)
@@ -247,15 +250,19 @@ func (s *Server) read(name string, rf io.ReaderFrom) error {
 	defer f.Close()
 	n, err := rf.ReadFrom(f)
 	t := Transfer{Remote: remote, File: name, Bytes: n, Duration: time.Since(start), Err: err}
+	mac := ""
+	if s.opts.Identify != nil {
+		mac = s.opts.Identify(remote.Addr())
+	}
 	switch {
 	case err == nil:
-		s.log.Info("tftp sent", "remote", remote, "file", name, "bytes", n, "duration", t.Duration.Round(time.Millisecond),
-			"mbps", mbps(n, t.Duration))
+		s.log.Info("tftp sent", "remote", remote, "mac", mac, "file", name, "bytes", n,
+			"duration", t.Duration.Round(time.Millisecond), "mbps", mbps(n, t.Duration))
 	case isSizeQuery(n, err):
 		t.SizeQuery, t.Err = true, nil
-		s.log.Debug("tftp size query answered", "remote", remote, "file", name)
+		s.log.Debug("tftp size query answered", "remote", remote, "mac", mac, "file", name)
 	default:
-		s.log.Warn("tftp transfer failed", "remote", remote, "file", name, "bytes", n,
+		s.log.Warn("tftp transfer failed", "remote", remote, "mac", mac, "file", name, "bytes", n,
 			"duration", t.Duration.Round(time.Millisecond), "err", err)
 	}
 	s.done(t)
