@@ -46,6 +46,9 @@ func (c *multiConsole) Write(p []byte) (int, error) {
 // runs: PID 1 exiting panics the kernel, so every failure loops back.
 func initMain() int {
 	libinit.CreateRootfs()
+	// The kernel starts init with only HOME and TERM: QEMU (method qemu)
+	// and the rescue shell's programs are found through PATH.
+	os.Setenv("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
 	libinit.NetInit()
 	con := &multiConsole{}
 	in := make(chan []byte, 16)
