@@ -80,18 +80,21 @@ func TestAnacrolixClientsExchange(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	// Each connection that ends is logged with the bytes the seeder sent;
+	// the counter is read after all have ended (chunks still in flight
+	// when a client completes are counted too).
+	for _, c := range clients {
+		c.Close()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(rec.find("peer done", "os", "alpha")) < n && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
 	size := p.OS("alpha").Size
 	up := s.Stats()["alpha"].Uploaded
 	t.Logf("%d clients x %d bytes; seeder sent %d (%.2f copies), peers the rest (%.0f%%)", n, size, up,
 		float64(up)/float64(size), 100*(1-float64(up)/float64(n*size)))
-	// Each connection that ends is logged with the bytes the seeder sent.
-	for _, c := range clients {
-		c.Close()
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(rec.find("peer done", "os", "alpha")) < n && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
 	var logged int64
 	for _, r := range rec.find("peer done", "os", "alpha") {
 		var b int64
