@@ -92,7 +92,14 @@ func (s *Server) dhcpEvent(ev dhcp.Event) {
 		s.reg.Observe(mac, ev.IP, ev.Arch, bootapi.StageDHCP, "boot_file", ev.BootFile, "reply", ev.Message)
 		return
 	}
-	s.reg.Touch(mac, ev.IP, ev.Arch)
+	// A plain lease (the boot client's own DHCP carries no option 93)
+	// must not relabel a UEFI machine as BIOS: only PXE requests, which
+	// get a boot file, say what the firmware is.
+	arch := ""
+	if ev.BootFile != "" {
+		arch = ev.Arch
+	}
+	s.reg.Touch(mac, ev.IP, arch)
 }
 
 // startDHCP opens ports 67 and 4011 on server.interface and serves them.
