@@ -43,6 +43,8 @@ type LabResult struct {
 	Wasted       int64   `json:"wasted"` // chunks received that were not useful
 	Uploaded     int64   `json:"uploaded"`
 	PiecesFailed int64   `json:"pieces_failed"`
+	ShareSeconds float64 `json:"share_seconds,omitempty"` // own share of the pieces complete (mask)
+	Unmasked     float64 `json:"unmasked,omitempty"`      // when the fallback unmasked the seeder
 	Error        string  `json:"error,omitempty"`
 }
 
@@ -187,15 +189,18 @@ func labLeech(args []string, stdout, stderr io.Writer) int {
 	// seeder's bitfield or HaveAll is rewritten on arrival), so that it
 	// asks the seeder for nothing the other leechers will have: a
 	// client-side emulation of super-seeding (BEP 16).
+	var masked atomic.Bool
+	from, to := 0, 0
 	if os.Getenv("SWARMBENCH_LAB_MASK") != "" {
 		var slot, n int
 		fmt.Sscanf(os.Getenv("SWARMBENCH_LAB_SPREAD"), "%d/%d", &slot, &n)
 		info, _ := mi.UnmarshalInfo()
 		np := info.NumPieces()
 		if n > 0 {
-			from, to := slot*np/n, (slot+1)*np/n
+			from, to = slot*np/n, (slot+1)*np/n
+			masked.Store(true)
 			cfg.Callbacks.ReadMessage = func(pc *torrent.PeerConn, m *pp.Message) {
-				if m.Type != pp.Bitfield && m.Type != pp.HaveAll {
+				if m.Type != pp.Bitfield && m.Type != pp.HaveAll || !masked.Load() {
 					return
 				}
 				if h, _, _ := net.SplitHostPort(pc.RemoteAddr.String()); h != seederHost {
@@ -244,7 +249,75 @@ func labLeech(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	<-t.Complete().On()
+	// Wait, noting when this leecher's own share was complete; with
+	// SWARMBENCH_LAB_FALLBACK, once the share is done and pieces are
+	// missing that no connected leecher has (a slow or dead owner), the
+	// seeder is reconnected unmasked.
+	fallback := os.Getenv("SWARMBENCH_LAB_FALLBACK") != ""
+	var orphanSince time.Time
+	tick := time.NewTicker(250 * time.Millisecond)
+wait:
+	for {
+		select {
+		case <-t.Complete().On():
+			break wait
+		case <-tick.C:
+		}
+		if !masked.Load() {
+			continue
+		}
+		shareDone := true
+		for i := from; i < to; i++ {
+			if !t.Piece(i).State().Complete {
+				shareDone = false
+				break
+			}
+		}
+		if shareDone && res.ShareSeconds == 0 {
+			res.ShareSeconds = time.Since(start).Seconds()
+		}
+		if !fallback || !shareDone {
+			continue
+		}
+		held := make([]bool, t.NumPieces())
+		for _, pc := range t.PeerConns() {
+			if h, _, _ := net.SplitHostPort(pc.RemoteAddr.String()); h == seederHost {
+				continue
+			}
+			bm := pc.PeerPieces()
+			it := bm.Iterator()
+			for it.HasNext() {
+				if i := int(it.Next()); i < len(held) {
+					held[i] = true
+				}
+			}
+		}
+		orphan := false
+		for i := range held {
+			if !held[i] && !t.Piece(i).State().Complete {
+				orphan = true
+				break
+			}
+		}
+		switch {
+		case !orphan:
+			orphanSince = time.Time{}
+		case orphanSince.IsZero():
+			orphanSince = time.Now()
+		case time.Since(orphanSince) > 2*time.Second:
+			masked.Store(false)
+			res.Unmasked = time.Since(start).Seconds()
+			for _, pc := range t.PeerConns() {
+				if h, _, _ := net.SplitHostPort(pc.RemoteAddr.String()); h == seederHost {
+					pc.Close()
+				}
+			}
+			if len(pis) > 0 {
+				t.AddPeers(pis[:1])
+			}
+		}
+	}
+	tick.Stop()
 	res.Seconds = time.Since(start).Seconds()
 	res.Bytes = t.Length()
 	t1 := time.Now()

@@ -36,6 +36,10 @@ type Options struct {
 	Boottorrent string
 	// LabPiece is the piece length of the lab's torrent.
 	LabPiece int64
+	// AssignShares gives boottorrent client i the environment
+	// BOOTTORRENT_SHARE=i/N, for experiments with a client build that
+	// reads it (see TUNING.md).
+	AssignShares bool
 	// LabSpread makes each lab leecher want its own share of the pieces
 	// first (see lab.go).
 	LabSpread bool
@@ -209,9 +213,12 @@ func (r *runner) runCase(ctx context.Context, n int) Case {
 	links := r.links(n)
 	c.BoundS, _ = Bound(r.size, links)
 	c.HTTPBoundS, _ = BoundHTTP(r.size, links)
-	timeout := r.o.Timeout
-	if timeout == 0 {
-		timeout = time.Duration(3*c.HTTPBoundS)*time.Second + 90*time.Second
+	// Each phase is bounded: a client that never completes (a piece
+	// nobody serves) must not hold the run for the HTTP phase's hours.
+	btTimeout, httpTimeout := r.o.Timeout, r.o.Timeout
+	if r.o.Timeout == 0 {
+		btTimeout = time.Duration(10*c.BoundS)*time.Second + 90*time.Second
+		httpTimeout = time.Duration(3*c.HTTPBoundS)*time.Second + 90*time.Second
 	}
 
 	oneWay := r.o.Latency / 4 // a round trip crosses four shaped queues
@@ -249,7 +256,7 @@ func (r *runner) runCase(ctx context.Context, n int) Case {
 	measured := time.Now()
 	var bt, hs []float64
 	if r.o.Engine != EngineHarness {
-		res, egress, busy, err := r.runPhase(ctx, lan, r.o.Engine, timeout, logDir, false)
+		res, egress, busy, err := r.runPhase(ctx, lan, r.o.Engine, btTimeout, logDir, false)
 		if err != nil {
 			fail("%s phase: %v", r.o.Engine, err)
 		}
@@ -268,7 +275,7 @@ func (r *runner) runCase(ctx context.Context, n int) Case {
 		}
 	}
 	if !r.o.SkipHTTP && ctx.Err() == nil {
-		res, egress, _, err := r.runPhase(ctx, lan, "http", timeout, logDir, true)
+		res, egress, _, err := r.runPhase(ctx, lan, "http", httpTimeout, logDir, true)
 		if err != nil {
 			fail("http phase: %v", err)
 		}
@@ -547,6 +554,9 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 				args = append(args, "--http")
 			}
 			cmd = h.NS.Command(context.WithoutCancel(ctx), r.o.Boottorrent, args...)
+			if r.o.AssignShares && !http {
+				cmd.Env = append(os.Environ(), fmt.Sprintf("BOOTTORRENT_SHARE=%d/%d", i, n))
+			}
 			detect = func(line string) (outcome, bool) { return parseClientLine(line, r.size) }
 		}
 		i := i
