@@ -1,0 +1,104 @@
+package client
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+
+	"github.com/boottorrent/boottorrent/netboot/netns"
+)
+
+// TestDHCPLeaseIgnoresProxyOffer takes a lease on a test LAN where a
+// proxyDHCP-style server answers every DISCOVER at once with yiaddr
+// 0.0.0.0, and a real DHCP server (dnsmasq) answers a second later with
+// an address. The client must skip the first offer, configure the
+// second, and end with the real address on its link.
+func TestDHCPLeaseIgnoresProxyOffer(t *testing.T) {
+	if err := netns.Available(); err != nil {
+		t.Skip(err)
+	}
+	if _, err := exec.LookPath("dnsmasq"); err != nil {
+		t.Skip("needs dnsmasq: apt-get install dnsmasq-base")
+	}
+	lan, err := netns.NewLAN()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lan.Close() })
+	srv, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.81.0.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.81.0.2/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, _, err := lan.AddHost("eth0", netip.Prefix{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dm := srv.Command(ctx, "dnsmasq", "--no-daemon", "--port=0", "--interface=eth0", "--bind-interfaces",
+		"--dhcp-range=10.81.0.50,10.81.0.60,1h", "--dhcp-reply-delay=1", "--leasefile-ro", "--no-resolv", "--no-hosts",
+		"--pid-file=", "--log-dhcp")
+	var dmLog syncBuf
+	dm.Stdout, dm.Stderr = &dmLog, &dmLog
+	if err := dm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dm.Process.Kill(); dm.Wait() })
+
+	var proxyOffers atomic.Int32
+	var ps *server4.Server
+	err = proxy.Do(func() error {
+		var err error
+		ps, err = server4.NewServer("eth0", &net.UDPAddr{Port: 67}, func(conn net.PacketConn, _ net.Addr, m *dhcpv4.DHCPv4) {
+			if m.MessageType() != dhcpv4.MessageTypeDiscover {
+				return
+			}
+			resp, err := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer),
+				dhcpv4.WithServerIP(net.IPv4(10, 81, 0, 2)),
+				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(10, 81, 0, 2))),
+				dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient")))
+			if err != nil {
+				return
+			}
+			proxyOffers.Add(1)
+			conn.WriteTo(resp.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: 68})
+		})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ps.Serve()
+	t.Cleanup(func() { ps.Close() })
+
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}), nil))
+	if err := cli.Do(func() error { return dhcpLease(ctx, "eth0", log) }); err != nil {
+		t.Fatalf("lease: %v\ndnsmasq:\n%s", err, dmLog.String())
+	}
+	if proxyOffers.Load() == 0 {
+		t.Fatal("the proxy never offered: the test proved nothing")
+	}
+	out, err := cli.Run("ip", "-4", "-o", "addr", "show", "dev", "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "inet 10.81.0.5") {
+		t.Fatalf("eth0 has no dnsmasq address: %s", out)
+	}
+	t.Logf("proxy offers ignored: %d; %s", proxyOffers.Load(), strings.TrimSpace(string(out)))
+}
