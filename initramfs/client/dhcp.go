@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/u-root/u-root/pkg/dhclient"
+	"github.com/vishvananda/netlink"
 )
 
 // realOffer matches only DHCP offers that hand out an address. A
@@ -82,10 +84,36 @@ func dhcpLease(ctx context.Context, iface string, log *slog.Logger) error {
 	if ack.MessageType() == dhcpv4.MessageTypeNak {
 		return fmt.Errorf("DHCP server %v refused the address %v (NAK: %s)", ack.ServerIdentifier(), offer.YourIPAddr, ack.Message())
 	}
-	if err := dhclient.Configure4(link, ack); err != nil {
+	// Configure4 also writes the lease's DNS servers to /etc/resolv.conf.
+	// As /init that file is ours; run as an ordinary process (tests, the
+	// swarm benchmark) inside a network namespace, /etc is still the
+	// host's, and the host's resolver must not be overwritten.
+	configure := dhclient.Configure4
+	if os.Getpid() != 1 {
+		configure = configureNoDNS
+	}
+	if err := configure(link, ack); err != nil {
 		return fmt.Errorf("configure %s with %v: %w", iface, ack.YourIPAddr, err)
 	}
 	log.Info("dhcp lease", "stage", "network", "iface", iface, "ip", ack.YourIPAddr, "server", ack.ServerIdentifier(),
 		"router", ack.Router(), "lease", ack.IPAddressLeaseTime(time.Hour), "duration", time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+// configureNoDNS sets the lease's address and default route like
+// dhclient.Configure4, without touching /etc/resolv.conf.
+func configureNoDNS(link netlink.Link, ack *dhcpv4.DHCPv4) error {
+	l := dhclient.NewPacket4(link, ack).Lease()
+	if l == nil {
+		return fmt.Errorf("packet has no IP lease")
+	}
+	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: l}); err != nil {
+		return fmt.Errorf("add %s: %w", l, err)
+	}
+	if gw := ack.Router(); len(gw) > 0 {
+		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw[0]}); err != nil {
+			return fmt.Errorf("default route via %s: %w", gw[0], err)
+		}
+	}
 	return nil
 }
