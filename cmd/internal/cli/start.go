@@ -127,7 +127,12 @@ func serve(ctx context.Context, p *config.Project, log *slog.Logger) error {
 	}
 	a.onClose("seeder", sd.Close)
 	if err := sd.Start(ctx); err != nil {
-		return fmt.Errorf("seeder: %w", err)
+		// A corrupted OS is left out of the menu and not seeded; the
+		// others still boot. Anything else stops the start.
+		if !errors.Is(err, seeder.ErrCorrupt) {
+			return fmt.Errorf("seeder: %w", err)
+		}
+		log.Error("not serving a corrupted OS: its files changed on disk after they were hashed, or are damaged; replace them (or touch them to re-hash) and restart", "err", err)
 	}
 
 	nb, err := netboot.New(netboot.Options{Project: p, Logger: log, Catalog: sd,
