@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -103,15 +104,29 @@ func (s *e2eServer) stop() {
 // machines reads /api/v1/machines from inside the LAN.
 func (s *e2eServer) machines() (map[string]bootapi.Machine, error) {
 	var ms []bootapi.Machine
-	err := s.ns.Do(func() error {
-		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: (&net.Dialer{}).DialContext}}
+	// Every connection is dialed on a thread inside the LAN's namespace
+	// (the transport dials on goroutines of its own, which would be in
+	// the host's namespace).
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := s.ns.Do(func() error {
+				var err error
+				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}}
+	err := func() error {
 		resp, err := hc.Get(s.base + bootapi.PathMachines)
 		if err != nil {
 			return err
 		}
 		defer resp.Body.Close()
 		return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ms)
-	})
+	}()
 	out := map[string]bootapi.Machine{}
 	for _, m := range ms {
 		out[m.MAC] = m
@@ -286,10 +301,12 @@ machines:
 		b.SendKeys("\x1b[B") // down: Bin OS, stops the countdown
 		wait(b, "Selected: Bin OS", time.Minute)
 		b.SendKeys("\x1b[A\r") // up: Test OS, Enter
+		stages["a kexec"] = wait(a, "msg=kexec", 6*time.Minute)
 		stages["a marker"] = wait(a, marker, 6*time.Minute)
 		stages["b marker"] = wait(b, marker, 6*time.Minute)
-		t.Logf("BIOS pinned: client %s, download start %s, marker %s; UEFI menu: marker %s",
-			stages["a client"].Round(time.Second), stages["a download"].Round(time.Second), stages["a marker"].Round(time.Second), stages["b marker"].Round(time.Second))
+		t.Logf("BIOS pinned: client %s, download start %s, kexec %s, marker %s; UEFI menu: marker %s",
+			stages["a client"].Round(time.Second), stages["a download"].Round(time.Second), stages["a kexec"].Round(time.Second),
+			stages["a marker"].Round(time.Second), stages["b marker"].Round(time.Second))
 		if strings.Contains(a.Output(), "any key stops") {
 			t.Error("the pinned machine showed the menu")
 		}
@@ -303,7 +320,7 @@ machines:
 			if !ok || m.Stages[bootapi.StageBooting].IsZero() || m.OS != "testos" {
 				t.Fatalf("%s: machines entry %+v", v.Name(), m)
 			}
-			t.Logf("%s: from peers %d, from seeder %d, web %d, uploaded %d; stages %v", v.Name(), m.FromPeers, m.FromSeeder, m.FromWeb, m.Uploaded, m.Stages)
+			t.Logf("%s: from peers %d, from seeder %d, web %d, uploaded %d; %s", v.Name(), m.FromPeers, m.FromSeeder, m.FromWeb, m.Uploaded, stageTimes(v, m))
 			peers += m.FromPeers
 			seeder += m.FromSeeder
 		}
@@ -321,12 +338,20 @@ machines:
 		wait(c, "any key stops", 6*time.Minute)
 		c.SendKeys("3")
 		wait(c, "kexec_file_load", 4*time.Minute)
-		ms, err := s.machines()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if m := ms[c.MAC().String()]; !strings.Contains(m.Message, "kexec") {
-			t.Errorf("server has no kexec failure for the machine: %+v", m)
+		// The report follows the console line; give it a moment.
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+			ms, err := s.machines()
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := ms[c.MAC().String()]
+			if strings.Contains(m.Message, "kexec") {
+				t.Logf("server: stage %s, message %q", m.Stage, m.Message)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("server has no kexec failure for the machine: %+v", m)
+			}
 		}
 		wait(c, "last attempt:", 2*time.Minute)
 		c.SendKeys("2")
@@ -369,4 +394,23 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// stageTimes lists when the server saw each stage, counted from the VM's
+// power-on: the breakdown of power-on → OS.
+func stageTimes(v *vm.VM, m bootapi.Machine) string {
+	type st struct {
+		name string
+		at   time.Duration
+	}
+	var l []st
+	for n, at := range m.Stages {
+		l = append(l, st{n, at.Sub(v.Started())})
+	}
+	sort.Slice(l, func(i, j int) bool { return l[i].at < l[j].at })
+	var b strings.Builder
+	for _, x := range l {
+		fmt.Fprintf(&b, "%s@%.1fs ", x.name, x.at.Seconds())
+	}
+	return strings.TrimSpace(b.String())
 }
