@@ -84,6 +84,7 @@ type torrentDL struct {
 
 	fromPeers, fromSeeder, fromWeb atomic.Int64
 	lastData                       atomic.Int64 // unix nanos of the last useful chunk
+	webSeeded                      atomic.Bool
 	started                        time.Time
 
 	stop   context.CancelFunc
@@ -153,7 +154,14 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 		d.storage.Close()
 		return nil, fmt.Errorf("start BitTorrent on port %d: %w", o.ListenPort, err)
 	}
-	t, err := cl.AddTorrent(mi)
+	// The web seed is held back as a fallback: every byte it serves
+	// comes from the server's uplink and is never shared the way
+	// BitTorrent pieces are, so it is only added when BitTorrent brings
+	// nothing (see webSeedFallback).
+	webSeeds := mi.UrlList
+	bare := *mi
+	bare.UrlList = nil
+	t, err := cl.AddTorrent(&bare)
 	if err != nil {
 		cl.Close()
 		d.storage.Close()
@@ -166,8 +174,9 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 	}
 	t.DownloadAll()
 	ctx, d.stop = context.WithCancel(context.Background())
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go d.refreshPeers(ctx)
+	go d.webSeedFallback(ctx, webSeeds)
 	return d, nil
 }
 
@@ -243,6 +252,39 @@ func (d *torrentDL) refreshPeers(ctx context.Context) {
 			wait = 2 * time.Second
 		} else {
 			wait = 10 * time.Second
+		}
+	}
+}
+
+// webSeedAfter is how long BitTorrent may bring no data before the web
+// seed is added.
+const webSeedAfter = 8 * time.Second
+
+// webSeedFallback adds the torrent's web seeds once no data has arrived
+// for webSeedAfter: no seeder reachable (its port filtered, the server
+// restarting) and no peer with the missing pieces.
+func (d *torrentDL) webSeedFallback(ctx context.Context, urls []string) {
+	defer d.wg.Done()
+	if len(urls) == 0 {
+		return
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.t.Complete().On():
+			return
+		case <-tick.C:
+		}
+		if time.Since(time.Unix(0, d.lastData.Load())) >= webSeedAfter {
+			if d.o.Logger != nil {
+				d.o.Logger.Warn("no BitTorrent data: adding the web seed", "stage", "download", "after", webSeedAfter, "urls", len(urls))
+			}
+			d.t.AddWebSeeds(urls)
+			d.webSeeded.Store(true)
+			return
 		}
 	}
 }

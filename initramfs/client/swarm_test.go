@@ -224,6 +224,7 @@ func TestSwarmLoopback(t *testing.T) {
 	s := newTestServer(t, 8<<20, false)
 	s.uploadBps = 3 << 20
 	s.startSeeder()
+	s.setWebSeed() // held back: BitTorrent delivers, so it must stay unused
 	s.boot.SeedMS = 4000
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -248,6 +249,9 @@ func TestSwarmLoopback(t *testing.T) {
 		}
 		if r.FromPeers+r.FromSeeder+r.FromWeb < r.Bytes {
 			t.Errorf("client %d: sources add to %d < %d", i, r.FromPeers+r.FromSeeder+r.FromWeb, r.Bytes)
+		}
+		if r.FromWeb != 0 {
+			t.Errorf("client %d used the web seed (%d bytes) while BitTorrent delivered", i, r.FromWeb)
 		}
 		total.FromPeers += r.FromPeers
 		total.FromSeeder += r.FromSeeder
