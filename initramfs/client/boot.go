@@ -81,7 +81,9 @@ func (e *realEnv) kexec(o *bootapi.OS, f *Fetched, dl downloader) error {
 // exit ends the client (nil); a failure is returned.
 func (e *realEnv) runAndEnd(ctx context.Context, f *Fetched, cmd *exec.Cmd) error {
 	cmd.Dir = f.Dir
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = e.stdio()
+	stdin, stdout, stderr, done := e.stdio()
+	defer done()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	if filepath.Base(cmd.Path) != "qemu-system-x86_64" {
 		os.Chmod(cmd.Path, 0o755)
 	}
@@ -92,11 +94,22 @@ func (e *realEnv) runAndEnd(ctx context.Context, f *Fetched, cmd *exec.Cmd) erro
 	return nil
 }
 
-// stdio is what a started program gets: the console in init mode, this
-// process's own otherwise.
-func (e *realEnv) stdio() (*os.File, *os.File, *os.File) {
-	if e.tty != nil {
-		return e.tty, e.tty, e.tty
+// stdio is what a started program gets: in init mode /dev/console (the
+// last console= of the kernel command line: the serial port when there is
+// one, as iPXE's script sets it), with the client's own key readers
+// stopped so that every key reaches the program; this process's own
+// otherwise. done gives the console back.
+func (e *realEnv) stdio() (stdin, stdout, stderr *os.File, done func()) {
+	if e.keys == nil {
+		return os.Stdin, os.Stdout, os.Stderr, func() {}
 	}
-	return os.Stdin, os.Stdout, os.Stderr
+	c, err := os.OpenFile("/dev/console", os.O_RDWR, 0)
+	if err != nil {
+		return os.Stdin, os.Stdout, os.Stderr, func() {}
+	}
+	e.keys.stop()
+	return c, c, c, func() {
+		c.Close()
+		e.keys.start(context.Background())
+	}
 }

@@ -199,7 +199,8 @@ type realEnv struct {
 	console io.Writer
 	in      <-chan []byte // console input, nil when there is none
 	network func(ctx context.Context) error
-	tty     *os.File // the first console, for programs the client starts
+	keys    *keyReaders // init mode: the consoles' key readers
+	drivers []string    // init mode: modules loaded (nil until tried)
 }
 
 func (e *realEnv) Network(ctx context.Context) error {

@@ -69,9 +69,19 @@ func dhcpLease(ctx context.Context, iface string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	offer, err := c.SendAndRead(ctx, nclient4.DefaultServers, discover, realOffer)
+	var ignored int
+	offer, err := c.SendAndRead(ctx, nclient4.DefaultServers, discover, func(p *dhcpv4.DHCPv4) bool {
+		if realOffer(p) {
+			return true
+		}
+		ignored++
+		return false
+	})
+	if ignored > 0 {
+		log.Info("dhcp offers without an address ignored (proxyDHCP)", "stage", "network", "iface", iface, "count", ignored)
+	}
 	if err != nil {
-		return fmt.Errorf("no DHCP offer with an address on %s: %w", iface, err)
+		return fmt.Errorf("no DHCP offer with an address on %s (%d offers without one ignored): %w", iface, ignored, err)
 	}
 	req, err := dhcpv4.NewRequestFromOffer(offer, dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(nclient4.MaxMessageSize)))
 	if err != nil {

@@ -382,6 +382,23 @@ machines:
 		el := wait(d, marker, 6*time.Minute)
 		t.Logf("restart VM: marker after %s", el.Round(time.Second))
 	})
+
+	// 4. Method qemu: with an OS that uses it, start packs QEMU into the
+	// client, and the client starts it with the OS's args.
+	t.Run("qemu-method", func(t *testing.T) {
+		s.stop()
+		writeFile(t, filepath.Join(dir, "oss/qemuos/config.yaml"), []byte("dispname: QEMU OS\nmethod: qemu\nargs: \"-version\"\n"))
+		cfgPath := filepath.Join(dir, "Boottorrent.yaml")
+		b, _ := os.ReadFile(cfgPath)
+		writeFile(t, cfgPath, []byte(strings.Replace(string(b), "menu: [testos, binos, badkernel]", "menu: [testos, binos, badkernel, qemuos]", 1)))
+		s.start()
+		e := startVM("bios-qemu", vm.BIOS, vm.RandomMAC())
+		wait(e, "any key stops", 8*time.Minute)
+		e.SendKeys("4")
+		el := wait(e, "QEMU emulator version", 4*time.Minute)
+		wait(e, "the OS ended", time.Minute)
+		t.Logf("qemu VM: QEMU ran on the client after %s", el.Round(time.Second))
+	})
 }
 
 func tail(s string, n int) string {

@@ -53,7 +53,7 @@ func initMain() int {
 	con := &multiConsole{}
 	in := make(chan []byte, 16)
 	ctx := context.Background()
-	var first *os.File
+	var names []string
 	for _, name := range consoles {
 		f, err := os.OpenFile(name, os.O_RDWR|unix.O_NOCTTY, 0)
 		if err != nil {
@@ -65,21 +65,20 @@ func initMain() int {
 		}
 		makeRaw(int(f.Fd()))
 		con.out = append(con.out, f)
-		if first == nil {
-			first = f
-		}
-		go readKeys(ctx, f, in)
+		names = append(names, name)
 	}
 	if len(con.out) == 0 {
 		con.out = []*os.File{os.Stdout}
 	}
+	keys := &keyReaders{names: names, ch: in, outs: con.out}
+	keys.start(ctx)
 	log := slog.New(slog.NewTextHandler(con, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	args := cmdlineArgs(string(cmdline))
 	fmt.Fprintf(con, "\r\nboottorrent client (%s)\r\n", strings.TrimSpace(string(cmdline)))
 
 	for attempt := 1; ; attempt++ {
-		err := runInit(ctx, con, first, in, log, args)
+		err := runInit(ctx, con, keys, log, args)
 		if err == nil {
 			fmt.Fprint(con, "\r\nthe OS ended; powering off\r\n")
 			unix.Sync()
@@ -89,8 +88,8 @@ func initMain() int {
 		fmt.Fprintf(con, "\r\n!! the boot client stopped: %v\r\n   starting again in 10 s (r: rescue shell)\r\n", err)
 		select {
 		case b := <-in:
-			if keys, _ := decodeKeys(b); len(keys) > 0 && keys[0] == keyRescue {
-				(&realEnv{console: con, in: in, tty: first, log: log}).Shell(ctx)
+			if ks, _ := decodeKeys(b); len(ks) > 0 && ks[0] == keyRescue {
+				(&realEnv{console: con, in: in, keys: keys, log: log}).Shell(ctx)
 			}
 		case <-time.After(10 * time.Second):
 		}
@@ -99,7 +98,7 @@ func initMain() int {
 
 // runInit is one run of the state machine as /init; a panic anywhere is
 // turned into an error so PID 1 survives it.
-func runInit(ctx context.Context, con io.Writer, tty *os.File, in chan []byte, log *slog.Logger, args map[string]string) (err error) {
+func runInit(ctx context.Context, con io.Writer, keys *keyReaders, log *slog.Logger, args map[string]string) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("internal error: %v\n%s", r, debug.Stack())
@@ -125,7 +124,7 @@ func runInit(ctx context.Context, con io.Writer, tty *os.File, in chan []byte, l
 		return err
 	}
 	log = log.With("mac", cfg.MAC)
-	e := &realEnv{cfg: cfg, api: a, log: log, console: con, in: in, tty: tty}
+	e := &realEnv{cfg: cfg, api: a, log: log, console: con, in: keys.ch, keys: keys}
 	e.network = func(ctx context.Context) error { return e.initNetwork(ctx) }
 	m := &machine{env: e, cfg: cfg, log: log, console: con, result: con, now: time.Now, sleep: sleepCtx}
 	return m.run(ctx)
@@ -153,10 +152,14 @@ func mountRAMDisk(dir string) error {
 // MAC iPXE booted from, else the first Ethernet link) and takes a lease.
 func (e *realEnv) initNetwork(ctx context.Context) error {
 	t0 := time.Now()
-	loaded, err := loadDrivers(e.log)
-	if err != nil {
-		e.log.Warn("drivers", "stage", "network", "err", err)
+	if e.drivers == nil {
+		loaded, err := loadDrivers(e.log)
+		if err != nil {
+			e.log.Warn("drivers", "stage", "network", "err", err)
+		}
+		e.drivers = append(loaded, "") // loaded once, even if none matched
 	}
+	loaded := e.drivers[:len(e.drivers)-1]
 	ifname, err := findIface(ctx, e.cfg.MAC, 10*time.Second)
 	if err != nil {
 		return fmt.Errorf("%w (drivers loaded: %s)", err, strings.Join(loaded, ", "))
@@ -260,4 +263,41 @@ func loadOne(out io.Writer, name string) {
 	if err := kmodule.Probe(name, ""); err != nil {
 		fmt.Fprintf(out, "%v\r\n", err)
 	}
+}
+
+// keyReaders read the consoles' keys into one channel. A program the
+// client starts (bin, qemu, the rescue shell's) gets the console for
+// itself: stop closes the readers' descriptors (which ends their blocked
+// reads) and start opens them again afterwards.
+type keyReaders struct {
+	names []string
+	ch    chan []byte
+	outs  []*os.File // to put back in raw mode after a program changed it
+	mu    sync.Mutex
+	open  []*os.File
+}
+
+func (k *keyReaders) start(ctx context.Context) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, f := range k.outs {
+		makeRaw(int(f.Fd()))
+	}
+	for _, name := range k.names {
+		f, err := os.OpenFile(name, os.O_RDONLY|unix.O_NOCTTY, 0)
+		if err != nil {
+			continue
+		}
+		k.open = append(k.open, f)
+		go readKeys(ctx, f, k.ch)
+	}
+}
+
+func (k *keyReaders) stop() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, f := range k.open {
+		f.Close()
+	}
+	k.open = nil
 }

@@ -70,7 +70,7 @@ func (e *realEnv) readLine(ctx context.Context) (string, bool) {
 	}
 }
 
-func runBuiltin(out io.Writer, f []string, stdio func() (*os.File, *os.File, *os.File)) {
+func runBuiltin(out io.Writer, f []string, stdio func() (*os.File, *os.File, *os.File, func())) {
 	say := func(format string, a ...any) { fmt.Fprintf(out, strings.ReplaceAll(format, "\n", "\r\n"), a...) }
 	crlf := func(b []byte) { out.Write(bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n"))) }
 	arg := func(i int, def string) string {
@@ -146,8 +146,11 @@ func runBuiltin(out io.Writer, f []string, stdio func() (*os.File, *os.File, *os
 		say("%v\n", unix.Reboot(cmd))
 	default:
 		cmd := exec.Command(f[0], f[1:]...)
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio()
-		if err := cmd.Run(); err != nil {
+		var done func()
+		cmd.Stdin, cmd.Stdout, cmd.Stderr, done = stdio()
+		err := cmd.Run()
+		done()
+		if err != nil {
 			say("%v\n", err)
 		}
 	}
