@@ -149,13 +149,9 @@ func (c *Config) fillDefaults(cmdline string) error {
 // Run runs the client in process mode (tests, the swarm benchmark): the
 // console is console, the result line goes to result.
 func Run(ctx context.Context, cfg *Config, log *slog.Logger, console, result io.Writer) error {
+	// Flags first; then boottorrent.server= and boottorrent.mac= from
+	// the kernel command line (a machine booted by iPXE with them).
 	cmdline, _ := os.ReadFile("/proc/cmdline")
-	if cfg.Init {
-		// In init mode /proc/cmdline is ours; in process mode it is the
-		// host's and must not be trusted for the server.
-	} else {
-		cmdline = nil
-	}
 	if err := cfg.fillDefaults(string(cmdline)); err != nil {
 		return err
 	}
