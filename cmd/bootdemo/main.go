@@ -18,7 +18,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -203,7 +202,7 @@ func demo(ctx context.Context, o options) error {
 		return fmt.Errorf("boottorrent start did not become ready: %w", ctx.Err())
 	}
 
-	client := httpIn(srv)
+	client := srv.HTTPClient(5 * time.Second)
 	go watchMachines(ctx, client, t0)
 
 	say("== booting %d machines (QEMU, software emulation: about a minute each)", len(o.vms))
@@ -331,21 +330,6 @@ func lineHook(f func(string)) io.Writer {
 		io.Copy(io.Discard, pr)
 	}()
 	return pw
-}
-
-// httpIn is an HTTP client whose connections open inside ns.
-func httpIn(ns *netns.NS) *http.Client {
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := ns.Do(func() error {
-				var err error
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-	}}
 }
 
 const api = "http://10.0.0.1:8080"

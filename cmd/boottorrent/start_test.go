@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -77,21 +76,6 @@ func (l *logBuffer) waitFor(t *testing.T, s string, d time.Duration) {
 		}
 	}
 	t.Fatalf("no %q after %s; log:\n%s", s, d, l.String())
-}
-
-// httpIn is an HTTP client whose connections are opened inside ns.
-func httpIn(ns *netns.NS) *http.Client {
-	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := ns.Do(func() error {
-				var err error
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-	}}
 }
 
 func get(t *testing.T, c *http.Client, url string) []byte {
@@ -170,7 +154,7 @@ boot:
 	first, log, done := run()
 	log.waitFor(t, "msg=ready", 4*time.Minute)
 
-	c := httpIn(cli)
+	c := cli.HTTPClient(20 * time.Second)
 	base := "http://10.77.0.1:8080"
 	var oses []bootapi.OS
 	if err := json.Unmarshal(get(t, c, base+bootapi.PathOSList), &oses); err != nil {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -104,21 +103,8 @@ func (s *e2eServer) stop() {
 // machines reads /api/v1/machines from inside the LAN.
 func (s *e2eServer) machines() (map[string]bootapi.Machine, error) {
 	var ms []bootapi.Machine
-	// Every connection is dialed on a thread inside the LAN's namespace
-	// (the transport dials on goroutines of its own, which would be in
-	// the host's namespace).
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := s.ns.Do(func() error {
-				var err error
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-	}}
+	// Every connection is dialed on a thread inside the LAN's namespace.
+	hc := s.ns.HTTPClient(5 * time.Second)
 	err := func() error {
 		resp, err := hc.Get(s.base + bootapi.PathMachines)
 		if err != nil {

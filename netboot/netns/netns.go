@@ -13,6 +13,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -24,6 +26,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -250,4 +253,25 @@ func Sweep() {
 		}
 		(&NS{Name: e.Name()}).Close()
 	}
+}
+
+// DialContext opens a connection from inside the namespace. The socket is
+// made on a thread switched into the namespace (Do) and keeps it after.
+func (n *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() error {
+		var err error
+		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// HTTPClient returns an HTTP client whose connections open inside the
+// namespace, for tests and tools that talk to servers on a virtual LAN.
+func (n *NS) HTTPClient(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext:       n.DialContext,
+	}}
 }

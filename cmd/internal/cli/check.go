@@ -35,21 +35,8 @@ Exits 1 when the project is invalid.`)
 		fmt.Fprintf(env.Stderr, "boottorrent check: unexpected argument %q (use --dir DIR)\n", fs.Arg(0))
 		return errUsage
 	}
-	d, err := projectDir(env, *dir)
+	p, err := loadProject(env, *dir, func(w string) { fmt.Fprintf(env.Stderr, "warning: %s\n", w) })
 	if err != nil {
-		return err
-	}
-	p, err := config.LoadProject(d, env.Host)
-	if p != nil {
-		for _, w := range p.Warnings {
-			fmt.Fprintf(env.Stderr, "warning: %s\n", w)
-		}
-	}
-	if err != nil {
-		var ps config.Problems
-		if errors.As(err, &ps) {
-			return fmt.Errorf("%s in %s:\n%w", plural(len(ps), "problem", "problems"), d, err)
-		}
 		return err
 	}
 	printPlan(env.Stdout, p)
@@ -118,4 +105,28 @@ func printPlan(w io.Writer, p *config.Project) {
 		}
 		tw.Flush()
 	}
+}
+
+// loadProject loads and validates the project in dir (default: the
+// working folder), passing each warning to warn. Invalid projects give an
+// error that counts the problems and lists each one.
+func loadProject(env *Env, dir string, warn func(string)) (*config.Project, error) {
+	d, err := projectDir(env, dir)
+	if err != nil {
+		return nil, err
+	}
+	p, err := config.LoadProject(d, env.Host)
+	if p != nil {
+		for _, w := range p.Warnings {
+			warn(w)
+		}
+	}
+	if err != nil {
+		var ps config.Problems
+		if errors.As(err, &ps) {
+			return nil, fmt.Errorf("%s in %s (fix them, then run boottorrent check):\n%w", plural(len(ps), "problem", "problems"), d, err)
+		}
+		return nil, err
+	}
+	return p, nil
 }

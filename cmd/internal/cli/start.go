@@ -41,21 +41,8 @@ capabilities CAP_NET_BIND_SERVICE and CAP_NET_RAW.`)
 	if err != nil {
 		return err
 	}
-	d, err := projectDir(env, *dir)
+	p, err := loadProject(env, *dir, func(w string) { log.Warn("legacy configuration", "detail", w) })
 	if err != nil {
-		return err
-	}
-	p, err := config.LoadProject(d, env.Host)
-	if p != nil {
-		for _, w := range p.Warnings {
-			log.Warn("legacy configuration", "detail", w)
-		}
-	}
-	if err != nil {
-		var ps config.Problems
-		if errors.As(err, &ps) {
-			return fmt.Errorf("the project is not valid (%s); fix it and check with 'boottorrent check':\n%w", plural(len(ps), "problem", "problems"), err)
-		}
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
