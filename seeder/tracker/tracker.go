@@ -146,39 +146,17 @@ func DefaultConfig() Config {
 
 func (c *Config) fill() {
 	d := DefaultConfig()
-	if c.Interval <= 0 {
-		c.Interval = d.Interval
-	}
-	if c.MinInterval <= 0 {
-		c.MinInterval = d.MinInterval
-	}
-	if c.PeerTTL <= 0 {
-		c.PeerTTL = d.PeerTTL
-	}
-	if c.MaxPeersPerTorrent <= 0 {
-		c.MaxPeersPerTorrent = d.MaxPeersPerTorrent
-	}
-	if c.MaxPeersPerIP <= 0 {
-		c.MaxPeersPerIP = d.MaxPeersPerIP
-	}
-	if c.MaxNumWant <= 0 {
-		c.MaxNumWant = d.MaxNumWant
-	}
-	if c.DefaultNumWant <= 0 {
-		c.DefaultNumWant = d.DefaultNumWant
-	}
-	if c.Rate <= 0 {
-		c.Rate = d.Rate
-	}
-	if c.Burst <= 0 {
-		c.Burst = d.Burst
-	}
-	if c.MaxSources <= 0 {
-		c.MaxSources = d.MaxSources
-	}
-	if c.SeederOff <= 0 {
-		c.SeederOff = d.SeederOff
-	}
+	orDefault(&c.Interval, d.Interval)
+	orDefault(&c.MinInterval, d.MinInterval)
+	orDefault(&c.PeerTTL, d.PeerTTL)
+	orDefault(&c.MaxPeersPerTorrent, d.MaxPeersPerTorrent)
+	orDefault(&c.MaxPeersPerIP, d.MaxPeersPerIP)
+	orDefault(&c.MaxNumWant, d.MaxNumWant)
+	orDefault(&c.DefaultNumWant, d.DefaultNumWant)
+	orDefault(&c.Rate, d.Rate)
+	orDefault(&c.Burst, d.Burst)
+	orDefault(&c.MaxSources, d.MaxSources)
+	orDefault(&c.SeederOff, d.SeederOff)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -515,4 +493,11 @@ func (t *Tracker) Count(ih Hash) int {
 func (t *Tracker) Register(ih Hash, addr netip.AddrPort, left int64) error {
 	_, err := t.Announce(AnnounceRequest{InfoHash: ih, Addr: addr, Left: left, NumWant: 0})
 	return err
+}
+
+// orDefault replaces a zero or negative setting with its default.
+func orDefault[T int | float64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
