@@ -236,10 +236,9 @@ func Parse(cfgPath string, data []byte) (*OS, strictyaml.Problems) {
 	default:
 		prob("method", fmt.Sprintf("%q is not a method; use kexec, bin or qemu", f.Method))
 	}
-	set := func(field, v string) bool { return v != "" }
 	switch o.Method {
 	case MethodKexec:
-		if !set("kernel", f.Kernel) {
+		if f.Kernel == "" {
 			prob("kernel", "missing; method kexec needs the kernel file, e.g. kernel: vmlinuz")
 		}
 		if strings.ContainsAny(f.Cmdline, "\x00\r\n") {
@@ -254,7 +253,7 @@ func Parse(cfgPath string, data []byte) (*OS, strictyaml.Problems) {
 			}
 		}
 	case MethodBin:
-		if !set("bin", f.Bin) {
+		if f.Bin == "" {
 			prob("bin", "missing; method bin needs the binary to run, e.g. bin: hello")
 		}
 		for _, k := range []string{"kernel", "initrd", "cmdline", "args"} {

@@ -11,7 +11,6 @@ import (
 	"os"
 	"runtime/debug"
 	"sort"
-	"strings"
 
 	"github.com/boottorrent/boottorrent/config"
 )
@@ -261,5 +260,3 @@ func humanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
-
-var _ = strings.TrimSpace

@@ -17,6 +17,7 @@ import (
 	"github.com/boottorrent/boottorrent/initramfs"
 	"github.com/boottorrent/boottorrent/netboot"
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/oss"
 	"github.com/boottorrent/boottorrent/seeder"
 )
 
@@ -96,7 +97,7 @@ func serve(ctx context.Context, p *config.Project, log *slog.Logger) error {
 	}
 	qemu := false
 	for _, o := range p.OSes {
-		if o.Method == "qemu" {
+		if o.Method == oss.MethodQEMU {
 			qemu = true
 		}
 	}
