@@ -116,15 +116,7 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 	}
 	d := &torrentDL{o: o, started: time.Now()}
 	d.lastData.Store(time.Now().UnixNano())
-	cfg := torrent.NewDefaultClientConfig()
-	cfg.Seed = true
-	cfg.NoDHT = true
-	cfg.DisableIPv6 = true
-	cfg.DisableUTP = true
-	cfg.NoDefaultPortForwarding = true
-	cfg.DisableWebtorrent = true
-	cfg.DropDuplicatePeerIds = true
-	cfg.ListenPort = o.ListenPort
+	cfg := LANConfig(o.ListenPort)
 	if o.ListenHost != "" {
 		cfg.ListenHost = func(string) string { return o.ListenHost }
 	}
@@ -478,3 +470,22 @@ func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
 	return minLevel{h.Handler.WithAttrs(as), h.min}
 }
 func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.WithGroup(n), h.min} }
+
+// LANConfig is the anacrolix/torrent configuration every boot client uses
+// on a lab LAN (../shared/LIBRARIES.md): always upload (Seed; a
+// non-seeding client stops uploading to a peer it is ahead of), no DHT,
+// IPv6, uTP (15–25× slower than TCP here), UPnP or webtorrent, and one
+// connection per pair of peers. The swarm benchmark's lab engine starts
+// from it too, so that it measures the product's settings.
+func LANConfig(port int) *torrent.ClientConfig {
+	cfg := torrent.NewDefaultClientConfig()
+	cfg.Seed = true
+	cfg.NoDHT = true
+	cfg.DisableIPv6 = true
+	cfg.DisableUTP = true
+	cfg.NoDefaultPortForwarding = true
+	cfg.DisableWebtorrent = true
+	cfg.DropDuplicatePeerIds = true
+	cfg.ListenPort = port
+	return cfg
+}

@@ -22,6 +22,8 @@ import (
 	pp "github.com/anacrolix/torrent/peer_protocol"
 	"github.com/anacrolix/torrent/storage"
 	"golang.org/x/time/rate"
+
+	"github.com/boottorrent/boottorrent/initramfs/client"
 )
 
 // The "lab" helpers run anacrolix/torrent directly, with the settings the
@@ -49,16 +51,8 @@ type LabResult struct {
 }
 
 func labConfig(dir string, port int, seeder bool) *torrent.ClientConfig {
-	cfg := torrent.NewDefaultClientConfig()
-	cfg.ListenPort = port
-	cfg.Seed = true
-	cfg.NoDHT = true
-	cfg.DisableIPv6 = true
-	cfg.DisableUTP = true
-	cfg.NoDefaultPortForwarding = true
-	cfg.DisableWebtorrent = true
+	cfg := client.LANConfig(port)
 	cfg.DisableWebseeds = true
-	cfg.DropDuplicatePeerIds = true
 	cfg.DataDir = dir
 	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{
 		ClientBaseDir:   dir,
