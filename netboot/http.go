@@ -277,7 +277,8 @@ func (s *Server) servePeers(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unknown os", http.StatusNotFound)
 		return
 	}
-	writeJSON(w, bootapi.Peers{Peers: s.PeersFor(osName, mac, remoteIP(r))})
+	idx, n := s.reg.Share(osName, mac)
+	writeJSON(w, bootapi.Peers{Peers: s.PeersFor(osName, mac, remoteIP(r)), ShareIndex: idx, ShareCount: n})
 }
 
 func (s *Server) serveReport(w http.ResponseWriter, r *http.Request) {

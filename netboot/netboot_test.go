@@ -243,6 +243,21 @@ func TestReportsAndPeers(t *testing.T) {
 	if fmt.Sprint(p.Peers) != fmt.Sprint(want) {
 		t.Errorf("peers = %v, want %v", p.Peers, want)
 	}
+	// A reported first, B second: two shares of debian's pieces; alpine's
+	// machine has a share of its own OS only.
+	if p.ShareIndex != 0 || p.ShareCount != 2 {
+		t.Errorf("share of A = %d/%d, want 0/2", p.ShareIndex, p.ShareCount)
+	}
+	if i, n := s.reg.Share("debian", macB); i != 1 || n != 2 {
+		t.Errorf("share of B = %d/%d, want 1/2", i, n)
+	}
+	if i, n := s.reg.Share("alpine", macC); i != 0 || n != 1 {
+		t.Errorf("share of C = %d/%d, want 0/1", i, n)
+	}
+	// A machine that has not reported yet comes last.
+	if i, n := s.reg.Share("debian", "52:54:00:00:00:0d"); i != 2 || n != 3 {
+		t.Errorf("share of a newcomer = %d/%d, want 2/3", i, n)
+	}
 	for _, q := range []string{"?os=debian", "?mac=" + macA, "?os=nope&mac=" + macA, "?os=" + strings.Repeat("x", 100) + "&mac=" + macA} {
 		if w := do(t, h, "GET", "/api/v1/peers"+q, "10.9.0.30:9", nil); w.Code < 400 {
 			t.Errorf("peers%s: %d", q, w.Code)
@@ -292,6 +307,35 @@ func TestReportsAndPeers(t *testing.T) {
 	s.reg.now = func() time.Time { return time.Now().Add(PeerMaxAge + time.Second) }
 	if got := s.reg.Peers("debian", "", 10); len(got) != 0 {
 		t.Errorf("stale peers handed out: %v", got)
+	}
+	if i, n := s.reg.Share("debian", macA); i != 0 || n != 1 {
+		t.Errorf("share with only stale machines = %d/%d, want 0/1", i, n)
+	}
+}
+
+func TestShareRanges(t *testing.T) {
+	// Every piece belongs to exactly one share, for any count.
+	for _, pieces := range []int{1, 7, 128, 512} {
+		for count := 1; count <= 40; count++ {
+			owner := make([]int, pieces)
+			for i := range count {
+				from, to := bootapi.Share(i, count, pieces)
+				for p := from; p < to; p++ {
+					owner[p]++
+				}
+			}
+			for p, o := range owner {
+				if o != 1 && count > 1 {
+					t.Fatalf("pieces=%d count=%d: piece %d in %d shares", pieces, count, p, o)
+				}
+			}
+		}
+	}
+	// Values a hostile server could send mean "no split".
+	for _, c := range [][2]int{{-1, 4}, {4, 4}, {0, 0}, {0, -3}, {0, bootapi.MaxShareCount + 1}} {
+		if from, to := bootapi.Share(c[0], c[1], 100); from != 0 || to != 100 {
+			t.Errorf("Share(%d, %d, 100) = [%d, %d), want the whole range", c[0], c[1], from, to)
+		}
 	}
 }
 

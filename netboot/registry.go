@@ -287,3 +287,56 @@ func (r *Registry) Peers(os, excludeMAC string, n int) []netip.AddrPort {
 	}
 	return out
 }
+
+// Share returns which share of os's pieces the machine mac should fetch
+// from the seeder (bootapi.Peers): its rank among the machines that
+// reported downloading or seeding os within PeerMaxAge, in the order they
+// started downloading, and how many there are. A machine not yet among
+// them counts as the last. Machines that finished keep their share: they
+// hold those pieces for the others.
+func (r *Registry) Share(os, mac string) (index, count int) {
+	now := r.now()
+	type cand struct {
+		mac   string
+		since time.Time
+	}
+	var cs []cand
+	r.mu.Lock()
+	for m, e := range r.byMAC {
+		if m == mac || !strings.EqualFold(e.m.OS, os) || now.Sub(e.m.LastSeen) > PeerMaxAge {
+			continue
+		}
+		if e.m.Stage != bootapi.StageDownload && e.m.Stage != bootapi.StageSeeding {
+			continue
+		}
+		cs = append(cs, cand{m, fetchingSince(e)})
+	}
+	self := cand{mac, now}
+	if e, ok := r.byMAC[mac]; ok && strings.EqualFold(e.m.OS, os) && (e.m.Stage == bootapi.StageDownload || e.m.Stage == bootapi.StageSeeding) {
+		self.since = fetchingSince(e)
+	}
+	r.mu.Unlock()
+	cs = append(cs, self)
+	sort.Slice(cs, func(i, j int) bool {
+		if !cs[i].since.Equal(cs[j].since) {
+			return cs[i].since.Before(cs[j].since)
+		}
+		return cs[i].mac < cs[j].mac
+	})
+	count = min(len(cs), bootapi.MaxShareCount)
+	for i, c := range cs {
+		if c.mac == mac {
+			return i % count, count
+		}
+	}
+	return 0, count
+}
+
+// fetchingSince is when a machine started downloading (or, if it never
+// reported downloading, seeding) its OS.
+func fetchingSince(e *machine) time.Time {
+	if t, ok := e.m.Stages[bootapi.StageDownload]; ok {
+		return t
+	}
+	return e.m.Stages[bootapi.StageSeeding]
+}

@@ -19,19 +19,24 @@ import (
 //
 // Booting machines on a LAN both download and upload at once, and a piece
 // can be shared only once it is complete and verified. Small pieces let a
-// machine that has just started pass data on within milliseconds (256 KiB
-// is 2 ms on gigabit) and give the rarest-first scheduler many units to
-// spread among peers; each piece however costs a SHA-1 check, a HAVE
-// message to every connected peer and 20 bytes of metainfo. Aiming at about
-// 2048 pieces, with 256 KiB as the floor and 4 MiB as the ceiling, gives
-// 256 KiB up to 512 MiB images, 1 MiB for a 2 GiB image (40 KiB of piece
-// hashes, 2048 HAVEs per peer per download) and at most 4 MiB (30 ms on
-// gigabit before a piece can be shared) for images of many gigabytes.
-// (Libraries default to fewer, larger pieces for internet swarms, where
-// the metainfo's size and per-piece overhead weigh more than start-up.)
+// machine pass data on sooner and give the rarest-first scheduler many
+// units to spread among peers; each piece however costs a SHA-1 check, a
+// HAVE message to every connected peer and 20 bytes of metainfo. Aiming at
+// about 2048 pieces, with 64 KiB as the floor and 4 MiB as the ceiling,
+// gives 64 KiB up to 128 MiB images, 256 KiB at 512 MiB, 1 MiB for a 2 GiB
+// image (40 KiB of piece hashes, 2048 HAVEs per peer per download) and at
+// most 4 MiB (30 ms on gigabit before a piece can be shared) for images of
+// many gigabytes. The floor was 256 KiB until the swarm benchmark showed
+// that the tail after the server's last byte shrinks with the piece: a
+// machine that owns a share of the pieces (initramfs/client/share.go) gets
+// each piece at 1/N of the server's uplink, so a 256 KiB piece took 2 s at
+// N = 20 and 20 Mbit/s before it could be passed on; 32 MiB, N = 10:
+// 1.63× → 1.43× the bound (cmd/swarmbench/TUNING.md). (Libraries default
+// to fewer, larger pieces for internet swarms, where the metainfo's size
+// and per-piece overhead weigh more than start-up.)
 func pieceLength(size int64) int64 {
 	const (
-		floor  = 256 << 10
+		floor  = 64 << 10
 		ceil   = 4 << 20
 		target = 2048
 	)

@@ -120,7 +120,8 @@ func (l *logRecorder) find(msg, key, val string) []map[string]string {
 
 func TestPieceLength(t *testing.T) {
 	for _, c := range []struct{ size, want int64 }{
-		{0, 256 << 10}, {10 << 20, 256 << 10}, {512 << 20, 256 << 10}, {1 << 30, 512 << 10},
+		{0, 64 << 10}, {10 << 20, 64 << 10}, {128 << 20, 64 << 10}, {256 << 20, 128 << 10},
+		{512 << 20, 256 << 10}, {1 << 30, 512 << 10},
 		{2 << 30, 1 << 20}, {8 << 30, 4 << 20}, {100 << 30, 4 << 20},
 	} {
 		if got := pieceLength(c.size); got != c.want {

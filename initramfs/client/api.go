@@ -134,8 +134,9 @@ func parseBoot(b []byte) (*bootapi.Boot, error) {
 	return &boot, nil
 }
 
-// Peers fetches the addresses to dial for an OS: the seeder first.
-func (a *api) Peers(ctx context.Context, osName string) ([]string, error) {
+// Peers fetches the addresses to dial for an OS (the seeder first) and
+// this machine's share of the seeder's pieces.
+func (a *api) Peers(ctx context.Context, osName string) (*bootapi.Peers, error) {
 	b, err := a.get(ctx, bootapi.PathPeers, url.Values{"os": {osName}, "mac": {a.mac}}, maxPeersBytes)
 	if err != nil {
 		return nil, err
@@ -143,20 +144,24 @@ func (a *api) Peers(ctx context.Context, osName string) ([]string, error) {
 	return parsePeers(b)
 }
 
-// parsePeers decodes a Peers answer, keeping only well-formed ip:port.
-func parsePeers(b []byte) ([]string, error) {
+// parsePeers decodes a Peers answer, keeping only well-formed ip:port and
+// a share that makes sense (else none: the whole torrent from anyone).
+func parsePeers(b []byte) (*bootapi.Peers, error) {
 	var p bootapi.Peers
 	if err := json.Unmarshal(b, &p); err != nil {
 		return nil, fmt.Errorf("peers answer: %w", err)
 	}
-	var out []string
+	out := &bootapi.Peers{Peers: []string{}}
 	for _, s := range p.Peers {
-		if len(out) == maxPeers {
+		if len(out.Peers) == maxPeers {
 			break
 		}
 		if ap, err := parseAddrPort(s); err == nil {
-			out = append(out, ap)
+			out.Peers = append(out.Peers, ap)
 		}
+	}
+	if p.ShareCount > 1 && p.ShareCount <= bootapi.MaxShareCount && p.ShareIndex >= 0 && p.ShareIndex < p.ShareCount {
+		out.ShareIndex, out.ShareCount = p.ShareIndex, p.ShareCount
 	}
 	return out, nil
 }

@@ -41,12 +41,22 @@ func TestParseBoot(t *testing.T) {
 }
 
 func TestParsePeers(t *testing.T) {
-	got, err := parsePeers([]byte(`{"peers":["10.0.0.1:6881","10.0.0.2:0","0.0.0.0:1","224.0.0.1:5","x:1","10.0.0.3:65536","[fe80::1]:6881","10.0.0.4:+1","10.0.0.5:06881"]}`))
+	got, err := parsePeers([]byte(`{"peers":["10.0.0.1:6881","10.0.0.2:0","0.0.0.0:1","224.0.0.1:5","x:1","10.0.0.3:65536","[fe80::1]:6881","10.0.0.4:+1","10.0.0.5:06881"],"share_index":2,"share_count":5}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(got, " ") != "10.0.0.1:6881 [fe80::1]:6881" {
-		t.Errorf("got %v", got)
+	if strings.Join(got.Peers, " ") != "10.0.0.1:6881 [fe80::1]:6881" {
+		t.Errorf("got %v", got.Peers)
+	}
+	if got.ShareIndex != 2 || got.ShareCount != 5 {
+		t.Errorf("share %d/%d, want 2/5", got.ShareIndex, got.ShareCount)
+	}
+	// A share that makes no sense is dropped: no split.
+	for _, doc := range []string{`{"share_index":5,"share_count":5}`, `{"share_index":-1,"share_count":5}`, `{"share_index":0,"share_count":99999}`} {
+		got, err := parsePeers([]byte(doc))
+		if err != nil || got.ShareIndex != 0 || got.ShareCount != 0 {
+			t.Errorf("%s: share %+v, %v; want none", doc, got, err)
+		}
 	}
 }
 
@@ -78,10 +88,13 @@ func FuzzParsePeers(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(ps) > maxPeers {
-			t.Fatalf("%d peers", len(ps))
+		if len(ps.Peers) > maxPeers {
+			t.Fatalf("%d peers", len(ps.Peers))
 		}
-		for _, p := range ps {
+		if ps.ShareCount != 0 && (ps.ShareIndex < 0 || ps.ShareIndex >= ps.ShareCount || ps.ShareCount > bootapi.MaxShareCount) {
+			t.Fatalf("share %d/%d", ps.ShareIndex, ps.ShareCount)
+		}
+		for _, p := range ps.Peers {
 			if _, _, err := net.SplitHostPort(p); err != nil {
 				t.Fatalf("bad peer %q", p)
 			}

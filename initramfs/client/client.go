@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -46,6 +47,7 @@ type Config struct {
 	MaxAttempts int    // give up after this many failed attempts (0: never)
 	Init        bool   // running as PID 1
 	Verbose     bool
+	CPUProfile  string // file for a CPU profile of the run (outside /init)
 }
 
 // Main runs the client and returns the process exit code. args are the
@@ -69,6 +71,20 @@ func Main(args []string) int {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "boottorrent client: --cpuprofile: %v\n", err)
+			return 2
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
 	if err := Run(ctx, cfg, log, os.Stderr, os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "boottorrent client: %v\n", err)
 		return 1
@@ -92,6 +108,7 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	fs.StringVar(&cfg.ListenHost, "listen-host", "", "BitTorrent listen address (default: every address)")
 	fs.IntVar(&cfg.MaxAttempts, "attempts", 5, "give up after this many failed attempts (0: never)")
 	fs.BoolVar(&cfg.Verbose, "v", false, "debug logs")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file (tuning)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -247,7 +264,7 @@ func (e *realEnv) Download(ctx context.Context, b *bootapi.Boot, o *bootapi.OS) 
 		ListenPort: e.cfg.ListenPort,
 		ListenHost: e.cfg.ListenHost,
 		ServerHost: e.api.host(),
-		Peers:      func(ctx context.Context) ([]string, error) { return e.api.Peers(ctx, o.Name) },
+		Peers:      func(ctx context.Context) (*bootapi.Peers, error) { return e.api.Peers(ctx, o.Name) },
 		Logger:     e.log,
 		MemLimit:   memLimit,
 	})

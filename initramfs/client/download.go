@@ -19,6 +19,7 @@ import (
 
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
+	pp "github.com/anacrolix/torrent/peer_protocol"
 	"github.com/anacrolix/torrent/storage"
 
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
@@ -67,8 +68,10 @@ type dlOptions struct {
 	ListenPort int
 	ListenHost string // "" listens on every address; tests use 127.0.0.1
 	ServerHost string // the server's IP: bytes from it are the seeder's
-	Peers      func(ctx context.Context) ([]string, error)
-	Logger     *slog.Logger
+	// Peers asks the server for peers to dial and this machine's share
+	// of the seeder's pieces (bootapi.Peers).
+	Peers  func(ctx context.Context) (*bootapi.Peers, error)
+	Logger *slog.Logger
 	// MemLimit, when >0, refuses images larger than this many bytes
 	// (RAM left for the download in init mode).
 	MemLimit int64
@@ -86,6 +89,14 @@ type torrentDL struct {
 	lastData                       atomic.Int64 // unix nanos of the last useful chunk
 	webSeeded                      atomic.Bool
 	started                        time.Time
+
+	// share is the share {index, count} of the pieces the server
+	// assigned this machine (nil: none yet); mask is what the seeder's connection is
+	// made to advertise (nil: every piece). See shareLoop.
+	share    atomic.Pointer[[2]int]
+	mask     atomic.Pointer[[]bool]
+	seederMu sync.Mutex
+	seeder   []torrent.PeerInfo // the seeder's addresses, from the server
 
 	stop   context.CancelFunc
 	wg     sync.WaitGroup
@@ -141,6 +152,18 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 			d.fromPeers.Add(n)
 		}
 	})
+	cfg.Callbacks.ReadMessage = d.maskSeeder
+	seederReqq := max(8, int(info.PieceLength/(16<<10)))
+	cfg.Callbacks.ReadExtendedHandshake = func(pc *torrent.PeerConn, m *pp.ExtendedHandshakeMessage) {
+		// The seeder serves a connection's queued requests in no
+		// particular order, so with the library's deep queue (up to
+		// ~1000 chunks) every piece of this machine's share would
+		// complete only at the end, and could be passed on only then.
+		// About one piece in flight makes them complete one by one.
+		if d.source(&pc.Peer) == srcSeeder && (m.Reqq == 0 || m.Reqq > seederReqq) {
+			m.Reqq = seederReqq
+		}
+	}
 	cl, err := torrent.NewClient(cfg)
 	if err != nil {
 		d.storage.Close()
@@ -166,9 +189,10 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 	}
 	t.DownloadAll()
 	ctx, d.stop = context.WithCancel(context.Background())
-	d.wg.Add(2)
+	d.wg.Add(3)
 	go d.refreshPeers(ctx)
 	go d.webSeedFallback(ctx, webSeeds)
+	go d.shareLoop(ctx)
 	return d, nil
 }
 
@@ -209,7 +233,7 @@ func (d *torrentDL) refreshPeers(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
-		peers, err := d.o.Peers(ctx)
+		ans, err := d.o.Peers(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			if !failing && d.o.Logger != nil {
@@ -220,22 +244,37 @@ func (d *torrentDL) refreshPeers(ctx context.Context) {
 			continue
 		case err == nil:
 			if failing && d.o.Logger != nil {
-				d.o.Logger.Info("peer list available again", "stage", "download", "peers", len(peers))
+				d.o.Logger.Info("peer list available again", "stage", "download", "peers", len(ans.Peers))
 			}
 			failing = false
 		}
-		var pis []torrent.PeerInfo
-		for _, s := range peers {
+		var pis, seeder []torrent.PeerInfo
+		for _, s := range ans.Peers {
 			host, port, err := net.SplitHostPort(s)
 			if err != nil {
 				continue
 			}
 			pn, _ := strconv.Atoi(port)
-			pis = append(pis, torrent.PeerInfo{
+			pi := torrent.PeerInfo{
 				Addr:    &net.TCPAddr{IP: net.ParseIP(host), Port: pn},
 				Source:  torrent.PeerSourceDirect,
 				Trusted: host == d.o.ServerHost,
-			})
+			}
+			pis = append(pis, pi)
+			if pi.Trusted {
+				seeder = append(seeder, pi)
+			}
+		}
+		d.seederMu.Lock()
+		d.seeder = seeder
+		d.seederMu.Unlock()
+		if d.share.Swap(&[2]int{ans.ShareIndex, ans.ShareCount}) == nil {
+			from, to := bootapi.Share(ans.ShareIndex, ans.ShareCount, d.t.NumPieces())
+			// The first share applies before the seeder is dialled
+			// (dropping a connection the tracker may have made);
+			// later changes go through shareLoop.
+			d.mask.Store(shareMask(from, to, d.t.NumPieces(), nil))
+			d.redialSeeder()
 		}
 		d.t.AddPeers(pis)
 		// Often while peers still appear (machines switched on one

@@ -46,6 +46,10 @@ type testServer struct {
 	noSeed  bool
 	// uploadBps limits the seeder's upload (0: unlimited).
 	uploadBps int
+	// shares, when > 1, splits the pieces into that many shares, handed
+	// out in the order machines first ask for peers (bootapi.Peers).
+	shares   int
+	shareIdx map[string]int
 }
 
 func newTestServer(t *testing.T, size int, seed bool) *testServer {
@@ -90,6 +94,15 @@ func newTestServer(t *testing.T, size int, seed bool) *testServer {
 			if mac != me {
 				p.Peers = append(p.Peers, a)
 			}
+		}
+		if s.shares > 1 {
+			if s.shareIdx == nil {
+				s.shareIdx = map[string]int{}
+			}
+			if _, ok := s.shareIdx[me]; !ok {
+				s.shareIdx[me] = len(s.shareIdx) % s.shares
+			}
+			p.ShareIndex, p.ShareCount = s.shareIdx[me], s.shares
 		}
 		s.mu.Unlock()
 		json.NewEncoder(w).Encode(p)
@@ -273,6 +286,75 @@ func TestSwarmLoopback(t *testing.T) {
 		if !stages[st] {
 			t.Errorf("no %s report reached the server (got %v)", st, stages)
 		}
+	}
+}
+
+// TestSwarmShares: with the pieces split into shares, the seeder sends
+// about one copy in all, and a share whose machine never comes (3 shares,
+// 2 machines) is fetched by a machine that finished its own.
+func TestSwarmShares(t *testing.T) {
+	for _, c := range []struct {
+		name            string
+		clients, shares int
+		maxSeederCopies float64
+	}{
+		{"all shares owned", 3, 3, 1.3},
+		{"one owner missing", 2, 3, 1.7},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newTestServer(t, 8<<20, false)
+			s.uploadBps = 3 << 20
+			s.shares = c.shares
+			s.startSeeder()
+			s.boot.SeedMS = 3000
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			var wg sync.WaitGroup
+			results := make([]*Result, c.clients)
+			errs := make([]error, c.clients)
+			for i := range c.clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					results[i], _, errs[i] = runClient(t, ctx, s, fmt.Sprintf("52:54:00:00:01:%02x", i+1), nil)
+				}()
+			}
+			wg.Wait()
+			var fromSeeder int64
+			for i, r := range results {
+				if errs[i] != nil {
+					t.Fatalf("client %d: %v", i, errs[i])
+				}
+				if r.Bytes != s.boot.Menu[0].Size {
+					t.Fatalf("client %d: %d bytes, want %d", i, r.Bytes, s.boot.Menu[0].Size)
+				}
+				fromSeeder += r.FromSeeder
+				t.Logf("client %d: %.2fs, peers %d seeder %d web %d", i, r.DownloadSeconds, r.FromPeers, r.FromSeeder, r.FromWeb)
+			}
+			copies := float64(fromSeeder) / float64(s.boot.Menu[0].Size)
+			t.Logf("the seeder sent %.2f copies", copies)
+			if copies > c.maxSeederCopies {
+				t.Errorf("the seeder sent %.2f copies of the image, want at most %.1f", copies, c.maxSeederCopies)
+			}
+		})
+	}
+}
+
+func TestShareMask(t *testing.T) {
+	if m := shareMask(0, 10, 10, nil); m != nil {
+		t.Errorf("whole range: mask %v, want none", *m)
+	}
+	m := shareMask(2, 4, 10, []bool{8: true})
+	if m == nil || len(*m) != 16 {
+		t.Fatalf("mask %v, want 16 bits", m)
+	}
+	for i, b := range *m {
+		if want := i == 2 || i == 3 || i == 8; b != want {
+			t.Errorf("bit %d = %v, want %v", i, b, want)
+		}
+	}
+	if m := shareMask(0, 5, 10, []bool{5: true, 6: true, 7: true, 8: true, 9: true}); m != nil {
+		t.Errorf("share plus extra cover everything: mask %v, want none", *m)
 	}
 }
 

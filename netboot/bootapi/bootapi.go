@@ -75,8 +75,31 @@ func (b *Boot) SeedTime() time.Duration { return time.Duration(b.SeedMS) * time.
 
 // Peers answers PathPeers: BitTorrent peers ("ip:port") to dial at once,
 // the server's seeder first, then other machines booting the same OS.
+//
+// ShareIndex and ShareCount split the OS's pieces among the machines
+// fetching it, so that the server's uplink sends each piece about once:
+// the asking machine requests from the seeder only pieces
+// [ShareIndex·P/ShareCount, (ShareIndex+1)·P/ShareCount) of the P pieces
+// and gets the rest from the other machines (falling back to the seeder
+// for pieces nobody else has). ShareCount 0 or 1 means no split.
 type Peers struct {
-	Peers []string `json:"peers"`
+	Peers      []string `json:"peers"`
+	ShareIndex int      `json:"share_index"`
+	ShareCount int      `json:"share_count"`
+}
+
+// MaxShareCount bounds ShareCount: more machines than this share the
+// seeder's pieces in groups.
+const MaxShareCount = 4096
+
+// Share returns the piece range [from, to) of share index out of count for
+// a torrent of pieces pieces. It returns the whole range when count <= 1
+// or the values are out of bounds (a hostile or older server).
+func Share(index, count, pieces int) (from, to int) {
+	if count <= 1 || count > MaxShareCount || index < 0 || index >= count || pieces <= 0 {
+		return 0, max(pieces, 0)
+	}
+	return index * pieces / count, (index + 1) * pieces / count
 }
 
 // Stages a machine goes through, in order. The server records the first

@@ -59,10 +59,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	out := fs.String("out", "swarmbench-out", "folder for report.md, report.json, swarm.svg and logs")
 	bt := fs.String("boottorrent", "", "the boottorrent binary (default: boottorrent next to swarmbench, then in PATH)")
 	engine := fs.String("engine", EngineBoottorrent, "what runs on the LAN: boottorrent (the product); lab (anacrolix/torrent alone with the product's settings, fixed addresses, peers handed over directly: what the library does on these links); harness (no BitTorrent, the HTTP baseline with the harness's own server and client: tests the emulation)")
-	shares := fs.Bool("assign-shares", false, "experiment: give boottorrent client i the environment BOOTTORRENT_SHARE=i/N (for a client build that reads it; see cmd/swarmbench/TUNING.md)")
 	labSpread := fs.Bool("lab-spread", false, "lab engine: each leecher wants its own 1/N of the pieces first")
 	labPiece := fs.String("lab-piece", "256KiB", "piece length of the lab engine's torrent")
 	noHTTP := fs.Bool("no-http", false, "skip the HTTP baseline (quicker when tuning)")
+	profile := fs.Bool("profile", false, "write a CPU profile of every boottorrent client into the logs folder (tuning)")
 	seed := fs.Duration("seed-time", 5*time.Second, "how long clients seed after completing (boot.seed_time)")
 	timeout := fs.Duration("timeout", 0, "limit for each phase of a case (default: 10 × T* + 90 s for BitTorrent, 3 × the HTTP bound + 90 s for HTTP)")
 	level := fs.String("log-level", "info", "log detail: debug, info, warn, error")
@@ -81,7 +81,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "swarmbench: --log-level %q: use debug, info, warn or error\n", *level)
 		return 2
 	}
-	o := Options{Out: *out, SeedTime: *seed, Timeout: *timeout, SkipHTTP: *noHTTP,
+	o := Options{Out: *out, SeedTime: *seed, Timeout: *timeout, SkipHTTP: *noHTTP, Profile: *profile,
 		Log:     slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})),
 		Command: "swarmbench " + strings.Join(args, " ")}
 	var errs []error
@@ -115,7 +115,6 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	o.Engine = *engine
 	o.LabSpread = *labSpread
-	o.AssignShares = *shares
 	switch o.Engine {
 	case EngineBoottorrent:
 		if o.Boottorrent, err = findBoottorrent(*bt, o.Self); err != nil {

@@ -36,10 +36,8 @@ type Options struct {
 	Boottorrent string
 	// LabPiece is the piece length of the lab's torrent.
 	LabPiece int64
-	// AssignShares gives boottorrent client i the environment
-	// BOOTTORRENT_SHARE=i/N, for experiments with a client build that
-	// reads it (see TUNING.md).
-	AssignShares bool
+	// Profile passes --cpuprofile to every boottorrent client.
+	Profile bool
 	// LabSpread makes each lab leecher want its own share of the pieces
 	// first (see lab.go).
 	LabSpread bool
@@ -553,10 +551,10 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 			if http {
 				args = append(args, "--http")
 			}
-			cmd = h.NS.Command(context.WithoutCancel(ctx), r.o.Boottorrent, args...)
-			if r.o.AssignShares && !http {
-				cmd.Env = append(os.Environ(), fmt.Sprintf("BOOTTORRENT_SHARE=%d/%d", i, n))
+			if r.o.Profile {
+				args = append(args, "--cpuprofile", filepath.Join(logDir, fmt.Sprintf("%s-%03d.pprof", name, i)))
 			}
+			cmd = h.NS.Command(context.WithoutCancel(ctx), r.o.Boottorrent, args...)
 			detect = func(line string) (outcome, bool) { return parseClientLine(line, r.size) }
 		}
 		i := i
