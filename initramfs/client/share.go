@@ -26,7 +26,7 @@ import (
 // pieces means dialling the seeder again, at most every remaskEvery.
 
 const (
-	remaskEvery  = 2 * time.Second
+	remaskEvery  = time.Second
 	shareLoopTic = 500 * time.Millisecond
 )
 
@@ -127,14 +127,18 @@ func (d *torrentDL) shareLoop(ctx context.Context) {
 }
 
 // orphans returns pieces this machine should add to what it asks the
-// seeder for: once its own share is complete, its seeder connection is
-// idle, so it helps the next share (index+1, then index+2, … once that one
-// is complete here) with the pieces of it that it lacks and that neither
-// the seeder's mask nor any connected machine offers yet. That share's
-// owner may be slow (the seeder's uplink is not shared evenly among
-// connections), gone, or not among this machine's peers; only one machine
-// helps each share first, so the server sends few pieces twice. nil when
-// there is nothing to add.
+// seeder for: once its own share is complete and no connected machine has
+// a piece it lacks, it would sit idle, so it helps the next share
+// (index+1, then index+2, … once that one is complete here) with the
+// pieces of it that it lacks and that neither the seeder's mask nor any
+// connected machine offers. That share's owner may be slow (the seeder's
+// uplink is not shared evenly among connections), gone, or not among this
+// machine's peers; only one machine helps each share first, and only at
+// the end, so the server sends few pieces twice. (Helping as soon as the
+// own share was complete made the helpers the slowest machines: the
+// pieces they took from the seeder came at a fraction of its uplink,
+// while the owner was fetching them too.) nil when there is nothing to
+// add.
 func (d *torrentDL) orphans(index, count int, mask []bool) []int {
 	np := d.t.NumPieces()
 	from, to := bootapi.Share(index, count, np)
@@ -160,6 +164,11 @@ func (d *torrentDL) orphans(index, count int, mask []bool) []int {
 			if i := int(it.Next()); i < np {
 				held[i] = true
 			}
+		}
+	}
+	for i := range np {
+		if !complete[i] && held[i] {
+			return nil // the peers still have work for this machine
 		}
 	}
 	for k := 1; k < count; k++ {

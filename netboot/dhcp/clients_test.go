@@ -411,6 +411,21 @@ func TestListenRefusesSecondInstance(t *testing.T) {
 			return err
 		}
 		defer c.Close()
+		// Replies are marked as network control (see Listen).
+		raw, err := c.(syscall.Conn).SyscallConn()
+		if err != nil {
+			return err
+		}
+		var tos, prio int
+		var serr error
+		raw.Control(func(fd uintptr) {
+			if tos, serr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_TOS); serr == nil {
+				prio, serr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_PRIORITY)
+			}
+		})
+		if serr != nil || tos != dscpCS6 || prio != 6 {
+			return fmt.Errorf("socket TOS %#x priority %d (%v), want %#x and 6", tos, prio, serr, dscpCS6)
+		}
 		_, err = Listen("eth0", ServerPort)
 		if !errors.Is(err, ErrPortInUse) {
 			return fmt.Errorf("second Listen: %v, want ErrPortInUse", err)

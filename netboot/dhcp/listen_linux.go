@@ -44,6 +44,15 @@ func Listen(ifname string, port int) (net.PacketConn, error) {
 	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf) != nil {
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvBuf)
 	}
+	// Replies are control traffic: a machine that gets no lease cannot
+	// boot, and while other machines download, the server's uplink is
+	// full. DSCP CS6 (network control) lets switches and DSCP-aware
+	// queues send them first; SO_PRIORITY 6 (TC_PRIO_INTERACTIVE, set
+	// after IP_TOS, which overwrites it) puts them in the first band of
+	// the host's own pfifo_fast. Best effort: a reply still goes out
+	// unmarked.
+	unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TOS, dscpCS6)
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PRIORITY, 6)
 	if ifname != "" {
 		if err := unix.BindToDevice(fd, ifname); err != nil {
 			if errors.Is(err, unix.EPERM) {
@@ -75,6 +84,10 @@ func Listen(ifname string, port int) (net.PacketConn, error) {
 	}
 	return c, nil
 }
+
+// dscpCS6 is the IP TOS byte of DSCP class selector 6, network control
+// (RFC 2474, RFC 4594).
+const dscpCS6 = 48 << 2
 
 func ifaceOrAll(ifname string) string {
 	if ifname == "" {

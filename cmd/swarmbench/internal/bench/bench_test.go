@@ -291,16 +291,27 @@ func TestProcParsers(t *testing.T) {
 }
 
 func TestShapeCmds(t *testing.T) {
-	cmds := shapeCmds("v3", Shape{Rate: 20e6})
+	cmds := shapeCmds("v3", Shape{Rate: 20e6}, false)
 	got := strings.Join(cmds[1], " ") + " | " + strings.Join(cmds[2], " ")
 	// 100 ms at 20 Mbit/s is 250000 bytes of queue.
 	want := "class add dev v3 parent 1: classid 1:1 htb rate 20000000bit ceil 20000000bit quantum 1514 | qdisc add dev v3 parent 1:1 handle 10: bfifo limit 250000"
 	if got != want {
 		t.Errorf("shapeCmds:\n got %s\nwant %s", got, want)
 	}
-	cmds = shapeCmds("eth0", Shape{Rate: 20e6, Delay: 500 * time.Microsecond})
+	cmds = shapeCmds("eth0", Shape{Rate: 20e6, Delay: 500 * time.Microsecond}, false)
 	if leaf := strings.Join(cmds[2], " "); !strings.Contains(leaf, "netem limit 166 delay 500us") {
 		t.Errorf("netem leaf: %s", leaf)
+	}
+	// The server's upload: control first, 1 Mbit/s of 20 guaranteed.
+	cmds = shapeCmds("eth0", Shape{Rate: 20e6}, true)
+	if got := strings.Join(cmds[2], " "); got != "class add dev eth0 parent 1:1 classid 1:10 htb rate 1000000bit ceil 20000000bit prio 0 quantum 1514" {
+		t.Errorf("control class: %s", got)
+	}
+	if got := strings.Join(cmds[0], " "); !strings.HasSuffix(got, "default 20") {
+		t.Errorf("unmarked traffic must default to the bulk class: %s", got)
+	}
+	if r := controlRules("eth0"); !strings.Contains(r, `oifname "eth0" ip dscp cs6 meta priority set 1:10`) {
+		t.Errorf("controlRules:\n%s", r)
 	}
 	rules := lossRules("v7", 0.01)
 	if !strings.Contains(rules, `device "v7"`) || !strings.Contains(rules, "numgen random mod 1000000 < 10000 drop") {

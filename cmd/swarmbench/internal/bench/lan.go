@@ -44,8 +44,12 @@ const queueTime = 100 * time.Millisecond
 // shapeCmds are the tc command lines that shape dev's egress: an HTB class
 // at the rate (HTB and TBF are what every kernel built with NET_SCHED has;
 // this machine's kernel has no netem), holding a byte FIFO of queueTime,
-// or netem when a delay is asked for.
-func shapeCmds(dev string, s Shape) [][]string {
+// or netem when a delay is asked for. With control, the class has two
+// FIFOs: one served first for packets marked DSCP CS6 (network control:
+// the DHCP server's replies; controlRules marks them for it), one for the
+// rest, as a DSCP-aware switch port or the host's own pfifo_fast or
+// fq_codel would keep a lease reply from waiting behind bulk data.
+func shapeCmds(dev string, s Shape, control bool) [][]string {
 	limit := int(math.Max(16<<10, s.Rate*queueTime.Seconds()/8))
 	rate := fmt.Sprintf("%.0fbit", s.Rate)
 	leaf := []string{"bfifo", "limit", strconv.Itoa(limit)}
@@ -54,11 +58,35 @@ func shapeCmds(dev string, s Shape) [][]string {
 		pkts := int(math.Ceil(s.Rate * (queueTime + s.Delay).Seconds() / 8 / 1514))
 		leaf = []string{"netem", "limit", strconv.Itoa(max(64, pkts)), "delay", fmt.Sprintf("%dus", s.Delay.Microseconds())}
 	}
-	return [][]string{
-		{"qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "1"},
-		{"class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", rate, "ceil", rate, "quantum", "1514"},
-		append([]string{"qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:"}, leaf...),
+	if !control {
+		return [][]string{
+			{"qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "1"},
+			{"class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", rate, "ceil", rate, "quantum", "1514"},
+			append([]string{"qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:"}, leaf...),
+		}
 	}
+	ctl := math.Max(64e3, s.Rate/20)
+	return [][]string{
+		{"qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "20"},
+		{"class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", rate, "ceil", rate, "quantum", "1514"},
+		{"class", "add", "dev", dev, "parent", "1:1", "classid", "1:10", "htb", "rate", fmt.Sprintf("%.0fbit", ctl), "ceil", rate, "prio", "0", "quantum", "1514"},
+		{"class", "add", "dev", dev, "parent", "1:1", "classid", "1:20", "htb", "rate", fmt.Sprintf("%.0fbit", s.Rate-ctl), "ceil", rate, "prio", "1", "quantum", "1514"},
+		append([]string{"qdisc", "add", "dev", dev, "parent", "1:10", "handle", "10:"}, leaf...),
+		append([]string{"qdisc", "add", "dev", dev, "parent", "1:20", "handle", "20:"}, leaf...),
+	}
+}
+
+// controlRules is an nftables script that sends packets marked DSCP CS6
+// leaving dev to shapeCmds' control class 1:10 (HTB takes a packet whose
+// priority names one of its classes straight to that class).
+func controlRules(dev string) string {
+	return fmt.Sprintf(`table ip swarmbench_control {
+	chain post {
+		type filter hook postrouting priority 0; policy accept;
+		oifname %q ip dscp cs6 meta priority set 1:10
+	}
+}
+`, dev)
 }
 
 // lossRules is an nftables script that drops a random fraction of the
@@ -128,10 +156,8 @@ func NewLAN(ctx context.Context, n int, shape LinkShape, staticClients bool) (_ 
 	if _, err := exec.LookPath("ethtool"); err != nil {
 		return nil, fmt.Errorf("ethtool is missing: apt-get install ethtool")
 	}
-	if shape.ClientUp.Loss > 0 || shape.ClientDown.Loss > 0 || shape.ServerUp.Loss > 0 || shape.ServerDown.Loss > 0 {
-		if _, err := exec.LookPath("nft"); err != nil {
-			return nil, fmt.Errorf("nft is missing (needed for --loss): apt-get install nftables")
-		}
+	if _, err := exec.LookPath("nft"); err != nil {
+		return nil, fmt.Errorf("nft is missing: apt-get install nftables")
 	}
 	l, err := netns.NewLAN()
 	if err != nil {
@@ -160,14 +186,17 @@ func NewLAN(ctx context.Context, n int, shape LinkShape, staticClients bool) (_ 
 			{ns, "ethtool", []string{"-K", "eth0", "tso", "off", "gso", "off", "gro", "off"}},
 			{l.Bridge, "ethtool", []string{"-K", veth, "tso", "off", "gso", "off", "gro", "off"}},
 		}
-		for _, a := range shapeCmds("eth0", up) {
+		// The server's upload is the link saturated by bulk data while
+		// machines still ask for leases.
+		control := addr == ServerPrefix
+		for _, a := range shapeCmds("eth0", up, control) {
 			steps = append(steps, struct {
 				ns   *netns.NS
 				prog string
 				args []string
 			}{ns, "tc", a})
 		}
-		for _, a := range shapeCmds(veth, down) {
+		for _, a := range shapeCmds(veth, down, false) {
 			steps = append(steps, struct {
 				ns   *netns.NS
 				prog string
@@ -176,6 +205,11 @@ func NewLAN(ctx context.Context, n int, shape LinkShape, staticClients bool) (_ 
 		}
 		for _, step := range steps {
 			if _, err := step.ns.Run(step.prog, step.args...); err != nil {
+				return Host{}, err
+			}
+		}
+		if control {
+			if err := nft(ns, controlRules("eth0")); err != nil {
 				return Host{}, err
 			}
 		}
