@@ -27,8 +27,29 @@ import (
 
 const (
 	remaskEvery  = time.Second
+	helpAfter    = 3 * time.Second
+	noShareAfter = 10 * time.Second
 	shareLoopTic = 500 * time.Millisecond
 )
+
+// maxOwners bounds how many machines fetch a share from the seeder; the
+// others get every piece from the machines. The seeder's uplink is split
+// among the connections that ask it for pieces, so with 100 owners each
+// got 1/100 of it and the first 64 KiB piece anyone could pass on took
+// 13 s at 4 Mbit/s: machines sat idle and the swarm started late. With at
+// most maxOwners, pieces leave the server at 1/16 of its uplink or more.
+const maxOwners = 16
+
+// shareRange is the piece range [from, to) this machine asks the seeder
+// for, share index of count (bootapi.Peers): empty for a machine ranked
+// beyond maxOwners, everything when there is no split.
+func shareRange(index, count, pieces int) (from, to int) {
+	owners := min(count, maxOwners)
+	if count > 1 && index >= owners {
+		return 0, 0
+	}
+	return bootapi.Share(index, owners, pieces)
+}
 
 // shareMask returns the bitfield the seeder's connection advertises:
 // pieces [from, to) and those marked in extra, padded to whole bytes as on
@@ -99,11 +120,20 @@ func (d *torrentDL) shareLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 		sh := d.share.Load()
+		if sh == nil && time.Since(d.started) >= noShareAfter {
+			// No answer from the boot API: take the seeder's every
+			// piece rather than wait on it (the web seed is the next
+			// fallback).
+			if d.share.CompareAndSwap(nil, &[2]int{0, 1}) && d.o.Logger != nil {
+				d.o.Logger.Warn("no share from the server: asking the seeder for any piece", "stage", "download", "after", noShareAfter)
+			}
+			sh = d.share.Load()
+		}
 		if sh == nil {
 			continue // no answer from the server yet
 		}
 		index, count := sh[0], sh[1]
-		from, to := bootapi.Share(index, count, np)
+		from, to := shareRange(index, count, np)
 		cur := d.mask.Load()
 		if cur != nil && time.Since(lastRedial) >= remaskEvery {
 			if orphans := d.orphans(index, count, *cur); len(orphans) > 0 {
@@ -127,8 +157,9 @@ func (d *torrentDL) shareLoop(ctx context.Context) {
 }
 
 // orphans returns pieces this machine should add to what it asks the
-// seeder for: once its own share is complete and no connected machine has
-// a piece it lacks, it would sit idle, so it helps the next share
+// seeder for: once its own share is complete, no connected machine has a
+// piece it lacks and no data came for helpAfter, it sits idle, so it helps
+// the next share
 // (index+1, then index+2, … once that one is complete here) with the
 // pieces of it that it lacks and that neither the seeder's mask nor any
 // connected machine offers. That share's owner may be slow (the seeder's
@@ -137,11 +168,13 @@ func (d *torrentDL) shareLoop(ctx context.Context) {
 // the end, so the server sends few pieces twice. (Helping as soon as the
 // own share was complete made the helpers the slowest machines: the
 // pieces they took from the seeder came at a fraction of its uplink,
-// while the owner was fetching them too.) nil when there is nothing to
-// add.
+// while the owner was fetching them too. Without the wait, machines with
+// an empty share — more machines than pieces — all helped at once, before
+// any owner had a piece: 16 copies at N = 100 with 16 pieces.) nil when
+// there is nothing to add.
 func (d *torrentDL) orphans(index, count int, mask []bool) []int {
 	np := d.t.NumPieces()
-	from, to := bootapi.Share(index, count, np)
+	from, to := shareRange(index, count, np)
 	if from == 0 && to == np {
 		return nil // no split: the seeder offers everything already
 	}
@@ -171,8 +204,16 @@ func (d *torrentDL) orphans(index, count int, mask []bool) []int {
 			return nil // the peers still have work for this machine
 		}
 	}
-	for k := 1; k < count; k++ {
-		f, t := bootapi.Share((index+k)%count, count, np)
+	if time.Since(time.Unix(0, d.lastData.Load())) < helpAfter {
+		return nil // data still arrives: the owners are at work
+	}
+	owners := min(count, maxOwners)
+	for k := range owners {
+		j := (index + k) % owners
+		if j == index {
+			continue // this machine's own share, complete
+		}
+		f, t := bootapi.Share(j, owners, np)
 		var out []int
 		missing := false
 		for i := f; i < t; i++ {

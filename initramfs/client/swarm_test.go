@@ -340,6 +340,21 @@ func TestSwarmShares(t *testing.T) {
 	}
 }
 
+func TestShareRange(t *testing.T) {
+	for _, c := range []struct{ index, count, pieces, from, to int }{
+		{0, 0, 100, 0, 100},      // no split
+		{0, 1, 100, 0, 100},      // alone
+		{1, 4, 100, 25, 50},      // one of four owners
+		{15, 100, 512, 480, 512}, // the last of maxOwners owners
+		{16, 100, 512, 0, 0},     // beyond maxOwners: everything from the peers
+		{99, 100, 512, 0, 0},
+	} {
+		if from, to := shareRange(c.index, c.count, c.pieces); from != c.from || to != c.to {
+			t.Errorf("shareRange(%d, %d, %d) = [%d, %d), want [%d, %d)", c.index, c.count, c.pieces, from, to, c.from, c.to)
+		}
+	}
+}
+
 func TestShareMask(t *testing.T) {
 	if m := shareMask(0, 10, 10, nil); m != nil {
 		t.Errorf("whole range: mask %v, want none", *m)

@@ -423,8 +423,8 @@ func TestListenRefusesSecondInstance(t *testing.T) {
 				prio, serr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_PRIORITY)
 			}
 		})
-		if serr != nil || tos != dscpCS6 || prio != 6 {
-			return fmt.Errorf("socket TOS %#x priority %d (%v), want %#x and 6", tos, prio, serr, dscpCS6)
+		if serr != nil || tos != TOSNetworkControl || prio != 6 {
+			return fmt.Errorf("socket TOS %#x priority %d (%v), want %#x and 6", tos, prio, serr, TOSNetworkControl)
 		}
 		_, err = Listen("eth0", ServerPort)
 		if !errors.Is(err, ErrPortInUse) {

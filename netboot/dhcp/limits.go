@@ -63,3 +63,7 @@ func (s *seenSet) first(key string) bool {
 	s.m[key] = struct{}{}
 	return true
 }
+
+// TOSNetworkControl is the IP TOS byte of DSCP class selector 6, network
+// control (RFC 2474, RFC 4594): DHCP replies and the boot API's answers.
+const TOSNetworkControl = 48 << 2

@@ -51,7 +51,7 @@ func Listen(ifname string, port int) (net.PacketConn, error) {
 	// after IP_TOS, which overwrites it) puts them in the first band of
 	// the host's own pfifo_fast. Best effort: a reply still goes out
 	// unmarked.
-	unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TOS, dscpCS6)
+	unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TOS, TOSNetworkControl)
 	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PRIORITY, 6)
 	if ifname != "" {
 		if err := unix.BindToDevice(fd, ifname); err != nil {
@@ -84,10 +84,6 @@ func Listen(ifname string, port int) (net.PacketConn, error) {
 	}
 	return c, nil
 }
-
-// dscpCS6 is the IP TOS byte of DSCP class selector 6, network control
-// (RFC 2474, RFC 4594).
-const dscpCS6 = 48 << 2
 
 func ifaceOrAll(ifname string) string {
 	if ifname == "" {

@@ -134,7 +134,8 @@ func serve(ctx context.Context, p *config.Project, log *slog.Logger) error {
 	}
 
 	srv := &http.Server{
-		Handler:           routes(nb.Handler(), sd.Handler()),
+		Handler:           netboot.ControlPriority(routes(nb.Handler(), sd.Handler())),
+		ConnContext:       netboot.ConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		// No WriteTimeout: web-seed and client downloads are large; the

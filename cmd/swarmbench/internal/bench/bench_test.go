@@ -302,15 +302,16 @@ func TestShapeCmds(t *testing.T) {
 	if leaf := strings.Join(cmds[2], " "); !strings.Contains(leaf, "netem limit 166 delay 500us") {
 		t.Errorf("netem leaf: %s", leaf)
 	}
-	// The server's upload: control first, 1 Mbit/s of 20 guaranteed.
+	// The server's upload: control first, nearly all of the rate guaranteed.
 	cmds = shapeCmds("eth0", Shape{Rate: 20e6}, true)
-	if got := strings.Join(cmds[2], " "); got != "class add dev eth0 parent 1:1 classid 1:10 htb rate 1000000bit ceil 20000000bit prio 0 quantum 1514" {
+	if got := strings.Join(cmds[2], " "); got != "class add dev eth0 parent 1:1 classid 1:10 htb rate 19000000bit ceil 20000000bit prio 0 quantum 1514" {
 		t.Errorf("control class: %s", got)
 	}
 	if got := strings.Join(cmds[0], " "); !strings.HasSuffix(got, "default 20") {
 		t.Errorf("unmarked traffic must default to the bulk class: %s", got)
 	}
-	if r := controlRules("eth0"); !strings.Contains(r, `oifname "eth0" ip dscp cs6 meta priority set 1:10`) {
+	if r := controlRules("eth0"); !strings.Contains(r, `oifname "eth0" ip dscp cs6 meta priority set 1:10`) ||
+		!strings.Contains(r, `oifname "eth0" ip length <= 256 meta priority set 1:10`) || !strings.Contains(r, "table arp") {
 		t.Errorf("controlRules:\n%s", r)
 	}
 	rules := lossRules("v7", 0.01)

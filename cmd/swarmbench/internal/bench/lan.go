@@ -45,10 +45,8 @@ const queueTime = 100 * time.Millisecond
 // at the rate (HTB and TBF are what every kernel built with NET_SCHED has;
 // this machine's kernel has no netem), holding a byte FIFO of queueTime,
 // or netem when a delay is asked for. With control, the class has two
-// FIFOs: one served first for packets marked DSCP CS6 (network control:
-// the DHCP server's replies; controlRules marks them for it), one for the
-// rest, as a DSCP-aware switch port or the host's own pfifo_fast or
-// fq_codel would keep a lease reply from waiting behind bulk data.
+// FIFOs: one served first for control packets (controlRules picks them),
+// one for the rest.
 func shapeCmds(dev string, s Shape, control bool) [][]string {
 	limit := int(math.Max(16<<10, s.Rate*queueTime.Seconds()/8))
 	rate := fmt.Sprintf("%.0fbit", s.Rate)
@@ -65,7 +63,12 @@ func shapeCmds(dev string, s Shape, control bool) [][]string {
 			append([]string{"qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:"}, leaf...),
 		}
 	}
-	ctl := math.Max(64e3, s.Rate/20)
+	// HTB serves classes under their rate first, by prio; only then
+	// lends what is left. The control class gets nearly the whole rate,
+	// so that it is always served first; bulk gets the rest of the rate
+	// and borrows the rest. (A control class guaranteed 1/20 of the rate
+	// queued and dropped the server's API answers behind bulk at N = 100.)
+	ctl := s.Rate * 0.95
 	return [][]string{
 		{"qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "20"},
 		{"class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", rate, "ceil", rate, "quantum", "1514"},
@@ -76,14 +79,27 @@ func shapeCmds(dev string, s Shape, control bool) [][]string {
 	}
 }
 
-// controlRules is an nftables script that sends packets marked DSCP CS6
-// leaving dev to shapeCmds' control class 1:10 (HTB takes a packet whose
-// priority names one of its classes straight to that class).
+// controlRules is an nftables script that sends the packets leaving dev
+// that a host's default queue (fq_codel: a sparse flow is served before
+// the bulk flows) or a DSCP-aware port would not hold behind bulk data to
+// shapeCmds' control class 1:10: those marked DSCP CS6 (the DHCP server's
+// replies), ARP, and small IP packets (TCP handshakes and ACKs, BitTorrent
+// requests, short API answers). HTB takes a packet whose priority names
+// one of its classes straight to that class. With a plain FIFO instead,
+// at N = 100 ARP replies and SYN-ACKs from the saturated server were
+// dropped and machines with a lease never reached its HTTP port.
 func controlRules(dev string) string {
 	return fmt.Sprintf(`table ip swarmbench_control {
 	chain post {
 		type filter hook postrouting priority 0; policy accept;
-		oifname %q ip dscp cs6 meta priority set 1:10
+		oifname %[1]q ip dscp cs6 meta priority set 1:10
+		oifname %[1]q ip length <= 256 meta priority set 1:10
+	}
+}
+table arp swarmbench_control {
+	chain out {
+		type filter hook output priority 0; policy accept;
+		meta priority set 1:10
 	}
 }
 `, dev)

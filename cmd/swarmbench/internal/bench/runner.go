@@ -547,7 +547,10 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 			dir := filepath.Join(dataRoot, fmt.Sprint(i))
 			os.MkdirAll(dir, 0o755)
 			args := []string{"client", "--server", serverURL(), "--iface", "eth0", "--no-kexec",
-				"--os", osName, "--data-dir", dir, "--listen-port", "6881"}
+				"--os", osName, "--data-dir", dir, "--listen-port", "6881",
+				// Like /init: a machine never gives up (the phase's
+				// time limit ends a case that cannot finish).
+				"--attempts", "0"}
 			if http {
 				args = append(args, "--http")
 			}
