@@ -76,12 +76,13 @@ func (b *Boot) SeedTime() time.Duration { return time.Duration(b.SeedMS) * time.
 // Peers answers PathPeers: BitTorrent peers ("ip:port") to dial at once,
 // the server's seeder first, then other machines booting the same OS.
 //
-// ShareIndex and ShareCount split the OS's pieces among the machines
-// fetching it, so that the server's uplink sends each piece about once:
-// the asking machine requests from the seeder only pieces
-// [ShareIndex·P/ShareCount, (ShareIndex+1)·P/ShareCount) of the P pieces
-// and gets the rest from the other machines (falling back to the seeder
-// for pieces nobody else has). ShareCount 0 or 1 means no split.
+// ShareIndex and ShareCount rank the asking machine among the machines
+// fetching the OS (in the order they started), so that the server's
+// uplink sends each piece about once: with Share, the asking machine
+// requests from the seeder only its share of the P pieces and gets the
+// rest from the other machines (falling back to the seeder for pieces
+// nobody else has). The boot client lets at most 16 machines own a share
+// (initramfs/client/share.go). ShareCount 0 or 1 means no split.
 type Peers struct {
 	Peers      []string `json:"peers"`
 	ShareIndex int      `json:"share_index"`
