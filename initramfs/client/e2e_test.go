@@ -63,11 +63,12 @@ func (s *e2eServer) start() {
 	cmd := s.ns.Command(context.Background(), s.binary, "start", "--dir", s.dir)
 	cmd.Stdout, cmd.Stderr = lb, lb
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	waited, err := vm.StartLocked(cmd) // see StartLocked: Pdeathsig follows a thread
+	if err != nil {
 		s.t.Fatal(err)
 	}
 	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	go func() { <-waited; close(done) }()
 	s.mu.Lock()
 	s.cmd, s.log, s.done = cmd, lb, done
 	s.mu.Unlock()

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -240,18 +241,45 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	cmd.Stderr = consoleWriter{v}
 	v.cmd = cmd
 	v.started = time.Now()
-	if err := cmd.Start(); err != nil {
+	done, err := StartLocked(cmd)
+	if err != nil {
 		v.cleanupFiles()
 		return nil, fmt.Errorf("vm: start %s: %w", QEMU, err)
 	}
 	go func() {
-		err := cmd.Wait()
+		err := <-done
 		v.mu.Lock()
 		v.exitErr = err
 		v.mu.Unlock()
 		close(v.exited)
 	}()
 	return v, nil
+}
+
+// StartLocked starts cmd and returns a channel that receives cmd.Wait's
+// error. Pdeathsig (SIGKILL when the parent dies, so that no QEMU outlives
+// a killed test) follows the OS *thread* that forked the child, not the
+// process, and Go ends threads: a goroutine that switched network
+// namespace (netns.NS.Do) exits locked to its thread, which is then
+// destroyed. A QEMU forked from such a thread was killed mid-test
+// ("signal: killed"). So cmd is started from a goroutine locked to its own
+// thread that lives until cmd has exited.
+func StartLocked(cmd *exec.Cmd) (<-chan error, error) {
+	started := make(chan error, 1)
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends after cmd
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		done <- cmd.Wait()
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return done, nil
 }
 
 type consoleWriter struct{ v *VM }
