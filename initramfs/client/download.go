@@ -283,8 +283,7 @@ func (d *torrentDL) refreshPeers(ctx context.Context) {
 			// The first share applies before the seeder is dialled
 			// (dropping a connection the tracker may have made);
 			// later changes go through shareLoop.
-			d.mask.Store(shareMask(from, to, d.t.NumPieces(), nil))
-			d.redialSeeder()
+			d.setMask(shareMask(from, to, d.t.NumPieces(), nil))
 		}
 		d.t.AddPeers(pis)
 		// Every second while the answer changes (machines switched on
@@ -299,6 +298,12 @@ func (d *torrentDL) refreshPeers(ctx context.Context) {
 		}
 		lastKey = key
 	}
+}
+
+// sinceData is how long ago the last useful chunk arrived (or the
+// download started).
+func (d *torrentDL) sinceData() time.Duration {
+	return time.Since(time.Unix(0, d.lastData.Load()))
 }
 
 // webSeedAfter is how long BitTorrent may bring no data before the web
@@ -323,7 +328,7 @@ func (d *torrentDL) webSeedFallback(ctx context.Context, urls []string) {
 			return
 		case <-tick.C:
 		}
-		if time.Since(time.Unix(0, d.lastData.Load())) >= webSeedAfter {
+		if d.sinceData() >= webSeedAfter {
 			if d.o.Logger != nil {
 				d.o.Logger.Warn("no BitTorrent data: adding the web seed", "stage", "download", "after", webSeedAfter, "urls", len(urls))
 			}
@@ -362,7 +367,7 @@ func (d *torrentDL) Progress() Progress {
 		}
 	}
 	if p.Done < p.Total {
-		p.Stalled = time.Since(time.Unix(0, d.lastData.Load()))
+		p.Stalled = d.sinceData()
 	}
 	return p
 }

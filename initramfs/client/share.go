@@ -88,9 +88,11 @@ func (d *torrentDL) maskSeeder(pc *torrent.PeerConn, m *pp.Message) {
 	m.Type, m.Bitfield = pp.Bitfield, bf
 }
 
-// redialSeeder closes the connections to the seeder and dials it again, so
-// that the new connection advertises the current mask.
-func (d *torrentDL) redialSeeder() {
+// setMask makes mask what the seeder advertises (nil: every piece): it
+// closes the connections to the seeder and dials it again, so that the
+// new connection's bitfield is rewritten with it.
+func (d *torrentDL) setMask(mask *[]bool) {
+	d.mask.Store(mask)
 	for _, pc := range d.t.PeerConns() {
 		if d.source(&pc.Peer) == srcSeeder {
 			pc.Close()
@@ -150,9 +152,8 @@ func (d *torrentDL) shareLoop(ctx context.Context) {
 		if same || time.Since(lastRedial) < remaskEvery {
 			continue
 		}
-		d.mask.Store(want)
 		lastRedial = time.Now()
-		d.redialSeeder()
+		d.setMask(want)
 	}
 }
 
@@ -204,7 +205,7 @@ func (d *torrentDL) orphans(index, count int, mask []bool) []int {
 			return nil // the peers still have work for this machine
 		}
 	}
-	if time.Since(time.Unix(0, d.lastData.Load())) < helpAfter {
+	if d.sinceData() < helpAfter {
 		return nil // data still arrives: the owners are at work
 	}
 	owners := min(count, maxOwners)

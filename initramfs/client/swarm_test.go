@@ -233,25 +233,33 @@ func (w testWriter) Write(p []byte) (int, error) {
 // TestSwarmLoopback: a real seeder and two real clients on loopback. Both
 // get every byte; the second, started when the first is seeding, is
 // handed the first by the peers API and receives pieces from it.
+// runClients runs n clients against s at once (MACs from macFormat and
+// 1…n) and returns their results and errors, index by index.
+func runClients(t *testing.T, s *testServer, n int, macFormat string) ([]*Result, []error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	results := make([]*Result, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], _, errs[i] = runClient(t, ctx, s, fmt.Sprintf(macFormat, i+1), nil)
+		}()
+	}
+	wg.Wait()
+	return results, errs
+}
+
 func TestSwarmLoopback(t *testing.T) {
 	s := newTestServer(t, 8<<20, false)
 	s.uploadBps = 3 << 20
 	s.startSeeder()
 	s.setWebSeed() // held back: BitTorrent delivers, so it must stay unused
 	s.boot.SeedMS = 4000
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	var wg sync.WaitGroup
-	results := make([]*Result, 2)
-	errs := make([]error, 2)
-	for i := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i], _, errs[i] = runClient(t, ctx, s, fmt.Sprintf("52:54:00:00:00:%02x", i+1), nil)
-		}()
-	}
-	wg.Wait()
+	results, errs := runClients(t, s, 2, "52:54:00:00:00:%02x")
 	var total Result
 	for i, r := range results {
 		if errs[i] != nil {
@@ -307,19 +315,7 @@ func TestSwarmShares(t *testing.T) {
 			s.shares = c.shares
 			s.startSeeder()
 			s.boot.SeedMS = 3000
-			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-			defer cancel()
-			var wg sync.WaitGroup
-			results := make([]*Result, c.clients)
-			errs := make([]error, c.clients)
-			for i := range c.clients {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					results[i], _, errs[i] = runClient(t, ctx, s, fmt.Sprintf("52:54:00:00:01:%02x", i+1), nil)
-				}()
-			}
-			wg.Wait()
+			results, errs := runClients(t, s, c.clients, "52:54:00:00:01:%02x")
 			var fromSeeder int64
 			for i, r := range results {
 				if errs[i] != nil {
