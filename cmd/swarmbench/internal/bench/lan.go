@@ -147,9 +147,10 @@ type Host struct {
 
 // LAN is the shaped benchmark network: one server and N clients.
 type LAN struct {
-	lan     *netns.LAN
-	Server  Host
-	Clients []Host
+	lan          *netns.LAN
+	restoreNeigh func()
+	Server       Host
+	Clients      []Host
 }
 
 // LinkShape describes every link of the LAN: up is the host's upload
@@ -175,11 +176,16 @@ func NewLAN(ctx context.Context, n int, shape LinkShape, staticClients bool) (_ 
 	if _, err := exec.LookPath("nft"); err != nil {
 		return nil, fmt.Errorf("nft is missing: apt-get install nftables")
 	}
-	l, err := netns.NewLAN()
+	restore, err := raiseNeighLimits(n + 1)
 	if err != nil {
 		return nil, err
 	}
-	out := &LAN{lan: l}
+	l, err := netns.NewLAN()
+	if err != nil {
+		restore()
+		return nil, err
+	}
+	out := &LAN{lan: l, restoreNeigh: restore}
 	defer func() {
 		if err != nil {
 			out.Close()
@@ -265,7 +271,11 @@ func (l *LAN) Close() error {
 	if l == nil || l.lan == nil {
 		return nil
 	}
-	return l.lan.Close()
+	err := l.lan.Close()
+	if l.restoreNeigh != nil {
+		l.restoreNeigh()
+	}
+	return err
 }
 
 // LinkCounters are a host's interface byte counters.

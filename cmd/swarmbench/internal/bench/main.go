@@ -63,6 +63,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	labPiece := fs.String("lab-piece", "256KiB", "piece length of the lab engine's torrent")
 	noHTTP := fs.Bool("no-http", false, "skip the HTTP baseline (quicker when tuning)")
 	profile := fs.Bool("profile", false, "write a CPU profile of every boottorrent client into the logs folder (tuning)")
+	clientEnv := fs.String("client-env", "", "extra environment for every boottorrent client, space-separated NAME=value (tuning), e.g. GOMAXPROCS=1")
 	seed := fs.Duration("seed-time", 5*time.Second, "how long clients seed after completing (boot.seed_time)")
 	timeout := fs.Duration("timeout", 0, "limit for each phase of a case (default: 10 × T* + 90 s for BitTorrent, 3 × the HTTP bound + 90 s for HTTP)")
 	level := fs.String("log-level", "info", "log detail: debug, info, warn, error")
@@ -86,6 +87,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		Command: "swarmbench " + strings.Join(args, " ")}
 	var errs []error
 	var err error
+	for _, kv := range strings.Fields(*clientEnv) {
+		if name, _, ok := strings.Cut(kv, "="); !ok || name == "" {
+			errs = append(errs, fmt.Errorf("--client-env: %q is not NAME=value", kv))
+		} else {
+			o.ClientEnv = append(o.ClientEnv, kv)
+		}
+	}
 	if o.Clients, err = ParseClients(*clients); err != nil {
 		errs = append(errs, err)
 	}

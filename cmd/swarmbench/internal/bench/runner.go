@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -38,6 +40,8 @@ type Options struct {
 	LabPiece int64
 	// Profile passes --cpuprofile to every boottorrent client.
 	Profile bool
+	// ClientEnv is added to every boottorrent client's environment.
+	ClientEnv []string
 	// LabSpread makes each lab leecher want its own share of the pieces
 	// first (see lab.go).
 	LabSpread bool
@@ -489,9 +493,33 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 	// server's uplink (busy until the end) from one limited by the
 	// exchange among clients (server done early).
 	type point struct {
-		t  float64
-		tx int64
+		t      float64
+		tx     int64
+		upload int64 // every client's upload, summed
 	}
+	clientsUp := func() int64 {
+		out, err := exec.Command("ip", "-n", lan.lan.Bridge.Name, "-j", "-s", "link", "show").Output()
+		if err != nil {
+			return -1
+		}
+		var links []struct {
+			Name    string `json:"ifname"`
+			Stats64 struct {
+				Rx struct {
+					Bytes int64 `json:"bytes"`
+				} `json:"rx"`
+			} `json:"stats64"`
+		}
+		json.Unmarshal(out, &links)
+		var sum int64
+		for _, l := range links {
+			if l.Name != lan.Server.BridgeVeth && strings.HasPrefix(l.Name, "v") {
+				sum += l.Stats64.Rx.Bytes
+			}
+		}
+		return sum
+	}
+	up0 := clientsUp()
 	var trace []point
 	traceStop := make(chan struct{})
 	traceDone := make(chan struct{})
@@ -506,7 +534,7 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 			case <-tk.C:
 			}
 			if c, err := lan.Server.Counters(); err == nil {
-				trace = append(trace, point{time.Since(before.at).Seconds(), c.TxBytes - before.TxBytes})
+				trace = append(trace, point{time.Since(before.at).Seconds(), c.TxBytes - before.TxBytes, clientsUp() - up0})
 			}
 		}
 	}()
@@ -558,6 +586,9 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 				args = append(args, "--cpuprofile", filepath.Join(logDir, fmt.Sprintf("%s-%03d.pprof", name, i)))
 			}
 			cmd = h.NS.Command(context.WithoutCancel(ctx), r.o.Boottorrent, args...)
+			if len(r.o.ClientEnv) > 0 {
+				cmd.Env = append(os.Environ(), r.o.ClientEnv...)
+			}
 			detect = func(line string) (outcome, bool) { return parseClientLine(line, r.size) }
 		}
 		i := i
@@ -626,6 +657,12 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 	egress := after.TxBytes - before.TxBytes
 	close(traceStop)
 	<-traceDone
+	// The trace goes into the logs, for tuning: seconds and bytes sent.
+	var tsv strings.Builder
+	for _, p := range trace {
+		fmt.Fprintf(&tsv, "%.2f\t%d\t%d\n", p.t, p.tx, p.upload)
+	}
+	os.WriteFile(filepath.Join(logDir, name+"-server-egress.tsv"), []byte(tsv.String()), 0o644)
 	serverDone := 0.0
 	for _, p := range trace {
 		if p.tx >= egress*95/100 {
