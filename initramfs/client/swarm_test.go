@@ -341,8 +341,8 @@ func TestShareRange(t *testing.T) {
 		{0, 0, 100, 0, 100},      // no split
 		{0, 1, 100, 0, 100},      // alone
 		{1, 4, 100, 25, 50},      // one of four owners
-		{15, 100, 512, 480, 512}, // the last of maxOwners owners
-		{16, 100, 512, 0, 0},     // beyond maxOwners: everything from the peers
+		{63, 100, 512, 504, 512}, // the last of maxOwners owners
+		{64, 100, 512, 0, 0},     // beyond maxOwners: everything from the peers
 		{99, 100, 512, 0, 0},
 	} {
 		if from, to := shareRange(c.index, c.count, c.pieces); from != c.from || to != c.to {
