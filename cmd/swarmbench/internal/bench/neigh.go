@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -47,6 +49,9 @@ func raiseNeighLimits(hosts int) (restore func(), err error) {
 		}
 	}
 	for _, family := range []string{"ipv4", "ipv6"} {
+		if _, err := os.Stat(filepath.Join(neighDir, family)); family == "ipv6" && errors.Is(err, fs.ErrNotExist) {
+			continue // a kernel without IPv6
+		}
 		// thresh3 first when raising: the kernel wants 1 ≤ 2 ≤ 3.
 		for k := 3; k >= 1; k-- {
 			path := filepath.Join(neighDir, family, "neigh", "default", fmt.Sprintf("gc_thresh%d", k))

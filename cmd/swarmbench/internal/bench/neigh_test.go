@@ -98,3 +98,18 @@ func TestRaiseNeighLimitsBadValue(t *testing.T) {
 		t.Errorf("gc_thresh3 left at %s after a failed raise", got)
 	}
 }
+
+func TestRaiseNeighLimitsWithoutIPv6(t *testing.T) {
+	dir := fakeNeigh(t, map[string]string{"gc_thresh1": "128", "gc_thresh2": "512", "gc_thresh3": "1024"})
+	if err := os.RemoveAll(filepath.Join(dir, "ipv6")); err != nil {
+		t.Fatal(err)
+	}
+	restore, err := raiseNeighLimits(101)
+	if err != nil {
+		t.Fatalf("a kernel without IPv6: %v", err)
+	}
+	restore()
+	if got := readThresh(t, dir, "ipv4", "gc_thresh3"); got != "1024" {
+		t.Errorf("gc_thresh3 = %s after restore, want 1024", got)
+	}
+}
