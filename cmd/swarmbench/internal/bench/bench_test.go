@@ -288,6 +288,16 @@ func TestProcParsers(t *testing.T) {
 	if _, err := parseIPLinkStats([]byte(`[]`)); err == nil {
 		t.Error("parseIPLinkStats accepted no link")
 	}
+	bridge := `[{"ifname":"lo","stats64":{"rx":{"bytes":1},"tx":{"bytes":1}}},` +
+		`{"ifname":"v1","stats64":{"rx":{"bytes":100},"tx":{"bytes":7}}},` +
+		`{"ifname":"v2","stats64":{"rx":{"bytes":200},"tx":{"bytes":9}}}]`
+	links, err := parseIPLinks([]byte(bridge))
+	if err != nil || len(links) != 3 || links["v2"].RxBytes != 200 || links["v1"].TxBytes != 7 {
+		t.Errorf("parseIPLinks = %+v, %v", links, err)
+	}
+	if _, err := parseIPLinks([]byte(`{`)); err == nil {
+		t.Error("parseIPLinks accepted broken JSON")
+	}
 }
 
 func TestShapeCmds(t *testing.T) {

@@ -297,7 +297,24 @@ func (h Host) Counters() (LinkCounters, error) {
 }
 
 func parseIPLinkStats(data []byte) (LinkCounters, error) {
+	links, err := parseIPLinks(data)
+	if err != nil {
+		return LinkCounters{}, err
+	}
+	if len(links) != 1 {
+		return LinkCounters{}, fmt.Errorf("ip -j -s link: %d links, want 1", len(links))
+	}
+	var c LinkCounters
+	for _, c = range links {
+	}
+	return c, nil
+}
+
+// parseIPLinks reads the output of `ip -j -s link show`: each link's byte
+// counters by name.
+func parseIPLinks(data []byte) (map[string]LinkCounters, error) {
 	var links []struct {
+		Name    string `json:"ifname"`
 		Stats64 struct {
 			Rx struct {
 				Bytes int64 `json:"bytes"`
@@ -308,12 +325,31 @@ func parseIPLinkStats(data []byte) (LinkCounters, error) {
 		} `json:"stats64"`
 	}
 	if err := json.Unmarshal(data, &links); err != nil {
-		return LinkCounters{}, fmt.Errorf("ip -j -s link: %w", err)
+		return nil, fmt.Errorf("ip -j -s link: %w", err)
 	}
-	if len(links) != 1 {
-		return LinkCounters{}, fmt.Errorf("ip -j -s link: %d links, want 1", len(links))
+	out := make(map[string]LinkCounters, len(links))
+	for _, l := range links {
+		out[l.Name] = LinkCounters{TxBytes: l.Stats64.Tx.Bytes, RxBytes: l.Stats64.Rx.Bytes}
 	}
-	return LinkCounters{TxBytes: links[0].Stats64.Tx.Bytes, RxBytes: links[0].Stats64.Rx.Bytes}, nil
+	return out, nil
+}
+
+// ClientsSent is what all clients have sent so far, headers included:
+// the sum of what the bridge received from their links.
+func (l *LAN) ClientsSent() (int64, error) {
+	out, err := exec.Command("ip", "-n", l.lan.Bridge.Name, "-j", "-s", "link", "show").Output()
+	if err != nil {
+		return 0, fmt.Errorf("ip -s link in %s: %w", l.lan.Bridge.Name, err)
+	}
+	links, err := parseIPLinks(out)
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	for _, h := range l.Clients {
+		sum += links[h.BridgeVeth].RxBytes
+	}
+	return sum, nil
 }
 
 // nft loads an nftables script inside ns.

@@ -3,7 +3,6 @@ package bench
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -497,29 +496,7 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 		tx     int64
 		upload int64 // every client's upload, summed
 	}
-	clientsUp := func() int64 {
-		out, err := exec.Command("ip", "-n", lan.lan.Bridge.Name, "-j", "-s", "link", "show").Output()
-		if err != nil {
-			return -1
-		}
-		var links []struct {
-			Name    string `json:"ifname"`
-			Stats64 struct {
-				Rx struct {
-					Bytes int64 `json:"bytes"`
-				} `json:"rx"`
-			} `json:"stats64"`
-		}
-		json.Unmarshal(out, &links)
-		var sum int64
-		for _, l := range links {
-			if l.Name != lan.Server.BridgeVeth && strings.HasPrefix(l.Name, "v") {
-				sum += l.Stats64.Rx.Bytes
-			}
-		}
-		return sum
-	}
-	up0 := clientsUp()
+	up0, _ := lan.ClientsSent()
 	var trace []point
 	traceStop := make(chan struct{})
 	traceDone := make(chan struct{})
@@ -534,7 +511,8 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 			case <-tk.C:
 			}
 			if c, err := lan.Server.Counters(); err == nil {
-				trace = append(trace, point{time.Since(before.at).Seconds(), c.TxBytes - before.TxBytes, clientsUp() - up0})
+				up, _ := lan.ClientsSent()
+				trace = append(trace, point{time.Since(before.at).Seconds(), c.TxBytes - before.TxBytes, up - up0})
 			}
 		}
 	}()
@@ -657,12 +635,13 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 	egress := after.TxBytes - before.TxBytes
 	close(traceStop)
 	<-traceDone
-	// The trace goes into the logs, for tuning: seconds and bytes sent.
+	// The trace goes into the logs, for tuning (best effort).
 	var tsv strings.Builder
+	tsv.WriteString("seconds\tserver_sent_bytes\tclients_sent_bytes\n")
 	for _, p := range trace {
 		fmt.Fprintf(&tsv, "%.2f\t%d\t%d\n", p.t, p.tx, p.upload)
 	}
-	os.WriteFile(filepath.Join(logDir, name+"-server-egress.tsv"), []byte(tsv.String()), 0o644)
+	os.WriteFile(filepath.Join(logDir, name+"-traffic.tsv"), []byte(tsv.String()), 0o644)
 	serverDone := 0.0
 	for _, p := range trace {
 		if p.tx >= egress*95/100 {
