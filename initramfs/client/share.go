@@ -109,7 +109,7 @@ func (d *torrentDL) setMask(mask *[]bool) {
 }
 
 // shareLoop keeps the seeder's mask in line with the share the server
-// assigned and adds orphaned pieces to it (see above).
+// assigned and adds the pieces steal picks.
 func (d *torrentDL) shareLoop(ctx context.Context) {
 	defer d.wg.Done()
 	tick := time.NewTicker(shareLoopTic)
