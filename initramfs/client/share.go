@@ -251,12 +251,10 @@ func (d *torrentDL) steal(index, count int, stolen []bool) ([]bool, bool) {
 				col = append(col, i)
 			}
 		}
+		skip := 0
 		if !idle {
 			col = col[:max(0, len(col)-ownerReserve)]
-		}
-		skip := (k - 1) * stealBatch
-		if idle {
-			skip = 0
+			skip = (k - 1) * stealBatch
 		}
 		if len(col) <= skip {
 			continue

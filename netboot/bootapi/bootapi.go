@@ -81,8 +81,8 @@ func (b *Boot) SeedTime() time.Duration { return time.Duration(b.SeedMS) * time.
 // uplink sends each piece about once: with Share, the asking machine
 // requests from the seeder only its share of the P pieces and gets the
 // rest from the other machines (falling back to the seeder for pieces
-// nobody else has). The boot client lets at most 16 machines own a share
-// (initramfs/client/share.go). ShareCount 0 or 1 means no split.
+// nobody else has). The boot client caps how many machines own a share
+// (maxOwners in initramfs/client/share.go). ShareCount 0 or 1 means no split.
 type Peers struct {
 	Peers      []string `json:"peers"`
 	ShareIndex int      `json:"share_index"`
