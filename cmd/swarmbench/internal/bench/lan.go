@@ -334,22 +334,21 @@ func parseIPLinks(data []byte) (map[string]LinkCounters, error) {
 	return out, nil
 }
 
-// ClientsSent is what all clients have sent so far, headers included:
-// the sum of what the bridge received from their links.
-func (l *LAN) ClientsSent() (int64, error) {
+// Sent is what the server and all clients have sent so far, headers
+// included: what the bridge received from their links.
+func (l *LAN) Sent() (server, clients int64, err error) {
 	out, err := exec.Command("ip", "-n", l.lan.Bridge.Name, "-j", "-s", "link", "show").Output()
 	if err != nil {
-		return 0, fmt.Errorf("ip -s link in %s: %w", l.lan.Bridge.Name, err)
+		return 0, 0, fmt.Errorf("ip -s link in %s: %w", l.lan.Bridge.Name, err)
 	}
 	links, err := parseIPLinks(out)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	var sum int64
 	for _, h := range l.Clients {
-		sum += links[h.BridgeVeth].RxBytes
+		clients += links[h.BridgeVeth].RxBytes
 	}
-	return sum, nil
+	return links[l.Server.BridgeVeth].RxBytes, clients, nil
 }
 
 // nft loads an nftables script inside ns.

@@ -496,7 +496,9 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 		tx     int64
 		upload int64 // every client's upload, summed
 	}
-	up0, _ := lan.ClientsSent()
+	// One `ip` call per sample: what the bridge received from the
+	// server's link is what the server sent.
+	srv0, up0, err0 := lan.Sent()
 	var trace []point
 	traceStop := make(chan struct{})
 	traceDone := make(chan struct{})
@@ -504,15 +506,14 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 		defer close(traceDone)
 		tk := time.NewTicker(250 * time.Millisecond)
 		defer tk.Stop()
-		for {
+		for err0 == nil {
 			select {
 			case <-traceStop:
 				return
 			case <-tk.C:
 			}
-			if c, err := lan.Server.Counters(); err == nil {
-				up, _ := lan.ClientsSent()
-				trace = append(trace, point{time.Since(before.at).Seconds(), c.TxBytes - before.TxBytes, up - up0})
+			if srv, up, err := lan.Sent(); err == nil {
+				trace = append(trace, point{time.Since(before.at).Seconds(), srv - srv0, up - up0})
 			}
 		}
 	}()
