@@ -147,10 +147,10 @@ type Host struct {
 
 // LAN is the shaped benchmark network: one server and N clients.
 type LAN struct {
-	lan          *netns.LAN
-	restoreNeigh func()
-	Server       Host
-	Clients      []Host
+	lan     *netns.LAN
+	restore []func() // host-wide settings to put back, in order
+	Server  Host
+	Clients []Host
 }
 
 // LinkShape describes every link of the LAN: up is the host's upload
@@ -158,6 +158,9 @@ type LAN struct {
 type LinkShape struct {
 	ServerUp, ServerDown Shape
 	ClientUp, ClientDown Shape
+	// Congestion is every host's TCP congestion control ("" keeps
+	// this machine's default; see congestion.go).
+	Congestion string
 }
 
 // NewLAN builds the server and n clients, shapes every link in both
@@ -180,12 +183,23 @@ func NewLAN(ctx context.Context, n int, shape LinkShape, staticClients bool) (_ 
 	if err != nil {
 		return nil, err
 	}
+	restores := []func(){restore}
+	if shape.Congestion != "" {
+		allowed, err := allowCongestion(shape.Congestion)
+		if err != nil {
+			restore()
+			return nil, err
+		}
+		restores = append(restores, allowed)
+	}
 	l, err := netns.NewLAN()
 	if err != nil {
-		restore()
+		for _, f := range restores {
+			f()
+		}
 		return nil, err
 	}
-	out := &LAN{lan: l, restoreNeigh: restore}
+	out := &LAN{lan: l, restore: restores}
 	defer func() {
 		if err != nil {
 			out.Close()
@@ -207,6 +221,14 @@ func NewLAN(ctx context.Context, n int, shape LinkShape, staticClients bool) (_ 
 		}{
 			{ns, "ethtool", []string{"-K", "eth0", "tso", "off", "gso", "off", "gro", "off"}},
 			{l.Bridge, "ethtool", []string{"-K", veth, "tso", "off", "gso", "off", "gro", "off"}},
+		}
+		if shape.Congestion != "" {
+			// /proc/sys/net shows the namespace of the process that opens it.
+			steps = append(steps, struct {
+				ns   *netns.NS
+				prog string
+				args []string
+			}{ns, "sh", []string{"-c", "echo " + shape.Congestion + " > /proc/sys/net/ipv4/tcp_congestion_control"}})
 		}
 		// The server's upload is the link saturated by bulk data while
 		// machines still ask for leases.
@@ -272,8 +294,8 @@ func (l *LAN) Close() error {
 		return nil
 	}
 	err := l.lan.Close()
-	if l.restoreNeigh != nil {
-		l.restoreNeigh()
+	for _, f := range l.restore {
+		f()
 	}
 	return err
 }

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -55,6 +56,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	serverRate := fs.String("server-rate", "", "rate of the server's link (default: --rate)")
 	latency := fs.String("latency", "0", "added round-trip time between two hosts, e.g. 2ms (each of the 4 queues on the way adds a quarter; needs sch_netem in the kernel)")
 	loss := fs.String("loss", "0%", "packet loss on each direction of every client link")
+	congestion := fs.String("congestion", DefaultCongestion, "TCP congestion control of every emulated host: Linux's default, which the boot client's kernel and a Debian server use ('' keeps this machine's own default)")
 	jsonOut := fs.Bool("json", false, "print the report as JSON instead of the table")
 	out := fs.String("out", "swarmbench-out", "folder for report.md, report.json, swarm.svg and logs")
 	bt := fs.String("boottorrent", "", "the boottorrent binary (default: boottorrent next to swarmbench, then in PATH)")
@@ -114,6 +116,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	if o.Loss, err = ParseLoss(*loss); err != nil {
 		errs = append(errs, err)
+	}
+	o.Congestion = *congestion
+	if !regexp.MustCompile(`^[a-z0-9_]*$`).MatchString(o.Congestion) {
+		errs = append(errs, fmt.Errorf("--congestion %q: a kernel algorithm name such as cubic, reno or bbr", o.Congestion))
 	}
 	if o.SeedTime < 0 {
 		errs = append(errs, errors.New("--seed-time must not be negative"))

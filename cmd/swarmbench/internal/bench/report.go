@@ -20,6 +20,9 @@ type Case struct {
 	ServerBps float64 `json:"server_bps"` // server link, bits/s
 	LatencyMS float64 `json:"latency_ms"` // round trip between two hosts
 	Loss      float64 `json:"loss"`       // per client link direction, fraction
+	// Congestion is every host's TCP congestion control ("": the
+	// machine's default, not recorded).
+	Congestion string `json:"tcp_congestion,omitempty"`
 
 	// boottorrent
 	AllCompleteS      float64 `json:"all_complete_s"`
@@ -174,8 +177,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if len(r.Cases) > 0 {
 		c := r.Cases[0]
-		fmt.Fprintf(w, "\nengine %s; image %s; client links %s, server link %s, RTT %gms, loss %g %% per client link direction\n",
-			r.Engine, FormatBytes(float64(c.SizeBytes)), FormatRate(c.RateBps), FormatRate(c.ServerBps), c.LatencyMS, 100*c.Loss)
+		cc := c.Congestion
+		if cc == "" {
+			cc = "the machine's default"
+		}
+		fmt.Fprintf(w, "\nengine %s; image %s; client links %s, server link %s, RTT %gms, loss %g %% per client link direction; TCP congestion control %s\n",
+			r.Engine, FormatBytes(float64(c.SizeBytes)), FormatRate(c.RateBps), FormatRate(c.ServerBps), c.LatencyMS, 100*c.Loss, cc)
 	}
 	if r.Flatness > 0 {
 		fmt.Fprintf(w, "flatness T(N=%d)/T(N=1): %.2f\n", r.Cases[len(r.Cases)-1].Clients, r.Flatness)

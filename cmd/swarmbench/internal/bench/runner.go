@@ -27,6 +27,7 @@ type Options struct {
 	ServerRate float64       // the server's link, both directions, bits/s
 	Latency    time.Duration // round trip between two hosts
 	Loss       float64       // per client link direction
+	Congestion string        // every host's TCP congestion control ("": this machine's default)
 	Out        string        // where the report, plot and logs go
 	// Engine is what runs on the LAN: EngineBoottorrent (the product),
 	// EngineLab (anacrolix/torrent alone, with the product's settings) or
@@ -205,7 +206,7 @@ func serverURL() string { return fmt.Sprintf("http://%s:8080", ServerPrefix.Addr
 func (r *runner) runCase(ctx context.Context, n int) Case {
 	log := r.o.Log.With("clients", n)
 	c := Case{Clients: n, SizeBytes: r.size, RateBps: r.o.Rate, ServerBps: r.o.ServerRate,
-		LatencyMS: float64(r.o.Latency.Microseconds()) / 1000, Loss: r.o.Loss}
+		LatencyMS: float64(r.o.Latency.Microseconds()) / 1000, Loss: r.o.Loss, Congestion: r.o.Congestion}
 	fail := func(format string, args ...any) {
 		msg := fmt.Sprintf(format, args...)
 		c.Errors = append(c.Errors, msg)
@@ -228,6 +229,7 @@ func (r *runner) runCase(ctx context.Context, n int) Case {
 		ServerDown: Shape{Rate: r.o.ServerRate, Delay: oneWay},
 		ClientUp:   Shape{Rate: r.o.Rate, Delay: oneWay, Loss: r.o.Loss},
 		ClientDown: Shape{Rate: r.o.Rate, Delay: oneWay, Loss: r.o.Loss},
+		Congestion: r.o.Congestion,
 	}
 	t0 := time.Now()
 	lan, err := NewLAN(ctx, n, shape, r.o.Engine != EngineBoottorrent)
