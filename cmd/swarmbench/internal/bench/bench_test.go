@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -403,5 +404,47 @@ func TestOSReady(t *testing.T) {
 	}
 	if _, err := osReady([]byte(`{`), "bench"); err == nil {
 		t.Error("bad JSON accepted")
+	}
+}
+
+// TestMergeRuns: repeated runs make one row, the run with the median
+// all-done time, with the first run's HTTP baseline; a run where a client
+// did not complete counts as the slowest, and no error is lost.
+func TestMergeRuns(t *testing.T) {
+	run := func(all, med float64, peak float64, errs ...string) Case {
+		c := Case{Clients: 20, SizeBytes: 32 << 20, BoundS: 13.42, AllCompleteS: all, ClientMaxS: all, ClientMedianS: med,
+			ServerEgressBytes: int64(med * 1e6), CPUPeakBusy: peak, Errors: errs}
+		c.RatioToBound = ratio(c.AllCompleteS, c.BoundS)
+		return c
+	}
+	first := run(26, 21, 0.9)
+	first.HTTPAllCompleteS, first.HTTPCompleted, first.HTTPServerEgressBytes = 288, 20, 700<<20
+	runs := []Case{first, run(19, 18, 1.0), run(0, 19.5, 0.8, "boottorrent client 3: did not complete in time")}
+	got := MergeRuns(runs)
+	if got.AllCompleteS != 26 || got.ClientMedianS != 21 || got.ServerEgressBytes != int64(21*1e6) {
+		t.Errorf("row = all %g median %g egress %d, want the median run (26 s, 21 s, its own egress)", got.AllCompleteS, got.ClientMedianS, got.ServerEgressBytes)
+	}
+	if got.HTTPAllCompleteS != 288 || got.HTTPCompleted != 20 || math.Abs(got.HTTPOverBoottorrent-288.0/26) > 1e-9 {
+		t.Errorf("HTTP baseline = %g s, %d done, ratio %g; want the first run's against the median run", got.HTTPAllCompleteS, got.HTTPCompleted, got.HTTPOverBoottorrent)
+	}
+	if !slices.Equal(got.RunsAllCompleteS, []float64{26, 19, 0}) || !slices.Equal(got.RunsMedianS, []float64{21, 18, 19.5}) {
+		t.Errorf("runs = %v / %v", got.RunsAllCompleteS, got.RunsMedianS)
+	}
+	if got.CPUPeakBusy != 1.0 {
+		t.Errorf("CPU peak %g, want the highest of the runs", got.CPUPeakBusy)
+	}
+	if len(got.Errors) != 1 || !strings.HasPrefix(got.Errors[0], "run 3: ") {
+		t.Errorf("errors = %q, want run 3's, numbered", got.Errors)
+	}
+	if one := MergeRuns(runs[:1]); one.RunsAllCompleteS != nil || one.AllCompleteS != 26 {
+		t.Errorf("a single run must stay as it is: %+v", one)
+	}
+	var b bytes.Buffer
+	r := &Report{Cases: []Case{got}}
+	if err := r.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "median of 3 runs, all done 26.0/19.0/— s") {
+		t.Errorf("table does not show the runs:\n%s", b.String())
 	}
 }

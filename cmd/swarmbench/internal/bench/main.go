@@ -64,6 +64,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	labSpread := fs.Bool("lab-spread", false, "lab engine: each leecher wants its own 1/N of the pieces first")
 	labPiece := fs.String("lab-piece", "256KiB", "piece length of the lab engine's torrent")
 	noHTTP := fs.Bool("no-http", false, "skip the HTTP baseline (quicker when tuning)")
+	repeat := fs.Int("repeat", 1, "run each case's BitTorrent phase this many times and report the run with the median all-done time (the HTTP baseline runs once); times on a shared machine vary from run to run")
 	profile := fs.Bool("profile", false, "write a CPU profile of every boottorrent client into the logs folder (tuning)")
 	clientEnv := fs.String("client-env", "", "extra environment for every boottorrent client, space-separated NAME=value (tuning), e.g. GOMAXPROCS=1")
 	seed := fs.Duration("seed-time", 5*time.Second, "how long clients seed after completing (boot.seed_time)")
@@ -118,6 +119,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		errs = append(errs, err)
 	}
 	o.Congestion = *congestion
+	if o.Repeat = *repeat; o.Repeat < 1 {
+		errs = append(errs, fmt.Errorf("--repeat %d: at least 1", *repeat))
+	}
 	if !regexp.MustCompile(`^[a-z0-9_]*$`).MatchString(o.Congestion) {
 		errs = append(errs, fmt.Errorf("--congestion %q: a kernel algorithm name such as cubic, reno or bbr", o.Congestion))
 	}

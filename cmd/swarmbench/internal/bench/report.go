@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -52,15 +53,66 @@ type Case struct {
 	HTTPServerEgressBytes int64   `json:"http_server_egress_bytes"`
 	HTTPOverBoottorrent   float64 `json:"http_over_boottorrent"`
 
-	// the machine while the case ran (both phases)
+	// the machine while the case ran: the peaks over both phases, the
+	// means over the BitTorrent phase (the HTTP phase of N clients runs N
+	// times longer at a few per cent and would dilute them)
 	CPUPeakBusy  float64  `json:"cpu_peak_busy"` // fraction of all cores, 1 s windows
 	CPUMeanBusy  float64  `json:"cpu_mean_busy"`
 	BenchCPUS    float64  `json:"bench_cpu_s"`    // CPU seconds used by the processes the benchmark ran
 	BenchCPUBusy float64  `json:"bench_cpu_busy"` // BenchCPUS over the measured window and all cores
-	MeasuredS    float64  `json:"measured_s"`     // length of the measured window (both phases)
+	MeasuredS    float64  `json:"measured_s"`     // length of the measured window
 	MemPeakBytes int64    `json:"mem_peak_bytes"`
 	Invalid      string   `json:"invalid,omitempty"`
 	Errors       []string `json:"errors,omitempty"`
+
+	// With --repeat, the BitTorrent phase ran once per entry (the HTTP
+	// baseline only in the first); the row is the run with the median
+	// all-done time (see MergeRuns). Empty for a single run.
+	RunsAllCompleteS []float64 `json:"runs_all_complete_s,omitempty"` // 0: not every client completed
+	RunsMedianS      []float64 `json:"runs_client_median_s,omitempty"`
+}
+
+// MergeRuns makes one row of repeated runs of a case: the run whose
+// all-done time is the median (a run where a client did not complete
+// counts as the slowest), with the HTTP baseline of the first run, every
+// run's all-done and median-client time, the highest CPU and memory
+// peaks, and every run's errors. Quoting the median run keeps the row's
+// figures from one run, consistent with each other.
+func MergeRuns(runs []Case) Case {
+	if len(runs) == 1 {
+		return runs[0]
+	}
+	key := func(c Case) float64 {
+		if c.AllCompleteS <= 0 {
+			return math.Inf(1)
+		}
+		return c.AllCompleteS
+	}
+	order := make([]int, len(runs))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return key(runs[order[a]]) < key(runs[order[b]]) })
+	out := runs[order[(len(runs)-1)/2]]
+	first := runs[0]
+	out.HTTPAllCompleteS, out.HTTPClientMinS, out.HTTPClientMedianS, out.HTTPClientMaxS = first.HTTPAllCompleteS, first.HTTPClientMinS, first.HTTPClientMedianS, first.HTTPClientMaxS
+	out.HTTPCompleted, out.HTTPServerEgressBytes = first.HTTPCompleted, first.HTTPServerEgressBytes
+	out.HTTPOverBoottorrent = ratio(out.HTTPAllCompleteS, out.AllCompleteS)
+	out.Errors = nil
+	out.RunsAllCompleteS, out.RunsMedianS = nil, nil
+	for i, c := range runs {
+		out.RunsAllCompleteS = append(out.RunsAllCompleteS, c.AllCompleteS)
+		out.RunsMedianS = append(out.RunsMedianS, c.ClientMedianS)
+		out.CPUPeakBusy = max(out.CPUPeakBusy, c.CPUPeakBusy)
+		out.MemPeakBytes = max(out.MemPeakBytes, c.MemPeakBytes)
+		if out.Invalid == "" {
+			out.Invalid = c.Invalid
+		}
+		for _, e := range c.Errors {
+			out.Errors = append(out.Errors, fmt.Sprintf("run %d: %s", i+1, e))
+		}
+	}
+	return out
 }
 
 // Machine describes where the benchmark ran.
@@ -166,6 +218,13 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		if c.HTTPCompleted < c.Clients && !r.HTTPSkipped {
 			note = strings.TrimPrefix(note+fmt.Sprintf("; HTTP %d/%d completed", c.HTTPCompleted, c.Clients), "; ")
+		}
+		if len(c.RunsAllCompleteS) > 1 {
+			all := make([]string, len(c.RunsAllCompleteS))
+			for i, v := range c.RunsAllCompleteS {
+				all[i] = secs(v)
+			}
+			note = strings.TrimPrefix(note+fmt.Sprintf("; median of %d runs, all done %s s", len(all), strings.Join(all, "/")), "; ")
 		}
 		fmt.Fprintf(tw, "| %d\t| %s\t| %s/%s/%s\t| %s\t| %s\t| %s\t| %s\t| %.2f\t| %s\t| %.0f %%\t| %.0f %%\t| %s\t| %s\t|\n",
 			c.Clients, secs(c.AllCompleteS), secs(c.ClientMinS), secs(c.ClientMedianS), secs(c.ClientMaxS),

@@ -53,8 +53,11 @@ type Options struct {
 	SeedTime time.Duration
 	// SkipHTTP leaves out the HTTP baseline (when only tuning boottorrent).
 	SkipHTTP bool
-	Command  string
-	Log      *slog.Logger
+	// Repeat runs every case's BitTorrent phase this many times (≥ 1) and
+	// reports the median run (MergeRuns); the HTTP baseline runs once.
+	Repeat  int
+	Command string
+	Log     *slog.Logger
 }
 
 // Engines.
@@ -98,7 +101,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if ctx.Err() != nil {
 			break
 		}
-		c := r.runCase(ctx, n)
+		var runs []Case
+		for k := 1; k <= max(1, o.Repeat) && ctx.Err() == nil; k++ {
+			runs = append(runs, r.runCase(ctx, n, k, k == 1 && !o.SkipHTTP))
+		}
+		if len(runs) == 0 {
+			break
+		}
+		c := MergeRuns(runs)
 		rep.Cases = append(rep.Cases, c)
 		o.Log.Info("case done", "clients", n, "all_complete_s", round(c.AllCompleteS), "bound_s", round(c.BoundS),
 			"http_all_complete_s", round(c.HTTPAllCompleteS), "egress_per_image", round(c.EgressPerImage),
@@ -203,8 +213,14 @@ func (r *runner) links(n int) Links {
 // serverURL is the HTTP listener of the server on the benchmark LAN.
 func serverURL() string { return fmt.Sprintf("http://%s:8080", ServerPrefix.Addr()) }
 
-func (r *runner) runCase(ctx context.Context, n int) Case {
+// runCase builds the LAN for n clients, runs the BitTorrent phase and,
+// with withHTTP, the HTTP baseline; run numbers the repetitions (logs go
+// to logs/nNNN, or logs/nNNN-rK with --repeat).
+func (r *runner) runCase(ctx context.Context, n, run int, withHTTP bool) Case {
 	log := r.o.Log.With("clients", n)
+	if r.o.Repeat > 1 {
+		log = log.With("run", run)
+	}
 	c := Case{Clients: n, SizeBytes: r.size, RateBps: r.o.Rate, ServerBps: r.o.ServerRate,
 		LatencyMS: float64(r.o.Latency.Microseconds()) / 1000, Loss: r.o.Loss, Congestion: r.o.Congestion}
 	fail := func(format string, args ...any) {
@@ -241,6 +257,9 @@ func (r *runner) runCase(ctx context.Context, n int) Case {
 	log.Info("LAN ready", "duration", time.Since(t0).Round(time.Millisecond))
 
 	logDir := filepath.Join(r.o.Out, "logs", fmt.Sprintf("n%03d", n))
+	if r.o.Repeat > 1 {
+		logDir += fmt.Sprintf("-r%d", run)
+	}
 	os.MkdirAll(logDir, 0o755)
 	srv, err := r.startServer(ctx, lan, logDir)
 	if err != nil {
@@ -277,7 +296,15 @@ func (r *runner) runCase(ctx context.Context, n int) Case {
 			c.PiecesFailed += o.PiecesFailed
 		}
 	}
-	if !r.o.SkipHTTP && ctx.Err() == nil {
+	// The means describe the BitTorrent phase; the HTTP phase only adds
+	// to the peaks.
+	c.CPUPeakBusy, c.CPUMeanBusy, c.MemPeakBytes = sampler.Stop()
+	c.MeasuredS = time.Since(measured).Seconds()
+	var ru1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru1)
+	c.BenchCPUS = tv(ru1.Utime) + tv(ru1.Stime) - tv(ru0.Utime) - tv(ru0.Stime)
+	if withHTTP && ctx.Err() == nil {
+		sampler := StartSampler(time.Second)
 		res, egress, _, err := r.runPhase(ctx, lan, "http", httpTimeout, logDir, true)
 		if err != nil {
 			fail("http phase: %v", err)
@@ -290,13 +317,17 @@ func (r *runner) runCase(ctx context.Context, n int) Case {
 				fail("http client %d: %s", i, o.Err)
 			}
 		}
+		peak, mean, mem := sampler.Stop()
+		c.CPUPeakBusy, c.MemPeakBytes = max(c.CPUPeakBusy, peak), max(c.MemPeakBytes, mem)
+		if r.o.Engine == EngineHarness { // no BitTorrent phase: the means are the HTTP phase's
+			c.CPUMeanBusy = mean
+			c.MeasuredS = time.Since(measured).Seconds()
+			var ru2 syscall.Rusage
+			syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru2)
+			c.BenchCPUS = tv(ru2.Utime) + tv(ru2.Stime) - tv(ru0.Utime) - tv(ru0.Stime)
+		}
 	}
-	c.CPUPeakBusy, c.CPUMeanBusy, c.MemPeakBytes = sampler.Stop()
-	c.MeasuredS = time.Since(measured).Seconds()
 	srv.stop()
-	var ru1 syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru1)
-	c.BenchCPUS = tv(ru1.Utime) + tv(ru1.Stime) - tv(ru0.Utime) - tv(ru0.Stime)
 	c.BenchCPUBusy = ratio(c.BenchCPUS, c.MeasuredS*float64(runtime.NumCPU()))
 	if c.CPUPeakBusy > saturated {
 		c.Invalid = fmt.Sprintf("invalid: machine saturated (CPU %.0f %% busy at peak, %.0f %% on average; the benchmark's own processes %.0f %%)",
