@@ -96,3 +96,50 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
+
+// TestLANCongestion builds a one-client LAN with --congestion reno (an
+// algorithm every kernel has, and not this machine's or Linux's default,
+// so a namespace that kept the default would show) and checks that both
+// hosts run it, that the case can be torn down, and that the host-wide
+// allowed list is as it was.
+func TestLANCongestion(t *testing.T) {
+	if err := netns.Available(); err != nil {
+		t.Skip(err)
+	}
+	for _, tool := range []string{"tc", "ethtool", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s: apt-get install iproute2 ethtool nftables", tool)
+		}
+	}
+	const allowedPath = "/proc/sys/net/ipv4/tcp_allowed_congestion_control"
+	before, err := os.ReadFile(allowedPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := Shape{Rate: 20e6}
+	lan, err := NewLAN(context.Background(), 1, LinkShape{ServerUp: link, ServerDown: link, ClientUp: link, ClientDown: link, Congestion: "reno"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []Host{lan.Server, lan.Clients[0]} {
+		out, err := h.NS.Run("cat", "/proc/sys/net/ipv4/tcp_congestion_control")
+		if err != nil {
+			t.Error(err)
+		} else if got := strings.TrimSpace(string(out)); got != "reno" {
+			t.Errorf("%s runs %q, want reno", h.NS.Name, got)
+		}
+	}
+	if err := lan.Close(); err != nil {
+		t.Error(err)
+	}
+	if left := ourNamespaces(t); len(left) != 0 {
+		t.Errorf("namespaces left behind: %v", left)
+	}
+	after, err := os.ReadFile(allowedPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(after) != string(before) {
+		t.Errorf("allowed list %q after the run, was %q", after, before)
+	}
+}
