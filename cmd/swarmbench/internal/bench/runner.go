@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -17,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/boottorrent/boottorrent/config"
 )
 
 // Options configure a benchmark run.
@@ -261,6 +264,16 @@ func (r *runner) runCase(ctx context.Context, n, run int, withHTTP bool) Case {
 		logDir += fmt.Sprintf("-r%d", run)
 	}
 	os.MkdirAll(logDir, 0o755)
+	// Every run gets a fresh server, leases included: the server keeps
+	// its full-mode leases in the project (netboot.LeaseFileName, for an
+	// hour), and each run's clients have new MAC addresses, so with
+	// --repeat the third run of 100 clients found the range used up.
+	if r.project != "" {
+		if err := os.Remove(filepath.Join(r.project, config.OutDirName, "leases.json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			fail("forget the last run's leases: %v", err)
+			return c
+		}
+	}
 	srv, err := r.startServer(ctx, lan, logDir)
 	if err != nil {
 		fail("start server: %v", err)
