@@ -285,8 +285,7 @@ func (r *runner) runCase(ctx context.Context, n, run int, withHTTP bool) Case {
 		return c
 	}
 
-	var ru0 syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru0)
+	cpu0 := childrenCPU()
 	sampler := StartSampler(time.Second)
 	measured := time.Now()
 	var bt, hs []float64
@@ -313,9 +312,7 @@ func (r *runner) runCase(ctx context.Context, n, run int, withHTTP bool) Case {
 	// to the peaks.
 	c.CPUPeakBusy, c.CPUMeanBusy, c.MemPeakBytes = sampler.Stop()
 	c.MeasuredS = time.Since(measured).Seconds()
-	var ru1 syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru1)
-	c.BenchCPUS = tv(ru1.Utime) + tv(ru1.Stime) - tv(ru0.Utime) - tv(ru0.Stime)
+	c.BenchCPUS = childrenCPU() - cpu0
 	if withHTTP && ctx.Err() == nil {
 		sampler := StartSampler(time.Second)
 		res, egress, _, err := r.runPhase(ctx, lan, "http", httpTimeout, logDir, true)
@@ -335,9 +332,7 @@ func (r *runner) runCase(ctx context.Context, n, run int, withHTTP bool) Case {
 		if r.o.Engine == EngineHarness { // no BitTorrent phase: the means are the HTTP phase's
 			c.CPUMeanBusy = mean
 			c.MeasuredS = time.Since(measured).Seconds()
-			var ru2 syscall.Rusage
-			syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru2)
-			c.BenchCPUS = tv(ru2.Utime) + tv(ru2.Stime) - tv(ru0.Utime) - tv(ru0.Stime)
+			c.BenchCPUS = childrenCPU() - cpu0
 		}
 	}
 	srv.stop()
@@ -348,6 +343,14 @@ func (r *runner) runCase(ctx context.Context, n, run int, withHTTP bool) Case {
 	}
 	c.Finish(bt, hs)
 	return c
+}
+
+// childrenCPU is the CPU time, user and system, of the benchmark's
+// finished child processes (server, clients, ip, tc).
+func childrenCPU() float64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru)
+	return tv(ru.Utime) + tv(ru.Stime)
 }
 
 func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
