@@ -32,13 +32,8 @@ var congestionDir = "/proc/sys/net/ipv4"
 // that puts the list back.
 func allowCongestion(algo string) (restore func(), err error) {
 	noop := func() {}
-	avail, err := os.ReadFile(filepath.Join(congestionDir, "tcp_available_congestion_control"))
-	if err != nil {
-		return noop, fmt.Errorf("--congestion: %w", err)
-	}
-	if !slices.Contains(strings.Fields(string(avail)), algo) {
-		return noop, fmt.Errorf("--congestion %q: this kernel offers %s (%s); load its module (modprobe tcp_%s) or pick one of those",
-			algo, strings.TrimSpace(string(avail)), filepath.Join(congestionDir, "tcp_available_congestion_control"), algo)
+	if err := CheckCongestion(algo); err != nil {
+		return noop, err
 	}
 	path := filepath.Join(congestionDir, "tcp_allowed_congestion_control")
 	b, err := os.ReadFile(path)
@@ -53,4 +48,20 @@ func allowCongestion(algo string) (restore func(), err error) {
 		return noop, fmt.Errorf("--congestion: allow %s in %s: %w", algo, path, err)
 	}
 	return func() { os.WriteFile(path, []byte(old), 0o644) }, nil
+}
+
+// CheckCongestion reports whether this kernel has the congestion control
+// algo (net.ipv4.tcp_available_congestion_control), so that a bad
+// --congestion is refused before the image is written and the LAN built.
+func CheckCongestion(algo string) error {
+	path := filepath.Join(congestionDir, "tcp_available_congestion_control")
+	avail, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--congestion: %w", err)
+	}
+	if !slices.Contains(strings.Fields(string(avail)), algo) {
+		return fmt.Errorf("--congestion %q: this kernel offers %s (%s); load its module (modprobe tcp_%s) or pick one of those",
+			algo, strings.TrimSpace(string(avail)), path, algo)
+	}
+	return nil
 }

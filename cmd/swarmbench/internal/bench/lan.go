@@ -223,12 +223,14 @@ func NewLAN(ctx context.Context, n int, shape LinkShape, staticClients bool) (_ 
 			{l.Bridge, "ethtool", []string{"-K", veth, "tso", "off", "gso", "off", "gro", "off"}},
 		}
 		if shape.Congestion != "" {
-			// /proc/sys/net shows the namespace of the process that opens it.
+			// /proc/sys/net shows the namespace of the process that
+			// opens it. The name goes in as an argument, never into the
+			// script.
 			steps = append(steps, struct {
 				ns   *netns.NS
 				prog string
 				args []string
-			}{ns, "sh", []string{"-c", "echo " + shape.Congestion + " > /proc/sys/net/ipv4/tcp_congestion_control"}})
+			}{ns, "sh", []string{"-c", `echo "$1" > /proc/sys/net/ipv4/tcp_congestion_control`, "sh", shape.Congestion}})
 		}
 		// The server's upload is the link saturated by bulk data while
 		// machines still ask for leases.

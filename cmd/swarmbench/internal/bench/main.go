@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -122,8 +121,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if o.Repeat = *repeat; o.Repeat < 1 {
 		errs = append(errs, fmt.Errorf("--repeat %d: at least 1", *repeat))
 	}
-	if !regexp.MustCompile(`^[a-z0-9_]*$`).MatchString(o.Congestion) {
-		errs = append(errs, fmt.Errorf("--congestion %q: a kernel algorithm name such as cubic, reno or bbr", o.Congestion))
+	if o.Congestion != "" {
+		if err := CheckCongestion(o.Congestion); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if o.SeedTime < 0 {
 		errs = append(errs, errors.New("--seed-time must not be negative"))
