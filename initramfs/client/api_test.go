@@ -3,6 +3,7 @@ package client
 import (
 	"encoding/json"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 
@@ -149,5 +150,28 @@ func TestCmdlineArgs(t *testing.T) {
 	var d Config
 	if err := d.fillDefaults("quiet"); err == nil || !strings.Contains(err.Error(), bootapi.ArgServer) {
 		t.Fatalf("missing server: %v", err)
+	}
+}
+
+// The server lists peers most recently seen first, so the same machines
+// come back in a new order after every report: that must not count as a
+// change (refreshPeers would ask again every second), while a new
+// machine or a new share must.
+func TestPeersKey(t *testing.T) {
+	a := &bootapi.Peers{Peers: []string{"10.0.0.1:6881", "10.0.1.2:6881", "10.0.1.3:6881"}, ShareIndex: 1, ShareCount: 3}
+	reordered := &bootapi.Peers{Peers: []string{"10.0.1.3:6881", "10.0.0.1:6881", "10.0.1.2:6881"}, ShareIndex: 1, ShareCount: 3}
+	if peersKey(a) != peersKey(reordered) {
+		t.Errorf("the same peers in another order give another key: %q, %q", peersKey(a), peersKey(reordered))
+	}
+	if reordered.Peers[0] != "10.0.1.3:6881" {
+		t.Errorf("peersKey reordered the answer it was given: %v", reordered.Peers)
+	}
+	joined := &bootapi.Peers{Peers: append(slices.Clone(a.Peers), "10.0.1.4:6881"), ShareIndex: 1, ShareCount: 4}
+	if peersKey(a) == peersKey(joined) {
+		t.Error("a machine joining gives the same key")
+	}
+	moved := &bootapi.Peers{Peers: a.Peers, ShareIndex: 2, ShareCount: 3}
+	if peersKey(a) == peersKey(moved) {
+		t.Error("a new share gives the same key")
 	}
 }
