@@ -164,9 +164,12 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			"total_MBps", round(total/8/1e6))
 	}
 
-	// Ctrl-C and SIGTERM cancel the run; the deferred clean-ups then
-	// remove every namespace (killing what runs inside).
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// Ctrl-C, SIGTERM, a closed terminal (SIGHUP) and a closed output
+	// pipe (SIGPIPE: 'swarmbench | head' after head has exited; Go
+	// would otherwise end the program at the next log line) cancel the
+	// run; the deferred clean-ups then remove every namespace (killing
+	// what runs inside) and put back the host-wide settings.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
 	defer stop()
 	netns.Sweep()
 	defer netns.Sweep()
