@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"encoding/xml"
 	"io"
@@ -446,5 +447,23 @@ func TestMergeRuns(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), "median of 3 runs, all done 26.0/19.0/— s") {
 		t.Errorf("table does not show the runs:\n%s", b.String())
+	}
+}
+
+// After a timed-out phase several clients are still running: the grace
+// must bound the whole wait, not only the wait for the first of them.
+func TestWaitExitsGraceBoundsTheWhole(t *testing.T) {
+	closed := make(chan struct{})
+	close(closed)
+	never1, never2 := make(chan struct{}), make(chan struct{})
+	start := time.Now()
+	waitExits(context.Background(), []<-chan struct{}{closed, never1, never2, closed}, 50*time.Millisecond)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("waitExits with two clients that never exit took %v, want about the 50 ms grace", d)
+	}
+	start = time.Now()
+	waitExits(context.Background(), []<-chan struct{}{closed, closed}, time.Hour)
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("waitExits with every client gone took %v, want at once", d)
 	}
 }

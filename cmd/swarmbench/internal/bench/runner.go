@@ -701,14 +701,11 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 	}
 	// Let clients seed out their seed time and exit on their own; then
 	// stop them, so the next phase has the links to itself.
-	grace := time.After(r.o.SeedTime + 10*time.Second)
-	for _, p := range procs {
-		select {
-		case <-p.done:
-		case <-grace:
-		case <-ctx.Done():
-		}
+	dones := make([]<-chan struct{}, len(procs))
+	for i, p := range procs {
+		dones[i] = p.done
 	}
+	waitExits(ctx, dones, r.o.SeedTime+10*time.Second)
 	var wg sync.WaitGroup
 	for _, p := range procs {
 		wg.Add(1)
@@ -745,3 +742,19 @@ func shmDir() string {
 }
 
 var errNotReady = errors.New("the OS is not listed with an info hash yet")
+
+// waitExits waits until every channel in dones is closed, for at most
+// grace in all. (With a time.After channel, which fires once, the wait
+// went on for every other client's own exit: 14 minutes after a
+// timed-out phase at N = 100.)
+func waitExits(ctx context.Context, dones []<-chan struct{}, grace time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, grace)
+	defer cancel()
+	for _, d := range dones {
+		select {
+		case <-d:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
