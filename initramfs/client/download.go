@@ -335,13 +335,32 @@ func (d *torrentDL) sinceData() time.Duration {
 	return time.Since(time.Unix(0, d.lastData.Load()))
 }
 
-// webSeedAfter is how long BitTorrent may bring no data before the web
-// seed is added.
-const webSeedAfter = 8 * time.Second
+// webSeedAfter is how long BitTorrent may bring no data, with no
+// connection to the seeder, before the web seed is added;
+// webSeedLastResort is how long without data adds it even while the
+// seeder is connected.
+const (
+	webSeedAfter      = 8 * time.Second
+	webSeedLastResort = time.Minute
+)
 
-// webSeedFallback adds the torrent's web seeds once no data has arrived
-// for webSeedAfter: no seeder reachable (its port filtered, the server
-// restarting) and no peer with the missing pieces.
+// webSeedDue says whether to add the web seed, given how long ago the
+// last useful data came and how long ago this machine last had a
+// connection to the seeder: when no data came for webSeedAfter and the
+// seeder has been unreachable as long (its port filtered, the server's
+// BitTorrent side restarting), or when no data came for
+// webSeedLastResort at all (a seeder that accepts and never serves).
+// While the seeder is connected, a slow start is the server's uplink
+// being shared, and the web seed, served from the same uplink and never
+// shared the way pieces are, would only add to it: at N = 100 on
+// 1 Mbit/s links, where a machine's first piece takes longer than 8 s
+// to arrive, 99 of 100 machines added it and the server sent 15 copies
+// of the image (cmd/swarmbench/TUNING.md).
+func webSeedDue(sinceData, sinceSeeder time.Duration) bool {
+	return sinceData >= webSeedAfter && sinceSeeder >= webSeedAfter || sinceData >= webSeedLastResort
+}
+
+// webSeedFallback adds the torrent's web seeds when webSeedDue says so.
 func (d *torrentDL) webSeedFallback(ctx context.Context, urls []string) {
 	defer d.wg.Done()
 	if len(urls) == 0 {
@@ -349,6 +368,7 @@ func (d *torrentDL) webSeedFallback(ctx context.Context, urls []string) {
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	lastSeeder := d.started
 	for {
 		select {
 		case <-ctx.Done():
@@ -357,9 +377,15 @@ func (d *torrentDL) webSeedFallback(ctx context.Context, urls []string) {
 			return
 		case <-tick.C:
 		}
-		if d.sinceData() >= webSeedAfter {
+		for _, pc := range d.t.PeerConns() {
+			if d.source(&pc.Peer) == srcSeeder {
+				lastSeeder = time.Now()
+				break
+			}
+		}
+		if webSeedDue(d.sinceData(), time.Since(lastSeeder)) {
 			if d.o.Logger != nil {
-				d.o.Logger.Warn("no BitTorrent data: adding the web seed", "stage", "download", "after", webSeedAfter, "urls", len(urls))
+				d.o.Logger.Warn("no BitTorrent data: adding the web seed", "stage", "download", "no_data_for", d.sinceData().Round(time.Second), "seeder_unreachable_for", time.Since(lastSeeder).Round(time.Second), "urls", len(urls))
 			}
 			d.t.AddWebSeeds(urls)
 			d.webSeeded.Store(true)

@@ -445,3 +445,26 @@ func TestLANConfigPlainHandshakes(t *testing.T) {
 			cfg.Seed, cfg.DropDuplicatePeerIds, cfg.DisableUTP, cfg.NoDHT)
 	}
 }
+
+// The web seed comes from the server's uplink like the seeder's pieces
+// and is never shared the way pieces are: it is added when the seeder is
+// unreachable, not merely because a connected seeder is slow to deliver
+// the first piece, and as a last resort after a long silence.
+func TestWebSeedDue(t *testing.T) {
+	for _, c := range []struct {
+		sinceData, sinceSeeder time.Duration
+		want                   bool
+	}{
+		{0, 0, false},
+		{webSeedAfter, webSeedAfter, true},                // no seeder connection, no data
+		{webSeedAfter, 0, false},                          // seeder connected, first piece still coming
+		{webSeedLastResort - time.Second, 0, false},       // still connected
+		{webSeedLastResort, 0, true},                      // connected but silent for a minute
+		{time.Second, webSeedLastResort, false},           // data from the peers
+		{webSeedAfter - time.Second, webSeedAfter, false}, // data a moment ago
+	} {
+		if got := webSeedDue(c.sinceData, c.sinceSeeder); got != c.want {
+			t.Errorf("webSeedDue(no data for %v, seeder gone for %v) = %v, want %v", c.sinceData, c.sinceSeeder, got, c.want)
+		}
+	}
+}
