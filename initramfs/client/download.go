@@ -317,12 +317,13 @@ func (d *torrentDL) refreshPeers(ctx context.Context) {
 }
 
 // peersKey says what in a Peers answer refreshPeers acts on: the share
-// and the set of peers. The server lists the peers most recently seen
-// first, so their order changes with every machine's report; comparing
-// the order made every machine ask again each second for the whole
-// download, and those answers took 7 % of a 5 Mbit/s server uplink at
-// N = 20 (server egress 1.19–1.20 copies of the image against 1.11–1.13
-// with this key, cmd/swarmbench/TUNING.md).
+// and the set of peers, not their order. Servers used to list the peers
+// most recently seen first, so the order changed with every machine's
+// report; comparing it made every machine ask again each second for the
+// whole download, and those answers took 7 % of a 5 Mbit/s server
+// uplink at N = 20 (server egress 1.19–1.20 copies of the image against
+// 1.11–1.13 with this key, cmd/swarmbench/TUNING.md). The server now
+// keeps each machine's list stable too (netboot Registry.Peers).
 func peersKey(ans *bootapi.Peers) string {
 	peers := slices.Clone(ans.Peers)
 	slices.Sort(peers)
