@@ -339,10 +339,13 @@ func (d *torrentDL) sinceData() time.Duration {
 // webSeedAfter is how long BitTorrent may bring no data, with no
 // connection to the seeder, before the web seed is added;
 // webSeedLastResort is how long without data adds it even while the
-// seeder is connected.
+// seeder is connected: a connection that delivers nothing for that long
+// is stalled, not slow (one machine alone at 5 Mbit/s once waited 50 s
+// on a live seeder connection before TCP sent again; at N = 100 on
+// 1 Mbit/s a machine's first chunk takes about 8 s).
 const (
 	webSeedAfter      = 8 * time.Second
-	webSeedLastResort = time.Minute
+	webSeedLastResort = 15 * time.Second
 )
 
 // webSeedDue says whether to add the web seed, given how long ago the
@@ -350,7 +353,7 @@ const (
 // connection to the seeder: when no data came for webSeedAfter and the
 // seeder has been unreachable as long (its port filtered, the server's
 // BitTorrent side restarting), or when no data came for
-// webSeedLastResort at all (a seeder that accepts and never serves).
+// webSeedLastResort at all (a seeder connection that stalled).
 // While the seeder is connected, a slow start is the server's uplink
 // being shared, and the web seed, served from the same uplink and never
 // shared the way pieces are, would only add to it: at N = 100 on

@@ -459,7 +459,7 @@ func TestWebSeedDue(t *testing.T) {
 		{webSeedAfter, webSeedAfter, true},                // no seeder connection, no data
 		{webSeedAfter, 0, false},                          // seeder connected, first piece still coming
 		{webSeedLastResort - time.Second, 0, false},       // still connected
-		{webSeedLastResort, 0, true},                      // connected but silent for a minute
+		{webSeedLastResort, 0, true},                      // connected but stalled
 		{time.Second, webSeedLastResort, false},           // data from the peers
 		{webSeedAfter - time.Second, webSeedAfter, false}, // data a moment ago
 	} {
