@@ -358,7 +358,7 @@ func (m *machine) watch(ctx context.Context, b *bootapi.Boot, o *bootapi.OS, sta
 				pct, human(p.Done), human(p.Total), human(int64(rate)), p.Peers, p.Seeders, human(p.FromPeers), human(p.FromSeeder), human(p.FromWeb))
 			if p.Stalled >= stallWarn && p.Stalled-warned >= stallWarn {
 				warned = p.Stalled
-				msg := fmt.Sprintf("no data for %s (%d peers, %d server connections): check that boottorrent start still runs on %s and the LAN; retrying", p.Stalled.Round(time.Second), p.Peers, p.Seeders, m.cfg.Server)
+				msg := fmt.Sprintf("no data for %s (%d peers, %d server connections): check that boottorrent start still runs on %s and the LAN; still waiting", p.Stalled.Round(time.Second), p.Peers, p.Seeders, m.cfg.Server)
 				m.say("\n!! %s", msg)
 				m.log.Warn("download stalled", "stage", "download", "os", o.Name, "stalled", p.Stalled.Round(time.Second), "bytes", p.Done)
 				r := m.progressReport(stage, o, p, rate)
