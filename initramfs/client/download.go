@@ -387,9 +387,10 @@ func (d *torrentDL) webSeedFallback(ctx context.Context, urls []string) {
 				break
 			}
 		}
-		if webSeedDue(d.sinceData(), time.Since(lastSeeder)) {
+		noData, noSeeder := d.sinceData(), time.Since(lastSeeder)
+		if webSeedDue(noData, noSeeder) {
 			if d.o.Logger != nil {
-				d.o.Logger.Warn("no BitTorrent data: adding the web seed", "stage", "download", "no_data_for", d.sinceData().Round(time.Second), "seeder_unreachable_for", time.Since(lastSeeder).Round(time.Second), "urls", len(urls))
+				d.o.Logger.Warn("no BitTorrent data: adding the web seed", "stage", "download", "no_data_for", noData.Round(time.Second), "seeder_unreachable_for", noSeeder.Round(time.Second), "urls", len(urls))
 			}
 			d.t.AddWebSeeds(urls)
 			d.webSeeded.Store(true)
