@@ -97,8 +97,45 @@ func TestDHCPLeaseIgnoresProxyOffer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(out), "inet 10.81.0.5") {
-		t.Fatalf("eth0 has no dnsmasq address: %s", out)
+	if !hasAddrIn(string(out), netip.MustParseAddr("10.81.0.50"), netip.MustParseAddr("10.81.0.60")) {
+		t.Fatalf("eth0 has no address from dnsmasq's range 10.81.0.50-10.81.0.60: %s", out)
 	}
 	t.Logf("proxy offers ignored: %d; %s", proxyOffers.Load(), strings.TrimSpace(string(out)))
+}
+
+// hasAddrIn reports whether the output of "ip -4 -o addr show" holds an
+// IPv4 address in [lo, hi].
+func hasAddrIn(ipOut string, lo, hi netip.Addr) bool {
+	f := strings.Fields(ipOut)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] != "inet" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f[i+1])
+		if err != nil {
+			continue
+		}
+		if a := p.Addr(); a.Compare(lo) >= 0 && a.Compare(hi) <= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func TestHasAddrIn(t *testing.T) {
+	lo, hi := netip.MustParseAddr("10.81.0.50"), netip.MustParseAddr("10.81.0.60")
+	for _, c := range []struct {
+		out  string
+		want bool
+	}{
+		{"2: eth0    inet 10.81.0.60/24 brd 10.81.0.255 scope global eth0", true},
+		{"2: eth0    inet 10.81.0.50/24 brd 10.81.0.255 scope global eth0", true},
+		{"2: eth0    inet 10.81.0.5/24 brd 10.81.0.255 scope global eth0", false},
+		{"2: eth0    inet 10.81.0.61/24 brd 10.81.0.255 scope global eth0", false},
+		{"", false},
+	} {
+		if got := hasAddrIn(c.out, lo, hi); got != c.want {
+			t.Errorf("hasAddrIn(%q) = %v, want %v", c.out, got, c.want)
+		}
+	}
 }
