@@ -467,3 +467,25 @@ func TestWaitExitsGraceBoundsTheWhole(t *testing.T) {
 		t.Fatalf("waitExits with every client gone took %v, want at once", d)
 	}
 }
+
+// TestOffloadWithLossRefused: loss must hit Ethernet-sized packets, so an
+// explicit --offload with --loss is a usage error (and without an
+// explicit --offload, loss turns the default off instead).
+func TestOffloadWithLossRefused(t *testing.T) {
+	var out, errOut strings.Builder
+	if code := Main([]string{"--offload", "--loss", "1%", "--clients", "1"}, &out, &errOut); code != 2 {
+		t.Fatalf("exit %d, want 2; stderr: %s", code, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), "--offload with --loss") {
+		t.Fatalf("stderr does not name the conflict: %s", errOut.String())
+	}
+	errOut.Reset()
+	// The same without --offload gets past this check; a bad --size
+	// keeps the run from starting.
+	if code := Main([]string{"--loss", "1%", "--clients", "1", "--size", "lots"}, &out, &errOut); code != 2 {
+		t.Fatalf("exit %d, want 2; stderr: %s", code, errOut.String())
+	}
+	if strings.Contains(errOut.String(), "--offload") {
+		t.Fatalf("default offload refused with --loss: %s", errOut.String())
+	}
+}

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -161,12 +162,18 @@ type LinkShape struct {
 	// Congestion is every host's TCP congestion control ("" keeps
 	// this machine's default; see congestion.go).
 	Congestion string
+	// Offload keeps the veths' segmentation offloads on (as on a real
+	// NIC): fewer, larger packets through the emulation, so less of
+	// this machine's CPU goes to it. NewLAN refuses it with loss.
+	Offload bool
 }
 
 // NewLAN builds the server and n clients, shapes every link in both
-// directions, and turns off segmentation offloads so that netem's loss and
-// rate act on real Ethernet-sized packets (with GSO a "packet" can be a
-// 64 KiB burst, and 1 % loss would drop 1 % of bursts). staticClients gives
+// directions, and, unless shape.Offload, turns off segmentation offloads
+// so that loss and rate act on real Ethernet-sized packets (with GSO a
+// "packet" can be a 64 KiB burst, and 1 % loss would drop 1 % of bursts).
+// HTB charges a GSO packet for all its segments' bytes, so the rate holds
+// either way; offloads only save this machine's CPU. staticClients gives
 // clients fixed addresses instead of leaving them to DHCP. Close removes
 // everything, also after a failure half way.
 func NewLAN(ctx context.Context, n int, shape LinkShape, staticClients bool) (_ *LAN, err error) {
@@ -178,6 +185,9 @@ func NewLAN(ctx context.Context, n int, shape LinkShape, staticClients bool) (_ 
 	}
 	if _, err := exec.LookPath("nft"); err != nil {
 		return nil, fmt.Errorf("nft is missing: apt-get install nftables")
+	}
+	if shape.Offload && (shape.ServerUp.Loss > 0 || shape.ServerDown.Loss > 0 || shape.ClientUp.Loss > 0 || shape.ClientDown.Loss > 0) {
+		return nil, errors.New("offloads with loss: a lost GSO packet is up to 64 KiB of segments; run lossy links without offloads")
 	}
 	restore, err := raiseNeighLimits(n + 1)
 	if err != nil {
@@ -214,13 +224,20 @@ func NewLAN(ctx context.Context, n int, shape LinkShape, staticClients bool) (_ 
 			return Host{}, err
 		}
 		h := Host{NS: ns, BridgeVeth: veth, Addr: addr}
-		steps := []struct {
+		var steps []struct {
 			ns   *netns.NS
 			prog string
 			args []string
-		}{
-			{ns, "ethtool", []string{"-K", "eth0", "tso", "off", "gso", "off", "gro", "off"}},
-			{l.Bridge, "ethtool", []string{"-K", veth, "tso", "off", "gso", "off", "gro", "off"}},
+		}
+		if !shape.Offload {
+			steps = append(steps, []struct {
+				ns   *netns.NS
+				prog string
+				args []string
+			}{
+				{ns, "ethtool", []string{"-K", "eth0", "tso", "off", "gso", "off", "gro", "off"}},
+				{l.Bridge, "ethtool", []string{"-K", veth, "tso", "off", "gso", "off", "gro", "off"}},
+			}...)
 		}
 		if shape.Congestion != "" {
 			// /proc/sys/net shows the namespace of the process that

@@ -56,6 +56,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	latency := fs.String("latency", "0", "added round-trip time between two hosts, e.g. 2ms (each of the 4 queues on the way adds a quarter; needs sch_netem in the kernel)")
 	loss := fs.String("loss", "0%", "packet loss on each direction of every client link")
 	congestion := fs.String("congestion", DefaultCongestion, "TCP congestion control of every emulated host: Linux's default, which the boot client's kernel and a Debian server use ('' keeps this machine's own default)")
+	offload := fs.Bool("offload", true, "keep segmentation offloads (TSO/GSO) on every veth, as a real NIC has them: the emulation then takes less of this machine's CPU; off by itself with --loss (loss must hit Ethernet-sized packets)")
 	jsonOut := fs.Bool("json", false, "print the report as JSON instead of the table")
 	out := fs.String("out", "swarmbench-out", "folder for report.md, report.json, swarm.svg and logs")
 	bt := fs.String("boottorrent", "", "the boottorrent binary (default: boottorrent next to swarmbench, then in PATH)")
@@ -118,6 +119,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		errs = append(errs, err)
 	}
 	o.Congestion = *congestion
+	o.Offload = *offload && o.Loss == 0
+	if *offload && o.Loss > 0 && flagSet(fs, "offload") {
+		errs = append(errs, errors.New("--offload with --loss: a lost GSO packet would be up to 64 KiB of segments; leave --offload out for lossy links (it is off by itself then)"))
+	}
 	if o.Repeat = *repeat; o.Repeat < 1 {
 		errs = append(errs, fmt.Errorf("--repeat %d: at least 1", *repeat))
 	}
@@ -240,4 +245,11 @@ func writeOutputs(rep *Report, dir string) error {
 		}
 	}
 	return nil
+}
+
+// flagSet reports whether name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -24,6 +24,8 @@ type Case struct {
 	// Congestion is every host's TCP congestion control ("": the
 	// machine's default, not recorded).
 	Congestion string `json:"tcp_congestion,omitempty"`
+	// Offload: the veths kept their segmentation offloads (--offload).
+	Offload bool `json:"offload,omitempty"`
 
 	// boottorrent
 	AllCompleteS      float64 `json:"all_complete_s"`
@@ -240,8 +242,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if cc == "" {
 			cc = "the machine's default"
 		}
-		fmt.Fprintf(w, "\nengine %s; image %s; client links %s, server link %s, RTT %gms, loss %g %% per client link direction; TCP congestion control %s\n",
-			r.Engine, FormatBytes(float64(c.SizeBytes)), FormatRate(c.RateBps), FormatRate(c.ServerBps), c.LatencyMS, 100*c.Loss, cc)
+		off := "off"
+		if c.Offload {
+			off = "on"
+		}
+		fmt.Fprintf(w, "\nengine %s; image %s; client links %s, server link %s, RTT %gms, loss %g %% per client link direction; TCP congestion control %s; segmentation offloads %s\n",
+			r.Engine, FormatBytes(float64(c.SizeBytes)), FormatRate(c.RateBps), FormatRate(c.ServerBps), c.LatencyMS, 100*c.Loss, cc, off)
 	}
 	if r.Flatness > 0 {
 		fmt.Fprintf(w, "flatness T(N=%d)/T(N=1): %.2f\n", r.Cases[len(r.Cases)-1].Clients, r.Flatness)

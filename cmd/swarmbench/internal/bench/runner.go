@@ -31,6 +31,7 @@ type Options struct {
 	Latency    time.Duration // round trip between two hosts
 	Loss       float64       // per client link direction
 	Congestion string        // every host's TCP congestion control ("": this machine's default)
+	Offload    bool          // keep segmentation offloads on (see LinkShape.Offload)
 	Out        string        // where the report, plot and logs go
 	// Engine is what runs on the LAN: EngineBoottorrent (the product),
 	// EngineLab (anacrolix/torrent alone, with the product's settings) or
@@ -225,7 +226,7 @@ func (r *runner) runCase(ctx context.Context, n, run int, withHTTP bool) Case {
 		log = log.With("run", run)
 	}
 	c := Case{Clients: n, SizeBytes: r.size, RateBps: r.o.Rate, ServerBps: r.o.ServerRate,
-		LatencyMS: float64(r.o.Latency.Microseconds()) / 1000, Loss: r.o.Loss, Congestion: r.o.Congestion}
+		LatencyMS: float64(r.o.Latency.Microseconds()) / 1000, Loss: r.o.Loss, Congestion: r.o.Congestion, Offload: r.o.Offload}
 	fail := func(format string, args ...any) {
 		msg := fmt.Sprintf(format, args...)
 		c.Errors = append(c.Errors, msg)
@@ -249,6 +250,7 @@ func (r *runner) runCase(ctx context.Context, n, run int, withHTTP bool) Case {
 		ClientUp:   Shape{Rate: r.o.Rate, Delay: oneWay, Loss: r.o.Loss},
 		ClientDown: Shape{Rate: r.o.Rate, Delay: oneWay, Loss: r.o.Loss},
 		Congestion: r.o.Congestion,
+		Offload:    r.o.Offload,
 	}
 	t0 := time.Now()
 	lan, err := NewLAN(ctx, n, shape, r.o.Engine != EngineBoottorrent)
