@@ -274,6 +274,13 @@ func TestProcParsers(t *testing.T) {
 	if err != nil || ct.total != 1000 || ct.busy != 160 {
 		t.Errorf("parseProcStat = %+v, %v; want busy 160 of 1000", ct, err)
 	}
+	if ct.steal != 0 {
+		t.Errorf("parseProcStat steal = %d, want 0", ct.steal)
+	}
+	// user nice system idle iowait irq softirq steal guest guest_nice
+	if ct, err := parseProcStat([]byte("cpu  100 0 50 600 0 0 0 250 30 0\n")); err != nil || ct.steal != 250 || ct.busy != 400 || ct.total != 1000 {
+		t.Errorf("parseProcStat with steal = %+v, %v; want steal 250, busy 400 of 1000", ct, err)
+	}
 	if _, err := parseProcStat([]byte("intr 1\n")); err == nil {
 		t.Error("parseProcStat accepted no cpu line")
 	}
@@ -487,5 +494,34 @@ func TestOffloadWithLossRefused(t *testing.T) {
 	}
 	if strings.Contains(errOut.String(), "--offload") {
 		t.Fatalf("default offload refused with --loss: %s", errOut.String())
+	}
+}
+
+func TestInvalidNote(t *testing.T) {
+	for _, c := range []struct {
+		c    Case
+		want []string // substrings; none means a valid case
+	}{
+		{Case{CPUPeakBusy: 0.5, CPUStealMean: 0.02, HTTPCPUStealMean: 0.05}, nil},
+		{Case{CPUPeakBusy: 0.9, CPUMeanBusy: 0.7}, []string{"machine saturated (CPU 90 % busy at peak, 70 % on average"}},
+		{Case{CPUPeakBusy: 0.5, CPUStealMean: 0.25}, []string{"host busy (it took 25 %"}},
+		{Case{CPUPeakBusy: 0.5, HTTPCPUStealMean: 0.4}, []string{"host busy during the HTTP baseline (steal 40 %)"}},
+		{Case{CPUPeakBusy: 0.99, CPUStealMean: 0.3}, []string{"machine saturated", "; host busy (it took 30 %"}},
+	} {
+		got := invalidNote(c.c)
+		if len(c.want) == 0 {
+			if got != "" {
+				t.Errorf("%+v: %q, want valid", c.c, got)
+			}
+			continue
+		}
+		if !strings.HasPrefix(got, "invalid: ") {
+			t.Errorf("%+v: %q does not start with \"invalid: \"", c.c, got)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%+v: %q lacks %q", c.c, got, w)
+			}
+		}
 	}
 }

@@ -58,14 +58,20 @@ type Case struct {
 	// the machine while the case ran: the peaks over both phases, the
 	// means over the BitTorrent phase (the HTTP phase of N clients runs N
 	// times longer at a few per cent and would dilute them)
-	CPUPeakBusy  float64  `json:"cpu_peak_busy"` // fraction of all cores, 1 s windows
-	CPUMeanBusy  float64  `json:"cpu_mean_busy"`
-	BenchCPUS    float64  `json:"bench_cpu_s"`    // CPU seconds used by the processes the benchmark ran
-	BenchCPUBusy float64  `json:"bench_cpu_busy"` // BenchCPUS over the measured window and all cores
-	MeasuredS    float64  `json:"measured_s"`     // length of the measured window
-	MemPeakBytes int64    `json:"mem_peak_bytes"`
-	Invalid      string   `json:"invalid,omitempty"`
-	Errors       []string `json:"errors,omitempty"`
+	CPUPeakBusy float64 `json:"cpu_peak_busy"` // fraction of all cores, 1 s windows
+	CPUMeanBusy float64 `json:"cpu_mean_busy"`
+	// CPUStealMean and HTTPCPUStealMean are the mean share of all cores
+	// the host took from this machine (steal time) during the
+	// BitTorrent and the HTTP phase: other guests' load, which slows
+	// both the clients and the emulated network.
+	CPUStealMean     float64  `json:"cpu_steal_mean"`
+	HTTPCPUStealMean float64  `json:"http_cpu_steal_mean"`
+	BenchCPUS        float64  `json:"bench_cpu_s"`    // CPU seconds used by the processes the benchmark ran
+	BenchCPUBusy     float64  `json:"bench_cpu_busy"` // BenchCPUS over the measured window and all cores
+	MeasuredS        float64  `json:"measured_s"`     // length of the measured window
+	MemPeakBytes     int64    `json:"mem_peak_bytes"`
+	Invalid          string   `json:"invalid,omitempty"`
+	Errors           []string `json:"errors,omitempty"`
 
 	// With --repeat, the BitTorrent phase ran once per entry (the HTTP
 	// baseline only in the first); the row is the run with the median
@@ -99,6 +105,7 @@ func MergeRuns(runs []Case) Case {
 	first := runs[0]
 	out.HTTPAllCompleteS, out.HTTPClientMinS, out.HTTPClientMedianS, out.HTTPClientMaxS = first.HTTPAllCompleteS, first.HTTPClientMinS, first.HTTPClientMedianS, first.HTTPClientMaxS
 	out.HTTPCompleted, out.HTTPServerEgressBytes = first.HTTPCompleted, first.HTTPServerEgressBytes
+	out.HTTPCPUStealMean = first.HTTPCPUStealMean
 	out.HTTPOverBoottorrent = ratio(out.HTTPAllCompleteS, out.AllCompleteS)
 	out.Errors = nil
 	out.RunsAllCompleteS, out.RunsMedianS = nil, nil

@@ -116,7 +116,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rep.Cases = append(rep.Cases, c)
 		o.Log.Info("case done", "clients", n, "all_complete_s", round(c.AllCompleteS), "bound_s", round(c.BoundS),
 			"http_all_complete_s", round(c.HTTPAllCompleteS), "egress_per_image", round(c.EgressPerImage),
-			"peer_share", round(c.PeerShare), "cpu_peak", round(c.CPUPeakBusy), "invalid", c.Invalid, "errors", len(c.Errors))
+			"peer_share", round(c.PeerShare), "cpu_peak", round(c.CPUPeakBusy), "cpu_steal", round(c.CPUStealMean), "http_cpu_steal", round(c.HTTPCPUStealMean), "invalid", c.Invalid, "errors", len(c.Errors))
 	}
 	rep.SetFlatness()
 	return rep, ctx.Err()
@@ -313,6 +313,7 @@ func (r *runner) runCase(ctx context.Context, n, run int, withHTTP bool) Case {
 	// The means describe the BitTorrent phase; the HTTP phase only adds
 	// to the peaks.
 	c.CPUPeakBusy, c.CPUMeanBusy, c.MemPeakBytes = sampler.Stop()
+	c.CPUStealMean = sampler.Steal()
 	c.MeasuredS = time.Since(measured).Seconds()
 	c.BenchCPUS = childrenCPU() - cpu0
 	if withHTTP && ctx.Err() == nil {
@@ -330,6 +331,7 @@ func (r *runner) runCase(ctx context.Context, n, run int, withHTTP bool) Case {
 			}
 		}
 		peak, mean, mem := sampler.Stop()
+		c.HTTPCPUStealMean = sampler.Steal()
 		c.CPUPeakBusy, c.MemPeakBytes = max(c.CPUPeakBusy, peak), max(c.MemPeakBytes, mem)
 		if r.o.Engine == EngineHarness { // no BitTorrent phase: the means are the HTTP phase's
 			c.CPUMeanBusy = mean
@@ -339,10 +341,7 @@ func (r *runner) runCase(ctx context.Context, n, run int, withHTTP bool) Case {
 	}
 	srv.stop()
 	c.BenchCPUBusy = ratio(c.BenchCPUS, c.MeasuredS*float64(runtime.NumCPU()))
-	if c.CPUPeakBusy > saturated {
-		c.Invalid = fmt.Sprintf("invalid: machine saturated (CPU %.0f %% busy at peak, %.0f %% on average; the benchmark's own processes %.0f %%)",
-			100*c.CPUPeakBusy, 100*c.CPUMeanBusy, 100*c.BenchCPUBusy)
-	}
+	c.Invalid = invalidNote(c)
 	c.Finish(bt, hs)
 	return c
 }
@@ -759,4 +758,28 @@ func waitExits(ctx context.Context, dones []<-chan struct{}, grace time.Duration
 			return
 		}
 	}
+}
+
+// hostBusy is the mean steal time above which a phase ran on a host too
+// busy to measure anything: the host took that share of the cores.
+const hostBusy = 0.10
+
+// invalidNote says why a case's numbers do not measure the design: the
+// machine saturated, or the host took the CPU from under it (steal).
+func invalidNote(c Case) string {
+	var why []string
+	if c.CPUPeakBusy > saturated {
+		why = append(why, fmt.Sprintf("machine saturated (CPU %.0f %% busy at peak, %.0f %% on average; the benchmark's own processes %.0f %%)",
+			100*c.CPUPeakBusy, 100*c.CPUMeanBusy, 100*c.BenchCPUBusy))
+	}
+	if c.CPUStealMean > hostBusy {
+		why = append(why, fmt.Sprintf("host busy (it took %.0f %% of the CPU during the downloads: steal time)", 100*c.CPUStealMean))
+	}
+	if c.HTTPCPUStealMean > hostBusy {
+		why = append(why, fmt.Sprintf("host busy during the HTTP baseline (steal %.0f %%)", 100*c.HTTPCPUStealMean))
+	}
+	if len(why) == 0 {
+		return ""
+	}
+	return "invalid: " + strings.Join(why, "; ")
 }

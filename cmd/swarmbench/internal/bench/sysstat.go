@@ -14,10 +14,12 @@ import (
 )
 
 // cpuTimes are the aggregate jiffies of /proc/stat's first line.
-type cpuTimes struct{ busy, total uint64 }
+type cpuTimes struct{ busy, steal, total uint64 }
 
 // parseProcStat reads the "cpu " line of /proc/stat. idle and iowait count
-// as not busy; steal counts as busy (the host took the core from us).
+// as not busy; steal counts as busy (the host took the core from us) and
+// is also kept apart: on a shared host it says how much of the machine
+// other guests took.
 func parseProcStat(data []byte) (cpuTimes, error) {
 	for _, line := range bytes.Split(data, []byte("\n")) {
 		f := strings.Fields(string(line))
@@ -36,6 +38,9 @@ func parseProcStat(data []byte) (cpuTimes, error) {
 			t.total += v
 			if i != 3 && i != 4 { // idle, iowait
 				t.busy += v
+			}
+			if i == 7 {
+				t.steal = v
 			}
 		}
 		return t, nil
@@ -74,6 +79,7 @@ type Sampler struct {
 	mu       sync.Mutex
 	peakBusy float64
 	sumBusy  float64
+	sumSteal float64
 	n        int
 	peakMem  int64
 	stop     context.CancelFunc
@@ -100,9 +106,11 @@ func StartSampler(interval time.Duration) *Sampler {
 			cur, err := readCPU()
 			if err == nil && cur.total > prev.total {
 				busy := float64(cur.busy-prev.busy) / float64(cur.total-prev.total)
+				steal := float64(cur.steal-prev.steal) / float64(cur.total-prev.total)
 				s.mu.Lock()
 				s.peakBusy = max(s.peakBusy, busy)
 				s.sumBusy += busy
+				s.sumSteal += steal
 				s.n++
 				s.mu.Unlock()
 			}
@@ -138,6 +146,17 @@ func (s *Sampler) Stop() (peak, mean float64, mem int64) {
 		mean = s.sumBusy / float64(s.n)
 	}
 	return s.peakBusy, mean, s.peakMem
+}
+
+// Steal is the mean fraction of all cores the host took from this machine
+// (steal time) while sampling; call it after Stop.
+func (s *Sampler) Steal() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n == 0 {
+		return 0
+	}
+	return s.sumSteal / float64(s.n)
 }
 
 // ThisMachine describes the machine for the report.
