@@ -428,7 +428,11 @@ func TestMergeRuns(t *testing.T) {
 	first := run(26, 21, 0.9)
 	first.HTTPAllCompleteS, first.HTTPCompleted, first.HTTPServerEgressBytes = 288, 20, 700<<20
 	runs := []Case{first, run(19, 18, 1.0), run(0, 19.5, 0.8, "boottorrent client 3: did not complete in time")}
+	runs[1].Invalid = "invalid: host busy (it took 23 % of the CPU during the downloads: steal time)"
 	got := MergeRuns(runs)
+	if got.Invalid != "invalid: run 2: host busy (it took 23 % of the CPU during the downloads: steal time)" {
+		t.Errorf("invalid = %q, want run 2's reason, numbered", got.Invalid)
+	}
 	if got.AllCompleteS != 26 || got.ClientMedianS != 21 || got.ServerEgressBytes != int64(21*1e6) {
 		t.Errorf("row = all %g median %g egress %d, want the median run (26 s, 21 s, its own egress)", got.AllCompleteS, got.ClientMedianS, got.ServerEgressBytes)
 	}

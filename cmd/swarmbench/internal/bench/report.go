@@ -109,17 +109,24 @@ func MergeRuns(runs []Case) Case {
 	out.HTTPOverBoottorrent = ratio(out.HTTPAllCompleteS, out.AllCompleteS)
 	out.Errors = nil
 	out.RunsAllCompleteS, out.RunsMedianS = nil, nil
+	// Each run's own reason, numbered: the reported run's steal or CPU
+	// is not the others'.
+	var invalid []string
 	for i, c := range runs {
 		out.RunsAllCompleteS = append(out.RunsAllCompleteS, c.AllCompleteS)
 		out.RunsMedianS = append(out.RunsMedianS, c.ClientMedianS)
 		out.CPUPeakBusy = max(out.CPUPeakBusy, c.CPUPeakBusy)
 		out.MemPeakBytes = max(out.MemPeakBytes, c.MemPeakBytes)
-		if out.Invalid == "" {
-			out.Invalid = c.Invalid
+		if c.Invalid != "" {
+			invalid = append(invalid, fmt.Sprintf("run %d: %s", i+1, strings.TrimPrefix(c.Invalid, "invalid: ")))
 		}
 		for _, e := range c.Errors {
 			out.Errors = append(out.Errors, fmt.Sprintf("run %d: %s", i+1, e))
 		}
+	}
+	out.Invalid = ""
+	if len(invalid) > 0 {
+		out.Invalid = "invalid: " + strings.Join(invalid, "; ")
 	}
 	return out
 }
