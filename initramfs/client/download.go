@@ -39,6 +39,11 @@ type Progress struct {
 	Seeders               int // connections to the server's seeder
 	Stalled               time.Duration
 	PiecesFailed          int64
+	// Wasted is piece data received that was not needed: a chunk that
+	// arrived from two peers (the library asks another peer for a
+	// chunk that is slow to come and cancels the first request, which
+	// may already be on the wire).
+	Wasted int64
 }
 
 // Fetched is a complete download: where the OS's files are.
@@ -418,6 +423,7 @@ func (d *torrentDL) Progress() Progress {
 		FromWeb:      d.fromWeb.Load(),
 		Uploaded:     st.BytesWrittenData.Int64(),
 		PiecesFailed: st.PiecesDirtiedBad.Int64(),
+		Wasted:       max(0, st.BytesReadData.Int64()-st.BytesReadUsefulData.Int64()),
 	}
 	for _, pc := range d.t.PeerConns() {
 		if d.source(&pc.Peer) == srcSeeder {

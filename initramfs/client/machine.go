@@ -67,6 +67,7 @@ type Result struct {
 	FromWeb         int64   `json:"from_webseed"`
 	Uploaded        int64   `json:"uploaded"`
 	PiecesFailed    int64   `json:"pieces_failed"`
+	Wasted          int64   `json:"wasted"` // piece data received twice
 	Attempts        int     `json:"attempts"`
 }
 
@@ -271,7 +272,7 @@ func (m *machine) fetchAndBoot(ctx context.Context, b *bootapi.Boot, o *bootapi.
 		o.Name, human(f.Bytes), dlTime.Round(100*time.Millisecond), human(int64(float64(f.Bytes)/max(dlTime.Seconds(), 0.001))),
 		human(p.FromPeers), human(p.FromSeeder), human(p.FromWeb))
 	m.log.Info("download complete", "stage", "download", "os", o.Name, "bytes", f.Bytes, "duration", dlTime.Round(time.Millisecond),
-		"from_peers", p.FromPeers, "from_seeder", p.FromSeeder, "from_webseed", p.FromWeb)
+		"from_peers", p.FromPeers, "from_seeder", p.FromSeeder, "from_webseed", p.FromWeb, "wasted", p.Wasted)
 
 	t1 := m.now()
 	if st := b.SeedTime(); st > 0 {
@@ -281,7 +282,7 @@ func (m *machine) fetchAndBoot(ctx context.Context, b *bootapi.Boot, o *bootapi.
 	seedTime := m.now().Sub(t1)
 	p = dl.Progress()
 	res := &Result{OS: o.Name, Mode: m.cfg.mode(), DownloadSeconds: dlTime.Seconds(), SeedSeconds: seedTime.Seconds(),
-		Bytes: f.Bytes, FromPeers: p.FromPeers, FromSeeder: p.FromSeeder, FromWeb: p.FromWeb, Uploaded: p.Uploaded, PiecesFailed: p.PiecesFailed}
+		Bytes: f.Bytes, FromPeers: p.FromPeers, FromSeeder: p.FromSeeder, FromWeb: p.FromWeb, Uploaded: p.Uploaded, PiecesFailed: p.PiecesFailed, Wasted: p.Wasted}
 	m.report(ctx, m.progressReport(bootapi.StageBooting, o, p, 0))
 	m.say("booting %s (%s)", o.DispName, o.Method)
 	m.log.Info("booting", "stage", "booting", "os", o.Name, "method", o.Method)

@@ -167,7 +167,7 @@ func sampleReport() *Report {
 		ServerEgressBytes: 34 << 20, SeederBytes: 32 << 20}
 	c1.Finish([]float64{14.0}, []float64{14.1})
 	c10 := Case{Clients: 10, SizeBytes: 32 << 20, RateBps: 20e6, ServerBps: 20e6, BoundS: 13.42, HTTPBoundS: 134.2,
-		ServerEgressBytes: 40 << 20, PeerBytes: 270 << 20, SeederBytes: 50 << 20, CPUPeakBusy: 0.7,
+		ServerEgressBytes: 40 << 20, PeerBytes: 270 << 20, SeederBytes: 50 << 20, WastedBytes: 80 << 20 / 10, CPUPeakBusy: 0.7,
 		Invalid: "invalid: machine saturated"}
 	c10.Finish([]float64{15, 16, 17, 16, 15, 16, 17, 16, 15, 18}, []float64{130, 135, 140, 135, 136, 137, 138, 139, 140, 141})
 	c3 := Case{Clients: 3, SizeBytes: 32 << 20, RateBps: 20e6, ServerBps: 20e6, BoundS: 13.42, HTTPBoundS: 40.3,
@@ -234,6 +234,7 @@ func TestReportTable(t *testing.T) {
 		"84 %",  // peers share
 		"2/3 completed", "invalid: machine saturated",
 		"flatness T(N=10)/T(N=1): 1.29",
+		"piece data received twice (thrown away): N=10 2.4 %", // 8 of 328 MiB
 		"test cpu, 2 cores",
 		"N=3: boottorrent client 2: did not complete in time",
 	} {
@@ -380,9 +381,9 @@ func FuzzClientLines(f *testing.F) {
 
 func TestClientLine(t *testing.T) {
 	// A final line as the boot client printed it in a run of the benchmark.
-	line := `BOOTTORRENT-RESULT {"os":"bench","mode":"torrent","seconds":6.022070107,"download_seconds":2.985193468,"seed_seconds":3.02191275,"bytes":4194450,"from_peers":1196178,"from_seeder":2998272,"from_webseed":0,"uploaded":1081344,"pieces_failed":0,"attempts":1}`
+	line := `BOOTTORRENT-RESULT {"os":"bench","mode":"torrent","seconds":6.022070107,"download_seconds":2.985193468,"seed_seconds":3.02191275,"bytes":4194450,"from_peers":1196178,"from_seeder":2998272,"from_webseed":0,"uploaded":1081344,"pieces_failed":0,"wasted":32768,"attempts":1}`
 	o, ok := parseClientLine(line, 4194450)
-	if !ok || !o.Done || o.Err != "" || o.FromPeers != 1196178 || o.FromSeeder != 2998272 || o.SeedSeconds != 3.02191275 || o.Uploaded != 1081344 {
+	if !ok || !o.Done || o.Err != "" || o.FromPeers != 1196178 || o.FromSeeder != 2998272 || o.SeedSeconds != 3.02191275 || o.Uploaded != 1081344 || o.Wasted != 32768 {
 		t.Errorf("parseClientLine = %+v, %v", o, ok)
 	}
 	o, ok = parseClientLine(line, 5<<20)

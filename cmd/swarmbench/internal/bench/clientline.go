@@ -45,6 +45,7 @@ type clientResult struct {
 	FromWeb         int64   `json:"from_webseed"`
 	Uploaded        int64   `json:"uploaded"`
 	PiecesFailed    int64   `json:"pieces_failed"`
+	Wasted          int64   `json:"wasted"`
 }
 
 // parseClientLine reads the boot client's final line. The client prints
@@ -60,7 +61,7 @@ func parseClientLine(line string, size int64) (outcome, bool) {
 		return outcome{}, false
 	}
 	o := outcome{Done: r.Bytes == size, FromPeers: r.FromPeers, FromSeeder: r.FromSeeder, FromWeb: r.FromWeb,
-		SeedSeconds: max(0, r.SeedSeconds), DownloadSeconds: r.DownloadSeconds, Uploaded: r.Uploaded, PiecesFailed: r.PiecesFailed}
+		SeedSeconds: max(0, r.SeedSeconds), DownloadSeconds: r.DownloadSeconds, Uploaded: r.Uploaded, PiecesFailed: r.PiecesFailed, Wasted: r.Wasted}
 	if !o.Done {
 		o.Err = fmt.Sprintf("client reported %d bytes, want %d", r.Bytes, size)
 	}

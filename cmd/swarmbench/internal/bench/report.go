@@ -263,6 +263,15 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(w, "\nengine %s; image %s; client links %s, server link %s, RTT %gms, loss %g %% per client link direction; TCP congestion control %s; segmentation offloads %s\n",
 			r.Engine, FormatBytes(float64(c.SizeBytes)), FormatRate(c.RateBps), FormatRate(c.ServerBps), c.LatencyMS, 100*c.Loss, cc, off)
 	}
+	var waste []string
+	for _, c := range r.Cases {
+		if recv := c.PeerBytes + c.SeederBytes + c.WebSeedBytes + c.WastedBytes; c.WastedBytes > 0 && recv > 0 {
+			waste = append(waste, fmt.Sprintf("N=%d %.1f %%", c.Clients, 100*float64(c.WastedBytes)/float64(recv)))
+		}
+	}
+	if len(waste) > 0 {
+		fmt.Fprintf(w, "piece data received twice (thrown away): %s\n", strings.Join(waste, ", "))
+	}
 	if r.Flatness > 0 {
 		fmt.Fprintf(w, "flatness T(N=%d)/T(N=1): %.2f\n", r.Cases[len(r.Cases)-1].Clients, r.Flatness)
 	}
