@@ -1,6 +1,7 @@
 package netboot
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,8 +20,15 @@ import (
 
 // Limits on what the boot API answers and accepts.
 const (
-	// MaxPeers is the most peers one PathPeers answer lists.
-	MaxPeers = 50
+	// MaxPeers is the most peers one PathPeers answer lists: the seeder
+	// and 19 machines. Twenty peers keep the pieces varied; more only
+	// multiply the HAVE messages each machine receives, and with them
+	// the request updates (at N = 100 on this benchmark's 2 cores, 50
+	// peers took 5.7–5.9× T* and 20 peers 3.5–3.8×; cmd/swarmbench/TUNING.md).
+	MaxPeers = 20
+	// maxCatalogPeers bounds how many of the tracker's peers PeersFor
+	// reads to choose from.
+	maxCatalogPeers = 4096
 	// maxRanges bounds the ranges of one Range request: net/http answers
 	// thousands of one-byte ranges with a multipart body larger than the
 	// file. Beyond it the whole file is sent.
@@ -232,15 +240,29 @@ func (s *Server) serveBoot(w http.ResponseWriter, r *http.Request) {
 }
 
 // PeersFor lists the BitTorrent peers a machine at ip (mac) should dial for
-// os: the catalog's (seeder first, then tracker peers), then machines the
-// registry knows are downloading or seeding it, without the asker and
-// without duplicates.
+// os: the catalog's first (the seeder), then the machines the registry
+// knows are downloading or seeding it (its stable subset for this
+// machine), then other peers the tracker knows (BitTorrent clients that
+// are not boot clients) in an order fixed per machine; without the asker
+// and without duplicates, at most MaxPeers. The answer stays the same
+// while the same machines boot: the tracker hands out peers in random
+// order, and a client asks again soon whenever its answer changes.
 func (s *Server) PeersFor(osName, mac string, ip netip.Addr) []string {
-	var all []netip.AddrPort
+	var first, others []netip.AddrPort
 	if s.opts.Catalog != nil {
-		all = append(all, s.opts.Catalog.Peers(osName, ip, MaxPeers)...)
+		cat := s.opts.Catalog.Peers(osName, ip, maxCatalogPeers)
+		if len(cat) > 0 {
+			first, others = cat[:1], cat[1:]
+		}
 	}
-	all = append(all, s.reg.Peers(osName, mac, MaxPeers)...)
+	others = slices.Clone(others)
+	slices.SortFunc(others, func(a, b netip.AddrPort) int {
+		if c := cmp.Compare(peerRank(mac, a), peerRank(mac, b)); c != 0 {
+			return c
+		}
+		return a.Compare(b)
+	})
+	all := slices.Concat(first, s.reg.Peers(osName, mac, MaxPeers), others)
 	seen := map[netip.AddrPort]bool{}
 	out := []string{}
 	for _, ap := range all {

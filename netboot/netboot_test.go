@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -237,9 +239,9 @@ func TestReportsAndPeers(t *testing.T) {
 	w := do(t, h, "GET", "/api/v1/peers?os=debian&mac="+macA, "10.9.0.30:9", nil)
 	var p bootapi.Peers
 	json.Unmarshal(w.Body.Bytes(), &p)
-	// The seeder first, the catalog's peers (the asker excluded), then
-	// the registry's machines on the same OS, no duplicates.
-	want := []string{"10.9.0.1:6881", "10.9.0.31:6881", "10.9.0.40:7000"}
+	// The seeder first, the registry's machines on the same OS, then the
+	// catalog's other peers (the asker excluded), no duplicates.
+	want := []string{"10.9.0.1:6881", "10.9.0.40:7000", "10.9.0.31:6881"}
 	if fmt.Sprint(p.Peers) != fmt.Sprint(want) {
 		t.Errorf("peers = %v, want %v", p.Peers, want)
 	}
@@ -528,4 +530,65 @@ func FuzzRouterSolicitation(f *testing.F) {
 			}
 		}
 	})
+}
+
+// shufflingCatalog answers like the seeder's tracker: the seeder first,
+// then its peers in a new random order every time.
+type shufflingCatalog struct {
+	fakeCatalog
+	rng *rand.Rand
+}
+
+func (c *shufflingCatalog) Peers(os string, exclude netip.Addr, n int) []netip.AddrPort {
+	ps := slices.Clone(c.peers[1:])
+	c.rng.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
+	out := []netip.AddrPort{c.peers[0]}
+	for _, p := range ps {
+		if p.Addr() != exclude && len(out) < n {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// TestPeersForStable: with more machines than one answer lists, a
+// machine's answer is the seeder and then the same peers every time,
+// whatever order the tracker hands them out in, and different machines
+// get different peers.
+func TestPeersForStable(t *testing.T) {
+	s, _ := testServer(t)
+	seeder := netip.MustParseAddrPort("10.9.0.1:6881")
+	cat := &shufflingCatalog{fakeCatalog{peers: []netip.AddrPort{seeder}}, rand.New(rand.NewPCG(1, 2))}
+	s.opts.Catalog = cat
+	h := s.Handler()
+	const n = 100
+	for i := range n {
+		ip := netip.AddrFrom4([4]byte{10, 9, 0, byte(100 + i)})
+		cat.peers = append(cat.peers, netip.AddrPortFrom(ip, 6881))
+		// Half the machines report (the registry knows them), the others
+		// only announced to the tracker.
+		if i%2 == 0 {
+			report(t, h, ip.String()+":5", bootapi.Report{MAC: fmt.Sprintf("52:54:00:00:01:%02x", i), Stage: bootapi.StageDownload,
+				OS: "debian", ListenPort: 6881, BytesTotal: 1000})
+		}
+	}
+	ask := func(i int) []string {
+		ip := netip.AddrFrom4([4]byte{10, 9, 0, byte(100 + i)})
+		return s.PeersFor("debian", fmt.Sprintf("52:54:00:00:01:%02x", i), ip)
+	}
+	a := ask(3)
+	if len(a) != MaxPeers || a[0] != seeder.String() {
+		t.Fatalf("answer = %v: want %d peers, the seeder first", a, MaxPeers)
+	}
+	if slices.Contains(a, "10.9.0.103:6881") {
+		t.Errorf("the asker is in its own answer: %v", a)
+	}
+	for range 5 {
+		if b := ask(3); !slices.Equal(a, b) {
+			t.Fatalf("the answer changed between two asks:\n%v\n%v", a, b)
+		}
+	}
+	if b := ask(4); slices.Equal(a[1:], b[1:]) {
+		t.Errorf("two machines got the same peers: %v", a)
+	}
 }

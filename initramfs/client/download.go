@@ -619,5 +619,10 @@ func LANConfig(port int) *torrent.ClientConfig {
 	// another boot client or our seeder.
 	cfg.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false, RequirePreferred: true}
 	cfg.ListenPort = port
+	// The boot API lists the seeder and 19 machines (netboot.MaxPeers),
+	// and other machines dial this one: 25 connections keep the pieces
+	// varied without the HAVE traffic and request updates of the
+	// library's 50 (at N = 100, 5.7–5.9× T* with 50 against 3.5–3.8×).
+	cfg.EstablishedConnsPerTorrent = 25
 	return cfg
 }
