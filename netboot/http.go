@@ -1,7 +1,6 @@
 package netboot
 
 import (
-	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -255,13 +254,8 @@ func (s *Server) PeersFor(osName, mac string, ip netip.Addr) []string {
 			first, others = cat[:1], cat[1:]
 		}
 	}
-	others = slices.Clone(others)
-	slices.SortFunc(others, func(a, b netip.AddrPort) int {
-		if c := cmp.Compare(peerRank(mac, a), peerRank(mac, b)); c != 0 {
-			return c
-		}
-		return a.Compare(b)
-	})
+	others = slices.Clone(others) // the catalog's slice is not ours to reorder
+	sortByRank(mac, others)
 	all := slices.Concat(first, s.reg.Peers(osName, mac, MaxPeers), others)
 	seen := map[netip.AddrPort]bool{}
 	out := []string{}

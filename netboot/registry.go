@@ -1,9 +1,11 @@
 package netboot
 
 import (
+	"cmp"
 	"hash/fnv"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -267,11 +269,7 @@ const PeerMaxAge = 30 * time.Second
 // uplink on their own; cmd/swarmbench/TUNING.md.)
 func (r *Registry) Peers(os, excludeMAC string, n int) []netip.AddrPort {
 	now := r.now()
-	type cand struct {
-		ap   netip.AddrPort
-		rank uint64
-	}
-	var cs []cand
+	var cs []netip.AddrPort
 	r.mu.Lock()
 	for mac, e := range r.byMAC {
 		if mac == excludeMAC || !strings.EqualFold(e.m.OS, os) || e.listenPort == 0 || !e.ip.IsValid() {
@@ -283,24 +281,27 @@ func (r *Registry) Peers(os, excludeMAC string, n int) []netip.AddrPort {
 		if now.Sub(e.m.LastSeen) > PeerMaxAge {
 			continue
 		}
-		ap := netip.AddrPortFrom(e.ip, uint16(e.listenPort))
-		cs = append(cs, cand{ap, peerRank(excludeMAC, ap)})
+		cs = append(cs, netip.AddrPortFrom(e.ip, uint16(e.listenPort)))
 	}
 	r.mu.Unlock()
-	sort.Slice(cs, func(i, j int) bool {
-		if cs[i].rank != cs[j].rank {
-			return cs[i].rank < cs[j].rank
-		}
-		return cs[i].ap.Compare(cs[j].ap) < 0
-	})
-	out := make([]netip.AddrPort, 0, min(n, len(cs)))
-	for _, c := range cs {
-		if len(out) >= n {
-			break
-		}
-		out = append(out, c.ap)
+	sortByRank(excludeMAC, cs)
+	return cs[:min(n, len(cs))]
+}
+
+// sortByRank orders candidates for the machine asker by peerRank (then by
+// address, for equal ranks): an order of its own for every machine that
+// stays the same however the candidates came in.
+func sortByRank(asker string, candidates []netip.AddrPort) {
+	rank := make(map[netip.AddrPort]uint64, len(candidates))
+	for _, c := range candidates {
+		rank[c] = peerRank(asker, c)
 	}
-	return out
+	slices.SortFunc(candidates, func(a, b netip.AddrPort) int {
+		if c := cmp.Compare(rank[a], rank[b]); c != 0 {
+			return c
+		}
+		return a.Compare(b)
+	})
 }
 
 // peerRank is candidate's place in the peer list handed to the machine

@@ -224,47 +224,32 @@ func NewLAN(ctx context.Context, n int, shape LinkShape, staticClients bool) (_ 
 			return Host{}, err
 		}
 		h := Host{NS: ns, BridgeVeth: veth, Addr: addr}
-		var steps []struct {
+		// A command to run in a namespace.
+		type step struct {
 			ns   *netns.NS
 			prog string
 			args []string
 		}
+		var steps []step
 		if !shape.Offload {
-			steps = append(steps, []struct {
-				ns   *netns.NS
-				prog string
-				args []string
-			}{
-				{ns, "ethtool", []string{"-K", "eth0", "tso", "off", "gso", "off", "gro", "off"}},
-				{l.Bridge, "ethtool", []string{"-K", veth, "tso", "off", "gso", "off", "gro", "off"}},
-			}...)
+			steps = append(steps,
+				step{ns, "ethtool", []string{"-K", "eth0", "tso", "off", "gso", "off", "gro", "off"}},
+				step{l.Bridge, "ethtool", []string{"-K", veth, "tso", "off", "gso", "off", "gro", "off"}})
 		}
 		if shape.Congestion != "" {
 			// /proc/sys/net shows the namespace of the process that
 			// opens it. The name goes in as an argument, never into the
 			// script.
-			steps = append(steps, struct {
-				ns   *netns.NS
-				prog string
-				args []string
-			}{ns, "sh", []string{"-c", `echo "$1" > /proc/sys/net/ipv4/tcp_congestion_control`, "sh", shape.Congestion}})
+			steps = append(steps, step{ns, "sh", []string{"-c", `echo "$1" > /proc/sys/net/ipv4/tcp_congestion_control`, "sh", shape.Congestion}})
 		}
 		// The server's upload is the link saturated by bulk data while
 		// machines still ask for leases.
 		control := addr == ServerPrefix
 		for _, a := range shapeCmds("eth0", up, control) {
-			steps = append(steps, struct {
-				ns   *netns.NS
-				prog string
-				args []string
-			}{ns, "tc", a})
+			steps = append(steps, step{ns, "tc", a})
 		}
 		for _, a := range shapeCmds(veth, down, false) {
-			steps = append(steps, struct {
-				ns   *netns.NS
-				prog string
-				args []string
-			}{l.Bridge, "tc", a})
+			steps = append(steps, step{l.Bridge, "tc", a})
 		}
 		for _, step := range steps {
 			if _, err := step.ns.Run(step.prog, step.args...); err != nil {
