@@ -225,15 +225,17 @@ func (d *torrentDL) steal(index, count int, stolen []bool) ([]bool, bool) {
 			return nil, false // still fetching the last batch
 		}
 	}
-	if from == to {
-		for i := range np {
-			if !complete[i] && held[i] {
-				return nil, false // the peers still have work for this machine
-			}
+	// helpable: some connected machine holds a piece this one lacks.
+	helpable := false
+	for i := range np {
+		if !complete[i] && held[i] {
+			helpable = true
+			break
 		}
-		if d.sinceData() < helpAfter {
-			return nil, false // data still arrives: the owners are at work
-		}
+	}
+	idle := d.sinceData() >= helpAfter
+	if from == to && (helpable || !idle) {
+		return nil, false // the peers still have work for this machine, or the owners are at work
 	}
 	// No connected machine holds a piece this one lacks (the others
 	// finished and left, or none is connected): the seeder is the only
@@ -241,14 +243,7 @@ func (d *torrentDL) steal(index, count int, stolen []bool) ([]bool, bool) {
 	// stealBatch pieces per redial. A machine left alone at the end of a
 	// run with 1 % loss otherwise fetched its last 0.8 MiB at about
 	// 20 KiB/s, two pieces per new connection (cmd/swarmbench/TUNING.md).
-	lonely := true
-	for i := range np {
-		if !complete[i] && held[i] {
-			lonely = false
-			break
-		}
-	}
-	if lonely {
+	if !helpable {
 		next := make([]bool, np)
 		for i := range np {
 			next[i] = !complete[i]
@@ -261,7 +256,6 @@ func (d *torrentDL) steal(index, count int, stolen []bool) ([]bool, bool) {
 	// machines that see the same bitfields never pick the same piece. The
 	// lowest ownerReserve are left to the owner, which is fetching them,
 	// unless nothing came for helpAfter (the owner may be gone).
-	idle := d.sinceData() >= helpAfter
 	for k := 1; k < owners; k++ {
 		j := (index + k) % owners
 		f, t := bootapi.Share(j, owners, np)
