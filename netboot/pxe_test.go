@@ -114,6 +114,7 @@ func newLab(t *testing.T, mode, marker string, withhold bool) *lab {
 	c.Server.Interface = "eth0"
 	c.Server.Address = labServer
 	c.DHCP.Mode = mode
+	c.Client.Cmdline = vm.GuestArgs
 	if mode == config.DHCPFull {
 		c.DHCP.Range = fullFirst + "-" + fullLast
 		c.DHCP.First, c.DHCP.Last = netip.MustParseAddr(fullFirst), netip.MustParseAddr(fullLast)

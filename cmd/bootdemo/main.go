@@ -283,14 +283,15 @@ boot:
   default_os: demo
   timeout: 3s
   seed_time: 5s
+# The demo's machines are QEMU guests under software emulation.
 client:
-  cmdline: quiet
+  cmdline: quiet ` + vm.GuestArgs + `
 `,
 		"oss/demo/config.yaml": `dispname: Demo OS (Debian kernel + tiny initramfs)
 method: kexec
 kernel: vmlinuz
 initrd: initrd.img
-cmdline: console=ttyS0,115200 quiet
+cmdline: console=ttyS0,115200 quiet ` + vm.GuestArgs + `
 `,
 	}
 	for name, content := range files {

@@ -218,7 +218,7 @@ func TestQEMUBoot(t *testing.T) {
 method: kexec
 kernel: vmlinuz
 initrd: initrd.img
-cmdline: console=ttyS0,115200 panic=-1
+cmdline: console=ttyS0,115200 panic=-1 `+vm.GuestArgs+`
 files: [filler.bin]
 `))
 	copyFile(t, vm.Busybox, filepath.Join(dir, "oss/binos/busybox"))
@@ -244,9 +244,11 @@ boot:
   timeout: 120s
   seed_time: 40s
   menu: [testos, binos, badkernel]
+client:
+  cmdline: %s
 machines:
   "%s": {name: pinned-pc, os: testos}
-`, pinned)))
+`, vm.GuestArgs, pinned)))
 
 	s := &e2eServer{t: t, binary: binary, dir: dir, ns: srvNS, base: "http://10.79.0.1:8080"}
 	s.start()

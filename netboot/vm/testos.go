@@ -33,6 +33,13 @@ const (
 	EchoPrefix = "testos got: "
 )
 
+// GuestArgs go on the command line of every Linux kernel the tests and
+// the demo boot under QEMU. no_timer_check: under TCG on a busy host the
+// kernel's early check of the IO-APIC timer can time out, and the kernel
+// then panics ("IO-APIC + timer doesn't work!") before init; CI failed
+// once on exactly that. (Cloud images and libvirt guests pass it too.)
+const GuestArgs = "no_timer_check"
+
 // CmdlinePrefix starts the line /init prints with /proc/cmdline, so tests
 // can check what the kernel was given.
 const CmdlinePrefix = "testos cmdline: "

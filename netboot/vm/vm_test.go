@@ -37,7 +37,7 @@ func TestDirectBoot(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	v, err := Start(ctx, Config{LAN: lan, Firmware: BIOS, Dir: t.TempDir(), ExtraArgs: []string{
-		"-kernel", tos.Kernel, "-initrd", tos.Initramfs, "-append", "console=ttyS0,115200 quiet " + EchoArg}})
+		"-kernel", tos.Kernel, "-initrd", tos.Initramfs, "-append", "console=ttyS0,115200 quiet " + GuestArgs + " " + EchoArg}})
 	if err != nil {
 		t.Fatal(err)
 	}
