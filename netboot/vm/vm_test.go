@@ -47,7 +47,7 @@ func TestDirectBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("marker after %v", d.Round(time.Millisecond))
-	if !strings.Contains(v.Output(), CmdlinePrefix+"console=ttyS0,115200 quiet "+EchoArg) {
+	if !strings.Contains(v.Output(), CmdlinePrefix+"console=ttyS0,115200 quiet "+GuestArgs+" "+EchoArg) {
 		t.Errorf("cmdline line missing:\n%s", v.Tail(2000))
 	}
 	if err := v.SendKeys("hello vm\r"); err != nil {
