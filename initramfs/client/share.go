@@ -24,12 +24,20 @@ import (
 // and gets the rest from the other machines. Once its own share is
 // complete it helps the next one (see steal). Changing the advertised
 // pieces means dialling the seeder again, at most every remaskEvery.
+//
+// Near the end of a download the machines that completed their shares
+// early help the others (steal), and each helper's connection to the
+// seeder carries what one mask allows between two redials: with 2 pieces
+// a second the server's uplink ran at 50–75 % for its last 4–5 s
+// (N = 10, 20 Mbit/s). With 4 pieces every half second the all-done time
+// fell from 18.3 s to 17.7 s on average (12 and 10 runs, 17.4–20.2 s
+// against 16.6–18.7 s); 8 pieces a second was worse (18.0–21.1 s).
 
 const (
-	remaskEvery  = time.Second
+	remaskEvery  = 500 * time.Millisecond
 	helpAfter    = 3 * time.Second
 	noShareAfter = 10 * time.Second
-	shareLoopTic = 500 * time.Millisecond
+	shareLoopTic = 250 * time.Millisecond
 )
 
 // maxOwners bounds how many machines fetch a share from the seeder; the
@@ -160,9 +168,8 @@ func (d *torrentDL) shareLoop(ctx context.Context) {
 }
 
 // stealBatch is how many pieces of another share a machine asks the
-// seeder for at a time (see steal): about what one of the seeder's
-// connections carries between two redials.
-const stealBatch = 2
+// seeder for at a time (see steal and remaskEvery).
+const stealBatch = 4
 
 // ownerReserve is how many of a share's missing pieces, from its start,
 // steal leaves to the share's owner.
