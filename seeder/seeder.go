@@ -312,8 +312,8 @@ func (s *Seeder) clientConfig(host string, port int) *torrent.ClientConfig {
 	// connection and hides nothing on a lab LAN: plain handshakes, while
 	// still accepting obfuscated ones from other clients.
 	cfg.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false, RequirePreferred: false}
-	// Piece requests are 16 KiB; let a peer queue a few MiB so one
-	// connection can fill a gigabit link.
+	// Piece requests are 16 KiB (32 KiB from boot clients); let a peer
+	// queue a few MiB so one connection can fill a gigabit link.
 	cfg.MaxAllocPeerRequestDataPerConn = 4 << 20
 	if s.opts.UploadLimit > 0 {
 		cfg.UploadRateLimiter = rate.NewLimiter(rate.Limit(s.opts.UploadLimit), int(max(s.opts.UploadLimit, 4<<20)))

@@ -85,15 +85,16 @@ type dlOptions struct {
 
 // peerReqq is the most chunk requests this machine keeps outstanding at
 // another machine (the library would keep up to 250, what the peer
-// allows; in practice it keeps one or two, see chunkSize). On a LAN a few chunks cover the round trip; a deep queue only
-// lets the library's request stealing cancel chunks already on the wire,
-// which arrive anyway and are thrown away. With 8, 20 machines threw away
-// 4–6 % of what they received instead of 6–10 %, and the median machine
-// finished about a second sooner (32 MiB at 20 Mbit/s,
+// allows; in practice it keeps one or two, see ChunkSize). On a LAN a
+// few chunks cover the round trip; a deep queue only lets the library's
+// request stealing cancel chunks already on the wire, which arrive anyway
+// and are thrown away. With 8, 20 machines threw away 4–6 % of what they
+// received instead of 6–10 %, and the median machine finished about a
+// second sooner (16 KiB chunks, 32 MiB at 20 Mbit/s,
 // cmd/swarmbench/TUNING.md).
 const peerReqq = 8
 
-// chunkSize is how much one request asks a peer for (BitTorrent's
+// ChunkSize is how much one request asks a peer for (BitTorrent's
 // usual 16 KiB). The library (v1.61) refills a connection's requests only
 // when all have arrived, up to twice the number it added at its previous
 // update, and every HAVE of a wanted piece runs an update that usually
@@ -110,7 +111,7 @@ const peerReqq = 8
 // reads messages of up to four times its own chunk size); a client that
 // refuses requests over 16 KiB still has the seeder and the other
 // machines.
-const chunkSize = 32 << 10
+const ChunkSize = 32 << 10
 
 // torrentDL downloads one OS over BitTorrent.
 type torrentDL struct {
@@ -195,7 +196,7 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 		}
 	})
 	cfg.Callbacks.ReadMessage = d.maskSeeder
-	seederReqq := max(8, int(info.PieceLength/chunkSize))
+	seederReqq := max(8, int(info.PieceLength/ChunkSize))
 	cfg.Callbacks.ReadExtendedHandshake = func(pc *torrent.PeerConn, m *pp.ExtendedHandshakeMessage) {
 		// An uploader serves a connection's queued requests in no
 		// particular order. With the library's deep queue (up to ~1000
@@ -229,7 +230,7 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 		d.storage.Close()
 		return nil, fmt.Errorf("torrent: %w", err)
 	}
-	spec.ChunkSize = chunkSize
+	spec.ChunkSize = ChunkSize
 	t, _, err := cl.AddTorrentSpec(spec)
 	if err != nil {
 		cl.Close()

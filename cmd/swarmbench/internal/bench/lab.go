@@ -106,7 +106,7 @@ func labSeed(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer cl.Close()
-	t, err := cl.AddTorrent(&mi)
+	t, err := addLabTorrent(cl, &mi)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -214,7 +214,7 @@ func labLeech(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer cl.Close()
-	t, err := cl.AddTorrent(mi)
+	t, err := addLabTorrent(cl, mi)
 	if err != nil {
 		res.Error = err.Error()
 		return 1
@@ -332,7 +332,7 @@ wait:
 	res.SeedSeconds = time.Since(t1).Seconds()
 	st := t.Stats()
 	res.FromPeers, res.FromSeeder = fromPeers.Load(), fromSeeder.Load()
-	res.Wasted = st.ChunksReadWasted.Int64() * 16 << 10
+	res.Wasted = st.ChunksReadWasted.Int64() * client.ChunkSize
 	res.Uploaded = st.BytesWrittenData.Int64()
 	res.PiecesFailed = st.PiecesDirtiedBad.Int64()
 	return 0
@@ -353,4 +353,16 @@ func parseLabLine(line string, size int64) (outcome, bool) {
 		o.Err = fmt.Sprintf("got %d bytes, want %d", r.Bytes, size)
 	}
 	return o, true
+}
+
+// addLabTorrent adds mi with the boot client's request size, as the lab
+// engine measures the library with the product's settings.
+func addLabTorrent(cl *torrent.Client, mi *metainfo.MetaInfo) (*torrent.Torrent, error) {
+	spec, err := torrent.TorrentSpecFromMetaInfoErr(mi)
+	if err != nil {
+		return nil, err
+	}
+	spec.ChunkSize = client.ChunkSize
+	t, _, err := cl.AddTorrentSpec(spec)
+	return t, err
 }
