@@ -139,3 +139,89 @@ func TestHasAddrIn(t *testing.T) {
 		}
 	}
 }
+
+// TestDHCPRetransmitsLostDiscover takes a lease from a DHCP server that
+// ignores the first DISCOVER it hears, as when a packet is lost on the
+// way. The client must send again after dhcpFirstWait, not after the 4 s
+// a routed network would need: one machine that waits 4 s makes a whole
+// class of booting machines wait for it.
+func TestDHCPRetransmitsLostDiscover(t *testing.T) {
+	if err := netns.Available(); err != nil {
+		t.Skip(err)
+	}
+	lan, err := netns.NewLAN()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lan.Close() })
+	srv, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.82.0.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, _, err := lan.AddHost("eth0", netip.Prefix{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverIP, clientIP := net.IPv4(10, 82, 0, 1), net.IPv4(10, 82, 0, 50)
+	discovers := make(chan time.Time, 8)
+	var ds *server4.Server
+	err = srv.Do(func() error {
+		var err error
+		ds, err = server4.NewServer("eth0", &net.UDPAddr{Port: 67}, func(conn net.PacketConn, _ net.Addr, m *dhcpv4.DHCPv4) {
+			var typ dhcpv4.MessageType
+			switch m.MessageType() {
+			case dhcpv4.MessageTypeDiscover:
+				select {
+				case discovers <- time.Now():
+				default:
+				}
+				if len(discovers) == 1 {
+					return // the first one is "lost"
+				}
+				typ = dhcpv4.MessageTypeOffer
+			case dhcpv4.MessageTypeRequest:
+				typ = dhcpv4.MessageTypeAck
+			default:
+				return
+			}
+			resp, err := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(typ),
+				dhcpv4.WithYourIP(clientIP), dhcpv4.WithServerIP(serverIP),
+				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(serverIP)),
+				dhcpv4.WithOption(dhcpv4.OptSubnetMask(net.CIDRMask(24, 32))),
+				dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(time.Hour)))
+			if err != nil {
+				return
+			}
+			conn.WriteTo(resp.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: 68})
+		})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ds.Serve()
+	t.Cleanup(func() { ds.Close() })
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}), nil))
+	if err := cli.Do(func() error { return dhcpLease(ctx, "eth0", log) }); err != nil {
+		t.Fatalf("lease: %v", err)
+	}
+	if len(discovers) < 2 {
+		t.Fatalf("the server heard %d DISCOVER, want the lost one and its retransmission", len(discovers))
+	}
+	first, second := <-discovers, <-discovers
+	gap := second.Sub(first)
+	if gap < dhcpFirstWait/2 || gap > 2*dhcpFirstWait {
+		t.Fatalf("the client sent its DISCOVER again after %v, want about %v", gap, dhcpFirstWait)
+	}
+	out, err := cli.Run("ip", "-4", "-o", "addr", "show", "dev", "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasAddrIn(string(out), netip.MustParseAddr("10.82.0.50"), netip.MustParseAddr("10.82.0.50")) {
+		t.Fatalf("eth0 has not the leased 10.82.0.50: %s", out)
+	}
+	t.Logf("DISCOVER sent again after %v; %s", gap.Round(time.Millisecond), strings.TrimSpace(string(out)))
+}
