@@ -24,29 +24,11 @@ import (
 // an address. The client must skip the first offer, configure the
 // second, and end with the real address on its link.
 func TestDHCPLeaseIgnoresProxyOffer(t *testing.T) {
-	if err := netns.Available(); err != nil {
-		t.Skip(err)
-	}
 	if _, err := exec.LookPath("dnsmasq"); err != nil {
 		t.Skip("needs dnsmasq: apt-get install dnsmasq-base")
 	}
-	lan, err := netns.NewLAN()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lan.Close() })
-	srv, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.81.0.1/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.81.0.2/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, _, err := lan.AddHost("eth0", netip.Prefix{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	hosts := testLAN(t, "10.81.0.1/24", "10.81.0.2/24", "")
+	srv, proxy, cli := hosts[0], hosts[1], hosts[2]
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -62,7 +44,7 @@ func TestDHCPLeaseIgnoresProxyOffer(t *testing.T) {
 
 	var proxyOffers atomic.Int32
 	var ps *server4.Server
-	err = proxy.Do(func() error {
+	err := proxy.Do(func() error {
 		var err error
 		ps, err = server4.NewServer("eth0", &net.UDPAddr{Port: 67}, func(conn net.PacketConn, _ net.Addr, m *dhcpv4.DHCPv4) {
 			if m.MessageType() != dhcpv4.MessageTypeDiscover {
@@ -146,26 +128,12 @@ func TestHasAddrIn(t *testing.T) {
 // a routed network would need: one machine that waits 4 s makes a whole
 // class of booting machines wait for it.
 func TestDHCPRetransmitsLostDiscover(t *testing.T) {
-	if err := netns.Available(); err != nil {
-		t.Skip(err)
-	}
-	lan, err := netns.NewLAN()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lan.Close() })
-	srv, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.82.0.1/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, _, err := lan.AddHost("eth0", netip.Prefix{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	hosts := testLAN(t, "10.82.0.1/24", "")
+	srv, cli := hosts[0], hosts[1]
 	serverIP, clientIP := net.IPv4(10, 82, 0, 1), net.IPv4(10, 82, 0, 50)
 	discovers := make(chan time.Time, 8)
 	var ds *server4.Server
-	err = srv.Do(func() error {
+	err := srv.Do(func() error {
 		var err error
 		ds, err = server4.NewServer("eth0", &net.UDPAddr{Port: 67}, func(conn net.PacketConn, _ net.Addr, m *dhcpv4.DHCPv4) {
 			var typ dhcpv4.MessageType
@@ -224,4 +192,32 @@ func TestDHCPRetransmitsLostDiscover(t *testing.T) {
 		t.Fatalf("eth0 has not the leased 10.82.0.50: %s", out)
 	}
 	t.Logf("DISCOVER sent again after %v; %s", gap.Round(time.Millisecond), strings.TrimSpace(string(out)))
+}
+
+// testLAN builds a LAN of network namespaces for the test, one host per
+// address ("" for none, as a DHCP client starts), each with eth0 on the
+// bridge, removed when the test ends.
+func testLAN(t *testing.T, addrs ...string) []*netns.NS {
+	t.Helper()
+	if err := netns.Available(); err != nil {
+		t.Skip(err)
+	}
+	lan, err := netns.NewLAN()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lan.Close() })
+	var hosts []*netns.NS
+	for _, a := range addrs {
+		var p netip.Prefix
+		if a != "" {
+			p = netip.MustParsePrefix(a)
+		}
+		h, _, err := lan.AddHost("eth0", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hosts = append(hosts, h)
+	}
+	return hosts
 }
