@@ -54,8 +54,8 @@ func usableAddr(ip net.IP) bool {
 // 45 s limit). RFC 2131 suggests 4 s, for networks of routers and relays;
 // a boot server is one hop away and answers in milliseconds. With 1 %
 // packet loss on the links, one machine in a class of 20 lost a DHCP
-// packet in most runs, started 4 s late and finished 4 s after the
-// others (cmd/swarmbench/TUNING.md).
+// packet in about half the runs, started 4 s late and finished 4 s after
+// the others (cmd/swarmbench/TUNING.md).
 const dhcpFirstWait = time.Second
 
 // dhcpLease brings iface up, takes a lease (ignoring proxy offers) and
