@@ -113,6 +113,18 @@ const peerReqq = 8
 // machines.
 const ChunkSize = 32 << 10
 
+// AddTorrent adds mi to cl with the boot client's request size
+// (ChunkSize).
+func AddTorrent(cl *torrent.Client, mi *metainfo.MetaInfo) (*torrent.Torrent, error) {
+	spec, err := torrent.TorrentSpecFromMetaInfoErr(mi)
+	if err != nil {
+		return nil, err
+	}
+	spec.ChunkSize = ChunkSize
+	t, _, err := cl.AddTorrentSpec(spec)
+	return t, err
+}
+
 // torrentDL downloads one OS over BitTorrent.
 type torrentDL struct {
 	o       dlOptions
@@ -224,14 +236,7 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 	webSeeds := mi.UrlList
 	bare := *mi
 	bare.UrlList = nil
-	spec, err := torrent.TorrentSpecFromMetaInfoErr(&bare)
-	if err != nil {
-		cl.Close()
-		d.storage.Close()
-		return nil, fmt.Errorf("torrent: %w", err)
-	}
-	spec.ChunkSize = ChunkSize
-	t, _, err := cl.AddTorrentSpec(spec)
+	t, err := AddTorrent(cl, &bare)
 	if err != nil {
 		cl.Close()
 		d.storage.Close()

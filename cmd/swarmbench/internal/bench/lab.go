@@ -106,7 +106,7 @@ func labSeed(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer cl.Close()
-	t, err := addLabTorrent(cl, &mi)
+	t, err := client.AddTorrent(cl, &mi)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -214,7 +214,7 @@ func labLeech(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer cl.Close()
-	t, err := addLabTorrent(cl, mi)
+	t, err := client.AddTorrent(cl, mi)
 	if err != nil {
 		res.Error = err.Error()
 		return 1
@@ -353,16 +353,4 @@ func parseLabLine(line string, size int64) (outcome, bool) {
 		o.Err = fmt.Sprintf("got %d bytes, want %d", r.Bytes, size)
 	}
 	return o, true
-}
-
-// addLabTorrent adds mi with the boot client's request size, as the lab
-// engine measures the library with the product's settings.
-func addLabTorrent(cl *torrent.Client, mi *metainfo.MetaInfo) (*torrent.Torrent, error) {
-	spec, err := torrent.TorrentSpecFromMetaInfoErr(mi)
-	if err != nil {
-		return nil, err
-	}
-	spec.ChunkSize = client.ChunkSize
-	t, _, err := cl.AddTorrentSpec(spec)
-	return t, err
 }
