@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -43,30 +45,20 @@ func TestDHCPLeaseIgnoresProxyOffer(t *testing.T) {
 	t.Cleanup(func() { dm.Process.Kill(); dm.Wait() })
 
 	var proxyOffers atomic.Int32
-	var ps *server4.Server
-	err := proxy.Do(func() error {
-		var err error
-		ps, err = server4.NewServer("eth0", &net.UDPAddr{Port: 67}, func(conn net.PacketConn, _ net.Addr, m *dhcpv4.DHCPv4) {
-			if m.MessageType() != dhcpv4.MessageTypeDiscover {
-				return
-			}
-			resp, err := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer),
-				dhcpv4.WithServerIP(net.IPv4(10, 81, 0, 2)),
-				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(10, 81, 0, 2))),
-				dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient")))
-			if err != nil {
-				return
-			}
-			proxyOffers.Add(1)
-			conn.WriteTo(resp.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: 68})
-		})
-		return err
+	serveDHCP(t, proxy, func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		if m.MessageType() != dhcpv4.MessageTypeDiscover {
+			return nil
+		}
+		resp, err := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer),
+			dhcpv4.WithServerIP(net.IPv4(10, 81, 0, 2)),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(10, 81, 0, 2))),
+			dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient")))
+		if err != nil {
+			return nil
+		}
+		proxyOffers.Add(1)
+		return resp
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ps.Serve()
-	t.Cleanup(func() { ps.Close() })
 
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}), nil))
 	if err := cli.Do(func() error { return dhcpLease(ctx, "eth0", log) }); err != nil {
@@ -131,44 +123,35 @@ func TestDHCPRetransmitsLostDiscover(t *testing.T) {
 	hosts := testLAN(t, "10.82.0.1/24", "")
 	srv, cli := hosts[0], hosts[1]
 	serverIP, clientIP := net.IPv4(10, 82, 0, 1), net.IPv4(10, 82, 0, 50)
-	discovers := make(chan time.Time, 8)
-	var ds *server4.Server
-	err := srv.Do(func() error {
-		var err error
-		ds, err = server4.NewServer("eth0", &net.UDPAddr{Port: 67}, func(conn net.PacketConn, _ net.Addr, m *dhcpv4.DHCPv4) {
-			var typ dhcpv4.MessageType
-			switch m.MessageType() {
-			case dhcpv4.MessageTypeDiscover:
-				select {
-				case discovers <- time.Now():
-				default:
-				}
-				if len(discovers) == 1 {
-					return // the first one is "lost"
-				}
-				typ = dhcpv4.MessageTypeOffer
-			case dhcpv4.MessageTypeRequest:
-				typ = dhcpv4.MessageTypeAck
-			default:
-				return
+	var mu sync.Mutex
+	var discovers []time.Time // when the server heard each DISCOVER
+	serveDHCP(t, srv, func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		var typ dhcpv4.MessageType
+		switch m.MessageType() {
+		case dhcpv4.MessageTypeDiscover:
+			mu.Lock()
+			discovers = append(discovers, time.Now())
+			lost := len(discovers) == 1
+			mu.Unlock()
+			if lost {
+				return nil
 			}
-			resp, err := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(typ),
-				dhcpv4.WithYourIP(clientIP), dhcpv4.WithServerIP(serverIP),
-				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(serverIP)),
-				dhcpv4.WithOption(dhcpv4.OptSubnetMask(net.CIDRMask(24, 32))),
-				dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(time.Hour)))
-			if err != nil {
-				return
-			}
-			conn.WriteTo(resp.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: 68})
-		})
-		return err
+			typ = dhcpv4.MessageTypeOffer
+		case dhcpv4.MessageTypeRequest:
+			typ = dhcpv4.MessageTypeAck
+		default:
+			return nil
+		}
+		resp, err := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(typ),
+			dhcpv4.WithYourIP(clientIP), dhcpv4.WithServerIP(serverIP),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(serverIP)),
+			dhcpv4.WithOption(dhcpv4.OptSubnetMask(net.CIDRMask(24, 32))),
+			dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(time.Hour)))
+		if err != nil {
+			return nil
+		}
+		return resp
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ds.Serve()
-	t.Cleanup(func() { ds.Close() })
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -176,11 +159,13 @@ func TestDHCPRetransmitsLostDiscover(t *testing.T) {
 	if err := cli.Do(func() error { return dhcpLease(ctx, "eth0", log) }); err != nil {
 		t.Fatalf("lease: %v", err)
 	}
-	if len(discovers) < 2 {
-		t.Fatalf("the server heard %d DISCOVER, want the lost one and its retransmission", len(discovers))
+	mu.Lock()
+	heard := slices.Clone(discovers)
+	mu.Unlock()
+	if len(heard) < 2 {
+		t.Fatalf("the server heard %d DISCOVER, want the lost one and its retransmission", len(heard))
 	}
-	first, second := <-discovers, <-discovers
-	gap := second.Sub(first)
+	gap := heard[1].Sub(heard[0])
 	if gap < dhcpFirstWait/2 || gap > 2*dhcpFirstWait {
 		t.Fatalf("the client sent its DISCOVER again after %v, want about %v", gap, dhcpFirstWait)
 	}
@@ -220,4 +205,25 @@ func testLAN(t *testing.T, addrs ...string) []*netns.NS {
 		hosts = append(hosts, h)
 	}
 	return hosts
+}
+
+// serveDHCP runs a DHCP server on ns's eth0 until the test ends: reply
+// gives the answer to a client's message (nil: none), which is broadcast.
+func serveDHCP(t *testing.T, ns *netns.NS, reply func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4) {
+	t.Helper()
+	var srv *server4.Server
+	err := ns.Do(func() error {
+		var err error
+		srv, err = server4.NewServer("eth0", &net.UDPAddr{Port: 67}, func(conn net.PacketConn, _ net.Addr, m *dhcpv4.DHCPv4) {
+			if resp := reply(m); resp != nil {
+				conn.WriteTo(resp.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: 68})
+			}
+		})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Close() })
 }
