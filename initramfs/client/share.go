@@ -35,10 +35,37 @@ import (
 
 const (
 	remaskEvery  = 500 * time.Millisecond
-	helpAfter    = 3 * time.Second
 	noShareAfter = 10 * time.Second
 	shareLoopTic = 250 * time.Millisecond
 )
+
+// helpAfter is how long a machine must go without data before it counts
+// as idle in steal, while no connected machine is still downloading (the
+// others finished or left: the seeder is the only source). helpAfterSwarm
+// is the same while some connected machine is still downloading: the
+// owners are then still fetching their shares, and a machine that takes
+// their pieces from the seeder only makes the server send them twice. At
+// N = 100 (8 MiB, 4 Mbit/s, 64 owners) a machine's first piece takes
+// 8 s or more to arrive, so with 3 s every machine without a share asked
+// the seeder for everything and every owner with a complete share took
+// the next owner's reserved pieces: the server sent 2.37 copies of the
+// image, and all machines were done after 53.6–56.8 s; with 10 s,
+// 2.09 copies and 47.2–49.9 s (cmd/swarmbench/TUNING.md). Below N = 64
+// data keeps coming and neither wait is reached before the end.
+const (
+	helpAfter      = 3 * time.Second
+	helpAfterSwarm = 10 * time.Second
+)
+
+// idleToHelp says whether a machine that got no data for sinceData counts
+// as idle in steal, given whether a connected machine is still
+// downloading.
+func idleToHelp(sinceData time.Duration, peersDownloading bool) bool {
+	if peersDownloading {
+		return sinceData >= helpAfterSwarm
+	}
+	return sinceData >= helpAfter
+}
 
 // maxOwners bounds how many machines fetch a share from the seeder; the
 // others get every piece from the machines. An owner receives its share
@@ -194,7 +221,8 @@ const ownerReserve = 2
 //
 // A machine without a share of its own (more machines than owners) helps
 // only when it sits idle: no peer has a piece it lacks and no data came
-// for helpAfter. Otherwise all of them would take pieces from the seeder
+// for helpAfter (helpAfterSwarm while a peer is still downloading; see
+// idleToHelp). Otherwise all of them would take pieces from the seeder
 // at once, before any owner had a piece to pass on.
 //
 // stolen is the current extra set; steal returns the next one and true
@@ -216,11 +244,13 @@ func (d *torrentDL) steal(index, count int, stolen []bool) ([]bool, bool) {
 		}
 	}
 	held := make([]bool, np)
+	downloading := false
 	for _, pc := range d.t.PeerConns() {
 		if d.source(&pc.Peer) == srcSeeder {
 			continue
 		}
 		bm := pc.PeerPieces()
+		downloading = downloading || bm.GetCardinality() < uint64(np)
 		for it := bm.Iterator(); it.HasNext(); {
 			if i := int(it.Next()); i < np {
 				held[i] = true
@@ -240,7 +270,7 @@ func (d *torrentDL) steal(index, count int, stolen []bool) ([]bool, bool) {
 			break
 		}
 	}
-	idle := d.sinceData() >= helpAfter
+	idle := idleToHelp(d.sinceData(), downloading)
 	if from == to && (helpable || !idle) {
 		return nil, false // the peers still have work for this machine, or the owners are at work
 	}
@@ -262,7 +292,7 @@ func (d *torrentDL) steal(index, count int, stolen []bool) ([]bool, bool) {
 	// takes the k-th batch of its missing pieces counted from the end, so
 	// machines that see the same bitfields never pick the same piece. The
 	// lowest ownerReserve are left to the owner, which is fetching them,
-	// unless nothing came for helpAfter (the owner may be gone).
+	// unless the machine is idle (the owner may be gone).
 	for k := 1; k < owners; k++ {
 		j := (index + k) % owners
 		f, t := bootapi.Share(j, owners, np)

@@ -468,3 +468,26 @@ func TestWebSeedDue(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleToHelp: a machine helps with the owners' pieces after a short
+// silence only when no connected machine is still downloading; while one
+// is, the owners are still fetching and it waits longer (at N = 100 the
+// short wait made the server send 2.37 copies of the image).
+func TestIdleToHelp(t *testing.T) {
+	for _, c := range []struct {
+		sinceData   time.Duration
+		downloading bool
+		want        bool
+	}{
+		{0, false, false},
+		{helpAfter - time.Millisecond, false, false},
+		{helpAfter, false, true}, // the others finished or left
+		{helpAfter, true, false}, // the owners are still at work
+		{helpAfterSwarm - time.Millisecond, true, false},
+		{helpAfterSwarm, true, true}, // a long silence: an owner may be gone
+	} {
+		if got := idleToHelp(c.sinceData, c.downloading); got != c.want {
+			t.Errorf("idleToHelp(no data for %v, peers downloading %v) = %v, want %v", c.sinceData, c.downloading, got, c.want)
+		}
+	}
+}
