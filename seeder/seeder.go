@@ -40,6 +40,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -331,9 +332,32 @@ func (s *Seeder) clientConfig(host string, port int) *torrent.ClientConfig {
 		s.connStart.Store(pc, time.Now())
 	}
 	cfg.Callbacks.PeerConnClosed = func(pc *torrent.PeerConn) { go s.logPeerDone(pc) }
+	AnswerMaskRequests(cfg)
 	cfg.Slogger = slog.New(levelAtLeast{s.log.Handler(), slog.LevelWarn}).With("part", "anacrolix")
 	cfg.Logger = cfg.Logger.WithFilterLevel(alog.Warning)
 	return cfg
+}
+
+// AnswerMaskRequests makes a client configured with cfg support
+// bootapi.MaskExtension: it advertises the extension on every connection
+// and answers every message of it with an empty one (one reply per
+// message, a few bytes: nothing for a peer to amplify). The payload is
+// ignored.
+func AnswerMaskRequests(cfg *torrent.ClientConfig) {
+	cfg.Callbacks.PeerConnAdded = append(cfg.Callbacks.PeerConnAdded, func(pc *torrent.PeerConn) {
+		// A copy: the library's list is shared by all connections.
+		m := &torrent.LocalLtepProtocolMap{Index: slices.Clone(pc.LocalLtepProtocolMap.Index), NumBuiltin: pc.LocalLtepProtocolMap.NumBuiltin}
+		m.AddUserProtocol(bootapi.MaskExtension)
+		pc.LocalLtepProtocolMap = m
+	})
+	cfg.Callbacks.PeerConnReadExtensionMessage = append(cfg.Callbacks.PeerConnReadExtensionMessage, func(ev torrent.PeerConnReadExtensionMessageEvent) {
+		if name, _, err := ev.PeerConn.LocalLtepProtocolMap.LookupId(ev.ExtensionNumber); err != nil || name != bootapi.MaskExtension {
+			return
+		}
+		// The callback runs with the library's lock held, and writing
+		// takes it.
+		go ev.PeerConn.WriteExtendedMessage(bootapi.MaskExtension, nil)
+	})
 }
 
 // urls returns the announce tiers and the web seed URL for the torrents.

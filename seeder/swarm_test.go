@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
+
+	"github.com/boottorrent/boottorrent/netboot/bootapi"
 )
 
 // TestAnacrolixClientsExchange starts three anacrolix/torrent clients (the
@@ -106,5 +109,77 @@ func TestAnacrolixClientsExchange(t *testing.T) {
 	}
 	if float64(up) > 2.5*float64(size) {
 		t.Fatalf("seeder sent %.2f copies for %d clients: little exchange among peers", float64(up)/float64(size), n)
+	}
+}
+
+// TestSeederAnswersMaskRequests: the seeder advertises
+// bootapi.MaskExtension and answers each message of it with one of its
+// own, which is how a boot client changes the pieces it asks the seeder
+// for without a new connection (initramfs/client/share.go).
+func TestSeederAnswersMaskRequests(t *testing.T) {
+	// A slow seeder (after the limiter's 4 MiB burst): the client is
+	// still downloading, and so connected, when it asks.
+	p := makeProject(t, "127.0.0.1", 8080, testOS{"alpha", map[string]int64{"vmlinuz": 8 << 20, "initrd.img": 1 << 20}})
+	s, _, err := startSeeder(t, p, Options{NoWebSeed: true, UploadLimit: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mi, err := metainfo.LoadFromFile(TorrentPath(p, "alpha"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	answers := make(chan []byte, 10)
+	cfg := torrent.NewDefaultClientConfig()
+	cfg.ListenHost = func(string) string { return "127.0.0.30" }
+	cfg.NoDHT, cfg.DisableUTP, cfg.DisableWebtorrent, cfg.DisableWebseeds, cfg.DisableTrackers = true, true, true, true, true
+	cfg.NoDefaultPortForwarding, cfg.DisableIPv6 = true, true
+	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{ClientBaseDir: t.TempDir(), PieceCompletion: storage.NewMapPieceCompletion()})
+	cfg.Logger = cfg.Logger.WithFilterLevel(alog.Critical)
+	cfg.Callbacks.PeerConnAdded = append(cfg.Callbacks.PeerConnAdded, func(pc *torrent.PeerConn) {
+		m := &torrent.LocalLtepProtocolMap{Index: slices.Clone(pc.LocalLtepProtocolMap.Index), NumBuiltin: pc.LocalLtepProtocolMap.NumBuiltin}
+		m.AddUserProtocol(bootapi.MaskExtension)
+		pc.LocalLtepProtocolMap = m
+	})
+	cfg.Callbacks.PeerConnReadExtensionMessage = append(cfg.Callbacks.PeerConnReadExtensionMessage, func(ev torrent.PeerConnReadExtensionMessageEvent) {
+		if name, _, err := ev.PeerConn.LocalLtepProtocolMap.LookupId(ev.ExtensionNumber); err == nil && name == bootapi.MaskExtension {
+			answers <- slices.Clone(ev.Payload)
+		}
+	})
+	cl, err := torrent.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	tt, err := cl.AddTorrent(mi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := s.Peers("alpha", netip.Addr{}, 1)[0]
+	tt.AddPeers([]torrent.PeerInfo{{Addr: torrent.PeerRemoteAddr(net.TCPAddrFromAddrPort(seed)), Trusted: true}})
+	tt.DownloadAll() // a client that wants nothing dials no one
+	// Ask twice, once the seeder's extended handshake is in (before it,
+	// the client does not know the seeder's number for the extension).
+	sent := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for sent < 2 && time.Now().Before(deadline) {
+		for _, pc := range tt.PeerConns() {
+			if sent < 2 && pc.WriteExtendedMessage(bootapi.MaskExtension, []byte("ignored")) == nil {
+				sent++
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if sent < 2 {
+		t.Fatal("the seeder's connection never offered the mask extension")
+	}
+	for i := range 2 {
+		select {
+		case a := <-answers:
+			if len(a) != 0 {
+				t.Errorf("answer %d has a payload of %d bytes, want none", i, len(a))
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of 2 mask requests answered", i)
+		}
 	}
 }

@@ -138,6 +138,8 @@ type torrentDL struct {
 	webSeeded                      atomic.Bool
 	started                        time.Time
 
+	np int // pieces in the torrent
+
 	// share is the share {index, count} of the pieces the server
 	// assigned this machine (nil: none yet); mask is what the seeder's connection is
 	// made to advertise (nil: every piece). See shareLoop.
@@ -173,7 +175,7 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		return nil, err
 	}
-	d := &torrentDL{o: o, started: time.Now()}
+	d := &torrentDL{o: o, started: time.Now(), np: info.NumPieces()}
 	d.lastData.Store(time.Now().UnixNano())
 	if o.Peers != nil {
 		// Until the server says which share is this machine's, a seeder
@@ -208,6 +210,7 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 		}
 	})
 	cfg.Callbacks.ReadMessage = d.maskSeeder
+	cfg.Callbacks.PeerConnAdded = append(cfg.Callbacks.PeerConnAdded, advertiseMask)
 	seederReqq := max(8, int(info.PieceLength/ChunkSize))
 	cfg.Callbacks.ReadExtendedHandshake = func(pc *torrent.PeerConn, m *pp.ExtendedHandshakeMessage) {
 		// An uploader serves a connection's queued requests in no

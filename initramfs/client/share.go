@@ -22,16 +22,20 @@ import (
 // (bootapi.Peers); the machine makes the seeder's connection advertise only
 // its share, so it asks the seeder for nothing another machine will have,
 // and gets the rest from the other machines. Once its own share is
-// complete it helps the next one (see steal). Changing the advertised
-// pieces means dialling the seeder again, at most every remaskEvery.
+// complete it helps the next one (see steal). The advertised pieces
+// change at most every remaskEvery, on the open connection (setMask).
 //
 // Near the end of a download the machines that completed their shares
 // early help the others (steal), and each helper's connection to the
-// seeder carries what one mask allows between two redials: with 2 pieces
-// a second the server's uplink ran at 50–75 % for its last 4–5 s
-// (N = 10, 20 Mbit/s). With 4 pieces every half second the all-done time
-// fell from 18.3 s to 17.7 s on average (12 and 10 runs, 17.4–20.2 s
-// against 16.6–18.7 s); 8 pieces a second was worse (18.0–21.1 s).
+// seeder carries what one mask allows between two changes. When each
+// change meant a new connection, with 2 pieces a second the server's
+// uplink ran at 50–75 % for its last 4–5 s (N = 10, 20 Mbit/s), and with
+// 4 pieces every half second the all-done time fell from 18.3 s to 17.7 s
+// on average (12 and 10 runs, 17.4–20.2 s against 16.6–18.7 s); 8 pieces
+// a second was worse (18.0–21.1 s). With the change on the open
+// connection, the server's uplink stays full until its last 1–2 s, and
+// 2 pieces every quarter second was no better than 4 every half second
+// (N = 10: 16.9–18.3 s against 17.0–17.2 s, four runs each).
 
 const (
 	remaskEvery  = 500 * time.Millisecond
@@ -107,14 +111,25 @@ func shareMask(from, to, pieces int, extra []bool) *[]bool {
 }
 
 // maskSeeder is the ReadMessage callback: it rewrites the seeder's
-// Bitfield or HaveAll to the current mask before the library reads it. It
-// runs with the library's lock held, so it must not call into the client.
+// Bitfield or HaveAll to the current mask before the library reads it,
+// and the seeder's answer to a mask request (bootapi.MaskExtension, see
+// setMask) to a Bitfield of the current mask. It runs with the library's
+// lock held, so it must not call into the client.
 func (d *torrentDL) maskSeeder(pc *torrent.PeerConn, m *pp.Message) {
+	if m.Keepalive || d.source(&pc.Peer) != srcSeeder {
+		return
+	}
+	if m.Type == pp.Extended && m.ExtendedID != pp.HandshakeExtendedID {
+		if name, _, err := pc.LocalLtepProtocolMap.LookupId(m.ExtendedID); err == nil && name == bootapi.MaskExtension {
+			*m = pp.Message{Type: pp.Bitfield, Bitfield: maskOrAll(d.mask.Load(), d.np)}
+		}
+		return
+	}
 	if m.Type != pp.Bitfield && m.Type != pp.HaveAll {
 		return
 	}
 	mask := d.mask.Load()
-	if mask == nil || d.source(&pc.Peer) != srcSeeder {
+	if mask == nil {
 		return
 	}
 	bf := slices.Clone(*mask)
@@ -127,15 +142,53 @@ func (d *torrentDL) maskSeeder(pc *torrent.PeerConn, m *pp.Message) {
 	m.Type, m.Bitfield = pp.Bitfield, bf
 }
 
-// setMask makes mask what the seeder advertises (nil: every piece): it
-// closes the connections to the seeder and dials it again, so that the
-// new connection's bitfield is rewritten with it.
+// maskOrAll is mask as a Bitfield message carries it, or every piece of
+// np when mask is nil.
+func maskOrAll(mask *[]bool, np int) []bool {
+	if mask != nil {
+		return slices.Clone(*mask)
+	}
+	bf := make([]bool, (np+7)/8*8)
+	for i := range np {
+		bf[i] = true
+	}
+	return bf
+}
+
+// advertiseMask is a PeerConnAdded callback: every connection offers
+// bootapi.MaskExtension, so that the seeder can answer a mask request
+// (the seeder's side is seeder.AnswerMaskRequests). It changes a copy of
+// the library's list of extensions, which all connections share.
+func advertiseMask(pc *torrent.PeerConn) {
+	m := &torrent.LocalLtepProtocolMap{Index: slices.Clone(pc.LocalLtepProtocolMap.Index), NumBuiltin: pc.LocalLtepProtocolMap.NumBuiltin}
+	m.AddUserProtocol(bootapi.MaskExtension)
+	pc.LocalLtepProtocolMap = m
+}
+
+// setMask makes mask what the seeder advertises (nil: every piece). On a
+// connection to a seeder that supports bootapi.MaskExtension it sends a
+// mask request, and maskSeeder turns the answer into a Bitfield of the
+// new mask: the connection and its requests in flight stay. Otherwise
+// (a seeder without the extension) it closes the connections to the
+// seeder and dials it again, so that the new connection's bitfield is
+// rewritten with it; closing threw away what was in flight, and at N = 20
+// the server's uplink ran below its rate in its last seconds
+// (cmd/swarmbench/TUNING.md).
 func (d *torrentDL) setMask(mask *[]bool) {
 	d.mask.Store(mask)
+	redial := true
 	for _, pc := range d.t.PeerConns() {
-		if d.source(&pc.Peer) == srcSeeder {
-			pc.Close()
+		if d.source(&pc.Peer) != srcSeeder {
+			continue
 		}
+		if pc.WriteExtendedMessage(bootapi.MaskExtension, nil) == nil {
+			redial = false
+			continue
+		}
+		pc.Close()
+	}
+	if !redial {
+		return
 	}
 	d.seederMu.Lock()
 	s := d.seeder

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/seeder"
 )
 
 // testServer is a stand-in for boottorrent start on loopback: the boot
@@ -44,6 +46,9 @@ type testServer struct {
 	reports []bootapi.Report
 	peers   map[string]string // mac → ip:port reported
 	noSeed  bool
+	// noMask makes the seeder a plain one, without
+	// bootapi.MaskExtension (an older server).
+	noMask bool
 	// uploadBps limits the seeder's upload (0: unlimited).
 	uploadBps int
 	// shares, when > 1, splits the pieces into that many shares, handed
@@ -147,6 +152,9 @@ func (s *testServer) startSeeder() {
 	cfg.ListenHost = func(string) string { return "127.0.0.1" }
 	cfg.ListenPort = 0
 	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{ClientBaseDir: s.dir, PieceCompletion: storage.NewMapPieceCompletion(), UsePartFiles: generics.Some(false)})
+	if !s.noMask {
+		seeder.AnswerMaskRequests(cfg)
+	}
 	cl, err := torrent.NewClient(cfg)
 	if err != nil {
 		s.t.Fatal(err)
@@ -489,5 +497,94 @@ func TestIdleToHelp(t *testing.T) {
 		if got := idleToHelp(c.sinceData, c.downloading); got != c.want {
 			t.Errorf("idleToHelp(no data for %v, peers downloading %v) = %v, want %v", c.sinceData, c.downloading, got, c.want)
 		}
+	}
+}
+
+// TestSeederMaskChange: when the pieces this machine may ask the seeder
+// for change (its share, then pieces of other shares, see steal), a
+// seeder with bootapi.MaskExtension gets a mask request on the open
+// connection, and the library's view of the seeder changes to the new
+// mask on that same connection: the requests in flight stay. A seeder
+// without the extension (an older server) is dialled again instead, and
+// the new connection carries the new mask.
+func TestSeederMaskChange(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		noMask   bool
+		sameConn bool
+	}{
+		{"in band", false, true},
+		{"redial", true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newTestServer(t, 4<<20, false)
+			s.noMask = c.noMask
+			s.uploadBps = 256 << 10 // still downloading when the mask changes
+			s.startSeeder()
+			info, err := s.mi.UnmarshalInfo()
+			if err != nil {
+				t.Fatal(err)
+			}
+			np := info.NumPieces()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			seederAddr := fmt.Sprintf("127.0.0.1:%d", s.seeder.LocalPort())
+			var share atomic.Pointer[[2]int] // what the server answers
+			share.Store(&[2]int{0, 2})
+			d, err := startTorrent(ctx, s.mi, dlOptions{
+				DataDir: t.TempDir(), ListenHost: "127.0.0.1", ServerHost: "127.0.0.1",
+				Peers: func(context.Context) (*bootapi.Peers, error) {
+					sh := share.Load()
+					return &bootapi.Peers{Peers: []string{seederAddr}, ShareIndex: sh[0], ShareCount: sh[1]}, nil
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			// seederView waits until the library sees, on one connection
+			// to the seeder, exactly the pieces [from, to).
+			seederView := func(from, to int) *torrent.PeerConn {
+				t.Helper()
+				var last string
+				for ctx.Err() == nil {
+					for _, pc := range d.t.PeerConns() {
+						if d.source(&pc.Peer) != srcSeeder {
+							continue
+						}
+						bm := pc.PeerPieces()
+						ok := int(bm.GetCardinality()) == to-from
+						for i := from; ok && i < to; i++ {
+							ok = bm.Contains(uint32(i))
+						}
+						if ok {
+							return pc
+						}
+						last = fmt.Sprintf("%d pieces from %d", bm.GetCardinality(), bm.Minimum())
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				t.Fatalf("the seeder's connection never offered pieces [%d, %d) (last: %s)", from, to, last)
+				return nil
+			}
+			first := seederView(0, np/2)
+			// The server hands this machine the other share; shareLoop
+			// applies it (without waiting for the next peer list).
+			setShare := func(index, count int) {
+				share.Store(&[2]int{index, count})
+				d.share.Store(&[2]int{index, count})
+			}
+			setShare(1, 2)
+			second := seederView(np/2, np)
+			if got := second == first; got != c.sameConn {
+				t.Errorf("same connection after the mask change: %v, want %v", got, c.sameConn)
+			}
+			// No split any more: every piece (no mask).
+			setShare(0, 1)
+			third := seederView(0, np)
+			if got := third == second; got != c.sameConn {
+				t.Errorf("same connection after dropping the mask: %v, want %v", got, c.sameConn)
+			}
+		})
 	}
 }

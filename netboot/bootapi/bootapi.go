@@ -30,6 +30,15 @@ const (
 	PathScrape          = "/scrape"           // HTTP tracker scrape (seeder)
 )
 
+// MaskExtension is the BitTorrent extension (BEP 10) by which a boot
+// client asks the seeder, on an open connection, to say again what it
+// has: the seeder answers each such message with an empty one of its own,
+// and the client reads the answer as a Bitfield of the pieces it may ask
+// the seeder for (its share, initramfs/client/share.go). Without it,
+// changing those pieces meant closing the connection and dialling again,
+// which threw away the requests in flight.
+const MaskExtension = "boottorrent_mask"
+
 // Kernel command line keys the iPXE script passes to the boot client.
 const (
 	ArgServer = "boottorrent.server" // http://IP:PORT of the HTTP listener
