@@ -344,12 +344,7 @@ func (s *Seeder) clientConfig(host string, port int) *torrent.ClientConfig {
 // message, a few bytes: nothing for a peer to amplify). The payload is
 // ignored.
 func AnswerMaskRequests(cfg *torrent.ClientConfig) {
-	cfg.Callbacks.PeerConnAdded = append(cfg.Callbacks.PeerConnAdded, func(pc *torrent.PeerConn) {
-		// A copy: the library's list is shared by all connections.
-		m := &torrent.LocalLtepProtocolMap{Index: slices.Clone(pc.LocalLtepProtocolMap.Index), NumBuiltin: pc.LocalLtepProtocolMap.NumBuiltin}
-		m.AddUserProtocol(bootapi.MaskExtension)
-		pc.LocalLtepProtocolMap = m
-	})
+	cfg.Callbacks.PeerConnAdded = append(cfg.Callbacks.PeerConnAdded, advertiseMask)
 	cfg.Callbacks.PeerConnReadExtensionMessage = append(cfg.Callbacks.PeerConnReadExtensionMessage, func(ev torrent.PeerConnReadExtensionMessageEvent) {
 		if name, _, err := ev.PeerConn.LocalLtepProtocolMap.LookupId(ev.ExtensionNumber); err != nil || name != bootapi.MaskExtension {
 			return
@@ -358,6 +353,17 @@ func AnswerMaskRequests(cfg *torrent.ClientConfig) {
 		// takes it.
 		go ev.PeerConn.WriteExtendedMessage(bootapi.MaskExtension, nil)
 	})
+}
+
+// advertiseMask is a PeerConnAdded callback that adds
+// bootapi.MaskExtension to what pc advertises, in a copy of the library's
+// list of extensions, which all connections share. (The boot client has
+// its own, initramfs/client advertiseMask: it may not import the server's
+// packages.)
+func advertiseMask(pc *torrent.PeerConn) {
+	m := &torrent.LocalLtepProtocolMap{Index: slices.Clone(pc.LocalLtepProtocolMap.Index), NumBuiltin: pc.LocalLtepProtocolMap.NumBuiltin}
+	m.AddUserProtocol(bootapi.MaskExtension)
+	pc.LocalLtepProtocolMap = m
 }
 
 // urls returns the announce tiers and the web seed URL for the torrents.

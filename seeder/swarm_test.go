@@ -17,6 +17,18 @@ import (
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
 )
 
+// leecherConfig is a plain anacrolix/torrent client on host (a loopback
+// address of its own) that finds peers only as it is told.
+func leecherConfig(t *testing.T, host string) *torrent.ClientConfig {
+	cfg := torrent.NewDefaultClientConfig()
+	cfg.ListenHost = func(string) string { return host }
+	cfg.NoDHT, cfg.DisableUTP, cfg.DisableWebtorrent, cfg.DisableWebseeds, cfg.DisableTrackers = true, true, true, true, true
+	cfg.NoDefaultPortForwarding, cfg.DisableIPv6 = true, true
+	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{ClientBaseDir: t.TempDir(), PieceCompletion: storage.NewMapPieceCompletion()})
+	cfg.Logger = cfg.Logger.WithFilterLevel(alog.Critical)
+	return cfg
+}
+
 // TestAnacrolixClientsExchange starts three anacrolix/torrent clients (the
 // library of the boot client) at once on loopback addresses of their own,
 // each told about the seeder and the others as the boot API does, with the
@@ -38,13 +50,8 @@ func TestAnacrolixClientsExchange(t *testing.T) {
 	var clients []*torrent.Client
 	var ts []*torrent.Torrent
 	for i := range n {
-		cfg := torrent.NewDefaultClientConfig()
-		host := fmt.Sprintf("127.0.0.%d", 20+i)
-		cfg.ListenHost = func(string) string { return host }
-		cfg.NoDHT, cfg.DisableUTP, cfg.DisableWebtorrent, cfg.DisableWebseeds, cfg.DisableTrackers = true, true, true, true, true
-		cfg.NoDefaultPortForwarding, cfg.DisableIPv6, cfg.Seed = true, true, true
-		cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{ClientBaseDir: t.TempDir(), PieceCompletion: storage.NewMapPieceCompletion()})
-		cfg.Logger = cfg.Logger.WithFilterLevel(alog.Critical)
+		cfg := leecherConfig(t, fmt.Sprintf("127.0.0.%d", 20+i))
+		cfg.Seed = true
 		cl, err := torrent.NewClient(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -129,17 +136,8 @@ func TestSeederAnswersMaskRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	answers := make(chan []byte, 10)
-	cfg := torrent.NewDefaultClientConfig()
-	cfg.ListenHost = func(string) string { return "127.0.0.30" }
-	cfg.NoDHT, cfg.DisableUTP, cfg.DisableWebtorrent, cfg.DisableWebseeds, cfg.DisableTrackers = true, true, true, true, true
-	cfg.NoDefaultPortForwarding, cfg.DisableIPv6 = true, true
-	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{ClientBaseDir: t.TempDir(), PieceCompletion: storage.NewMapPieceCompletion()})
-	cfg.Logger = cfg.Logger.WithFilterLevel(alog.Critical)
-	cfg.Callbacks.PeerConnAdded = append(cfg.Callbacks.PeerConnAdded, func(pc *torrent.PeerConn) {
-		m := &torrent.LocalLtepProtocolMap{Index: slices.Clone(pc.LocalLtepProtocolMap.Index), NumBuiltin: pc.LocalLtepProtocolMap.NumBuiltin}
-		m.AddUserProtocol(bootapi.MaskExtension)
-		pc.LocalLtepProtocolMap = m
-	})
+	cfg := leecherConfig(t, "127.0.0.30")
+	cfg.Callbacks.PeerConnAdded = append(cfg.Callbacks.PeerConnAdded, advertiseMask)
 	cfg.Callbacks.PeerConnReadExtensionMessage = append(cfg.Callbacks.PeerConnReadExtensionMessage, func(ev torrent.PeerConnReadExtensionMessageEvent) {
 		if name, _, err := ev.PeerConn.LocalLtepProtocolMap.LookupId(ev.ExtensionNumber); err == nil && name == bootapi.MaskExtension {
 			answers <- slices.Clone(ev.Payload)
