@@ -340,18 +340,35 @@ func (s *Seeder) clientConfig(host string, port int) *torrent.ClientConfig {
 
 // AnswerMaskRequests makes a client configured with cfg support
 // bootapi.MaskExtension: it advertises the extension on every connection
-// and answers every message of it with an empty one (one reply per
-// message, a few bytes: nothing for a peer to amplify). The payload is
-// ignored.
+// and answers its messages with an empty one. The payload is ignored.
+// Requests that arrive while a connection's answer is being written get
+// one more answer after it (the client only needs one answer after its
+// latest request): a peer that sends many gets at most as many answers, a
+// few bytes each, and holds at most one writing goroutine.
 func AnswerMaskRequests(cfg *torrent.ClientConfig) {
+	var pending sync.Map // *torrent.PeerConn → *atomic.Int32, requests not yet answered
 	cfg.Callbacks.PeerConnAdded = append(cfg.Callbacks.PeerConnAdded, advertiseMask)
 	cfg.Callbacks.PeerConnReadExtensionMessage = append(cfg.Callbacks.PeerConnReadExtensionMessage, func(ev torrent.PeerConnReadExtensionMessageEvent) {
-		if name, _, err := ev.PeerConn.LocalLtepProtocolMap.LookupId(ev.ExtensionNumber); err != nil || name != bootapi.MaskExtension {
+		pc := ev.PeerConn
+		if name, _, err := pc.LocalLtepProtocolMap.LookupId(ev.ExtensionNumber); err != nil || name != bootapi.MaskExtension {
 			return
+		}
+		v, _ := pending.LoadOrStore(pc, new(atomic.Int32))
+		n := v.(*atomic.Int32)
+		if n.Add(1) > 1 {
+			return // the writer below answers it
 		}
 		// The callback runs with the library's lock held, and writing
 		// takes it.
-		go ev.PeerConn.WriteExtendedMessage(bootapi.MaskExtension, nil)
+		go func() {
+			for {
+				k := n.Load()
+				if pc.WriteExtendedMessage(bootapi.MaskExtension, nil) != nil || n.Add(-k) == 0 {
+					pending.Delete(pc)
+					return
+				}
+			}
+		}()
 	})
 }
 

@@ -135,7 +135,7 @@ func TestSeederAnswersMaskRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	answers := make(chan []byte, 10)
+	answers := make(chan []byte, 100)
 	cfg := leecherConfig(t, "127.0.0.30")
 	cfg.Callbacks.PeerConnAdded = append(cfg.Callbacks.PeerConnAdded, advertiseMask)
 	cfg.Callbacks.PeerConnReadExtensionMessage = append(cfg.Callbacks.PeerConnReadExtensionMessage, func(ev torrent.PeerConnReadExtensionMessageEvent) {
@@ -155,29 +155,54 @@ func TestSeederAnswersMaskRequests(t *testing.T) {
 	seed := s.Peers("alpha", netip.Addr{}, 1)[0]
 	tt.AddPeers([]torrent.PeerInfo{{Addr: torrent.PeerRemoteAddr(net.TCPAddrFromAddrPort(seed)), Trusted: true}})
 	tt.DownloadAll() // a client that wants nothing dials no one
-	// Ask twice, once the seeder's extended handshake is in (before it,
-	// the client does not know the seeder's number for the extension).
-	sent := 0
+	// Ask once the seeder's extended handshake is in (before it, the
+	// client does not know the seeder's number for the extension).
+	var pc *torrent.PeerConn
 	deadline := time.Now().Add(10 * time.Second)
-	for sent < 2 && time.Now().Before(deadline) {
-		for _, pc := range tt.PeerConns() {
-			if sent < 2 && pc.WriteExtendedMessage(bootapi.MaskExtension, []byte("ignored")) == nil {
-				sent++
+	for pc == nil && time.Now().Before(deadline) {
+		for _, c := range tt.PeerConns() {
+			if c.WriteExtendedMessage(bootapi.MaskExtension, []byte("ignored")) == nil {
+				pc = c
+				break
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if sent < 2 {
+	if pc == nil {
 		t.Fatal("the seeder's connection never offered the mask extension")
 	}
-	for i := range 2 {
+	wait := func(what string) {
+		t.Helper()
 		select {
 		case a := <-answers:
 			if len(a) != 0 {
-				t.Errorf("answer %d has a payload of %d bytes, want none", i, len(a))
+				t.Errorf("%s: the answer has a payload of %d bytes, want none", what, len(a))
 			}
 		case <-time.After(5 * time.Second):
-			t.Fatalf("%d of 2 mask requests answered", i)
+			t.Fatalf("%s: no answer", what)
 		}
 	}
+	wait("one request")
+	// A burst: answers may be merged, but one comes, and no more than
+	// were asked for.
+	const burst = 20
+	for range burst {
+		if err := pc.WriteExtendedMessage(bootapi.MaskExtension, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait("a burst")
+	got := 1
+	for more := true; more; {
+		select {
+		case <-answers:
+			got++
+		case <-time.After(time.Second):
+			more = false
+		}
+	}
+	if got > burst {
+		t.Errorf("%d answers to %d requests", got, burst)
+	}
+	t.Logf("%d answers to a burst of %d requests", got, burst)
 }

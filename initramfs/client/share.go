@@ -53,9 +53,10 @@ const (
 // 8 s or more to arrive, so with 3 s every machine without a share asked
 // the seeder for everything and every owner with a complete share took
 // the next owner's reserved pieces: the server sent 2.37 copies of the
-// image, and all machines were done after 53.6–56.8 s; with 10 s,
-// 2.09 copies and 47.2–49.9 s (cmd/swarmbench/TUNING.md). Below N = 64
-// data keeps coming and neither wait is reached before the end.
+// image, and all machines were done after 53.6–56.8 s; with this rule,
+// 1.78 copies and 46.9–47.5 s in the same hour (cmd/swarmbench/TUNING.md).
+// Below N = 64 data keeps coming and neither wait is reached before the
+// end.
 const (
 	helpAfter      = 3 * time.Second
 	helpAfterSwarm = 10 * time.Second
