@@ -14,8 +14,27 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
 
+	"github.com/boottorrent/boottorrent/config"
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
 )
+
+// seedAlpha starts a seeder, without web seed and with its upload limited
+// to uploadLimit bytes/s, for a project with one OS "alpha" of files
+// (name → size), and returns the project, the seeder, its log and the
+// torrent.
+func seedAlpha(t *testing.T, files map[string]int64, uploadLimit int64) (*config.Project, *Seeder, *logRecorder, *metainfo.MetaInfo) {
+	t.Helper()
+	p := makeProject(t, "127.0.0.1", 8080, testOS{"alpha", files})
+	s, rec, err := startSeeder(t, p, Options{NoWebSeed: true, UploadLimit: uploadLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mi, err := metainfo.LoadFromFile(TorrentPath(p, "alpha"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, s, rec, mi
+}
 
 // leecherConfig is a plain anacrolix/torrent client on host (a loopback
 // address of its own) that finds peers only as it is told.
@@ -29,6 +48,22 @@ func leecherConfig(t *testing.T, host string) *torrent.ClientConfig {
 	return cfg
 }
 
+// startLeecher starts a client with cfg, closed when the test ends, and
+// adds the torrent mi to it.
+func startLeecher(t *testing.T, cfg *torrent.ClientConfig, mi *metainfo.MetaInfo) (*torrent.Client, *torrent.Torrent) {
+	t.Helper()
+	cl, err := torrent.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	tt, err := cl.AddTorrent(mi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl, tt
+}
+
 // TestAnacrolixClientsExchange starts three anacrolix/torrent clients (the
 // library of the boot client) at once on loopback addresses of their own,
 // each told about the seeder and the others as the boot API does, with the
@@ -37,30 +72,14 @@ func leecherConfig(t *testing.T, host string) *torrent.ClientConfig {
 // to send more than 2.5 copies for 3 clients.
 func TestAnacrolixClientsExchange(t *testing.T) {
 	const n = 3
-	p := makeProject(t, "127.0.0.1", 8080, testOS{"alpha", map[string]int64{"vmlinuz": 2 << 20, "initrd.img": 14 << 20}})
-	s, rec, err := startSeeder(t, p, Options{NoWebSeed: true, UploadLimit: 4 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mi, err := metainfo.LoadFromFile(TorrentPath(p, "alpha"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, s, rec, mi := seedAlpha(t, map[string]int64{"vmlinuz": 2 << 20, "initrd.img": 14 << 20}, 4<<20)
 	seed := s.Peers("alpha", netip.Addr{}, 1)[0]
 	var clients []*torrent.Client
 	var ts []*torrent.Torrent
 	for i := range n {
 		cfg := leecherConfig(t, fmt.Sprintf("127.0.0.%d", 20+i))
 		cfg.Seed = true
-		cl, err := torrent.NewClient(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cl.Close() })
-		tt, err := cl.AddTorrent(mi)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cl, tt := startLeecher(t, cfg, mi)
 		clients, ts = append(clients, cl), append(ts, tt)
 	}
 	start := time.Now()
@@ -126,15 +145,7 @@ func TestAnacrolixClientsExchange(t *testing.T) {
 func TestSeederAnswersMaskRequests(t *testing.T) {
 	// A slow seeder (after the limiter's 4 MiB burst): the client is
 	// still downloading, and so connected, when it asks.
-	p := makeProject(t, "127.0.0.1", 8080, testOS{"alpha", map[string]int64{"vmlinuz": 8 << 20, "initrd.img": 1 << 20}})
-	s, _, err := startSeeder(t, p, Options{NoWebSeed: true, UploadLimit: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mi, err := metainfo.LoadFromFile(TorrentPath(p, "alpha"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, s, _, mi := seedAlpha(t, map[string]int64{"vmlinuz": 8 << 20, "initrd.img": 1 << 20}, 64<<10)
 	answers := make(chan []byte, 100)
 	cfg := leecherConfig(t, "127.0.0.30")
 	cfg.Callbacks.PeerConnAdded = append(cfg.Callbacks.PeerConnAdded, advertiseMask)
@@ -143,15 +154,7 @@ func TestSeederAnswersMaskRequests(t *testing.T) {
 			answers <- slices.Clone(ev.Payload)
 		}
 	})
-	cl, err := torrent.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
-	tt, err := cl.AddTorrent(mi)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, tt := startLeecher(t, cfg, mi)
 	seed := s.Peers("alpha", netip.Addr{}, 1)[0]
 	tt.AddPeers([]torrent.PeerInfo{{Addr: torrent.PeerRemoteAddr(net.TCPAddrFromAddrPort(seed)), Trusted: true}})
 	tt.DownloadAll() // a client that wants nothing dials no one
