@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"strings"
 	"syscall"
 
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
@@ -30,17 +31,25 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 var controlPaths = map[string]bool{
 	bootapi.PathBoot: true, bootapi.PathPeers: true, bootapi.PathReport: true,
 	bootapi.PathAnnounce: true, bootapi.PathScrape: true, bootapi.PathBootScript: true,
+	bootapi.PathOSList: true,
+}
+
+// isControl says whether the answer to path is control traffic: the
+// boot API, the tracker, the boot script and the .torrent files (a few
+// KiB each; a boot client cannot start its download without one).
+func isControl(path string) bool {
+	return controlPaths[path] || strings.HasPrefix(path, bootapi.PathTorrents) && strings.HasSuffix(path, ".torrent")
 }
 
 // ControlPriority wraps the listener's handler: requests for the boot API,
-// the tracker and the boot script are answered with the connection marked
+// the tracker, the boot script and .torrent files are answered with the connection marked
 // DSCP CS6, everything else unmarked (a kept-alive connection may carry
 // both). It needs ConnContext on the server; without it, it does nothing.
 func ControlPriority(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if c, ok := r.Context().Value(connKey{}).(syscall.Conn); ok {
 			tos := 0
-			if controlPaths[r.URL.Path] {
+			if isControl(r.URL.Path) {
 				tos = dhcp.TOSNetworkControl
 			}
 			setTOS(c, tos)

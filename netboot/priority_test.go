@@ -37,6 +37,9 @@ func TestControlPriority(t *testing.T) {
 		{bootapi.PathWebSeed + "a/vmlinuz", 0},
 		{bootapi.PathBoot, dhcp.TOSNetworkControl},
 		{bootapi.PathClientInitramfs, 0},
+		{bootapi.PathTorrents + "a.torrent", dhcp.TOSNetworkControl},
+		{bootapi.PathTorrents + "a.iso", 0},
+		{bootapi.PathOSList, dhcp.TOSNetworkControl},
 	} {
 		resp, err := srv.Client().Get(srv.URL + c.path)
 		if err != nil {

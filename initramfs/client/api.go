@@ -59,8 +59,38 @@ func (a *api) host() string {
 // errHTTP is an answer other than 200.
 var errHTTP = errors.New("unexpected HTTP status")
 
+// getAttempts are the time limits of get's attempts (a connection whose
+// attempt timed out is dropped, so the next starts afresh). The answers are a few KiB, but they share the server's
+// uplink with the seeder's bulk data: when their packets are lost, TCP
+// waits twice as long after each loss, and a single 30 s attempt sometimes
+// ran out. At N = 100 (8 MiB, 4 Mbit/s) 2–5 machines per run failed to
+// get the .torrent that way and started their download 32 s late, 10–17 s
+// after the median machine had finished (cmd/swarmbench/TUNING.md).
+var getAttempts = []time.Duration{5 * time.Second, 10 * time.Second, 15 * time.Second}
+
+// get fetches path with up to len(getAttempts) attempts; an HTTP status
+// other than 200 or an oversized answer ends it at once.
 func (a *api) get(ctx context.Context, path string, q url.Values, limit int64) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	var err error
+	for _, limitT := range getAttempts {
+		var b []byte
+		b, err = a.getOnce(ctx, limitT, path, q, limit)
+		if err == nil || ctx.Err() != nil || !retryable(err) {
+			return b, err
+		}
+	}
+	return nil, err
+}
+
+// retryable says whether a failed get may succeed on a new connection: a
+// timeout or a network error, not an answer.
+func retryable(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+func (a *api) getOnce(ctx context.Context, timeout time.Duration, path string, q url.Values, limit int64) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	u := a.base + path
 	if len(q) > 0 {

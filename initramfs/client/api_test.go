@@ -1,11 +1,18 @@
 package client
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
@@ -173,5 +180,52 @@ func TestPeersKey(t *testing.T) {
 	moved := &bootapi.Peers{Peers: a.Peers, ShareIndex: 2, ShareCount: 3}
 	if peersKey(a) == peersKey(moved) {
 		t.Error("a new share gives the same key")
+	}
+}
+
+// TestGetRetriesStalledAnswer: an answer that never comes is given up
+// after the attempt's time limit and asked for again; a 404 is not.
+func TestGetRetriesStalledAnswer(t *testing.T) {
+	defer func(old []time.Duration) { getAttempts = old }(getAttempts)
+	getAttempts = []time.Duration{200 * time.Millisecond, 200 * time.Millisecond, time.Second}
+	var calls atomic.Int32
+	release := make(chan struct{})
+	defer close(release)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch n := calls.Add(1); {
+		case r.URL.Path == "/missing":
+			http.NotFound(w, r)
+		case n <= 2:
+			select { // the first two attempts stall
+			case <-release:
+			case <-r.Context().Done():
+			}
+		default:
+			io.WriteString(w, "torrent")
+		}
+	}))
+	defer srv.Close()
+	a, err := newAPI(srv.URL, "52:54:00:00:00:01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := a.get(context.Background(), "/torrents/a.torrent", nil, 100)
+	if err != nil || string(b) != "torrent" {
+		t.Fatalf("get = %q, %v; want the third attempt's answer", b, err)
+	}
+	if n := calls.Load(); n != 3 {
+		t.Errorf("%d requests, want 3", n)
+	}
+	calls.Store(100)
+	if _, err := a.get(context.Background(), "/missing", nil, 100); !errors.Is(err, errHTTP) {
+		t.Fatalf("404: %v", err)
+	}
+	if n := calls.Load(); n != 101 {
+		t.Errorf("a 404 was asked %d times, want once", n-100)
+	}
+	getAttempts = []time.Duration{100 * time.Millisecond, 100 * time.Millisecond}
+	calls.Store(0)
+	if _, err := a.get(context.Background(), "/stall", nil, 100); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("every attempt stalled: %v, want a deadline error", err)
 	}
 }

@@ -140,6 +140,10 @@ type torrentDL struct {
 
 	np int // pieces in the torrent
 
+	// trackers is the torrent's announce list, held back while the boot
+	// API answers (see refreshPeers).
+	trackers [][]string
+
 	// share is the share {index, count} of the pieces the server
 	// assigned this machine (nil: none yet); mask is what the seeder's connection is
 	// made to advertise (nil: every piece). See shareLoop.
@@ -239,6 +243,17 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 	webSeeds := mi.UrlList
 	bare := *mi
 	bare.UrlList = nil
+	if o.Peers != nil {
+		// The boot API hands out the peers (refreshPeers); the
+		// tracker is the fallback for when it stops answering
+		// (trackerAfter). The tracker's answers are every machine
+		// in random order, and with them the library kept dialling
+		// machines that were full and refused it: at N = 100 (8 MiB,
+		// 4 Mbit/s) the machines accepted 8,400 connections and
+		// refused 6,137 of them (cmd/swarmbench/TUNING.md).
+		d.trackers = bare.UpvertedAnnounceList()
+		bare.Announce, bare.AnnounceList = "", nil
+	}
 	t, err := AddTorrent(cl, &bare)
 	if err != nil {
 		cl.Close()
@@ -290,6 +305,7 @@ func (d *torrentDL) refreshPeers(ctx context.Context) {
 	}
 	wait := time.Duration(0)
 	failing := false
+	var failingSince time.Time
 	lastKey := ""
 	for {
 		select {
@@ -302,11 +318,21 @@ func (d *torrentDL) refreshPeers(ctx context.Context) {
 		case err != nil && ctx.Err() != nil:
 			return // closing
 		case err != nil:
-			if !failing && d.o.Logger != nil {
-				d.o.Logger.Warn("peer list unavailable", "stage", "download", "err", err)
+			if !failing {
+				failingSince = time.Now()
+				if d.o.Logger != nil {
+					d.o.Logger.Warn("peer list unavailable", "stage", "download", "err", err)
+				}
 			}
 			failing = true
 			wait = 3 * time.Second
+			if len(d.trackers) > 0 && time.Since(failingSince) >= trackerAfter {
+				if d.o.Logger != nil {
+					d.o.Logger.Warn("peer list unavailable: asking the tracker for peers", "stage", "download", "after", trackerAfter)
+				}
+				d.t.AddTrackers(d.trackers)
+				d.trackers = nil
+			}
 			continue
 		case err == nil:
 			if failing && d.o.Logger != nil {
@@ -355,6 +381,10 @@ func (d *torrentDL) refreshPeers(ctx context.Context) {
 		lastKey = key
 	}
 }
+
+// trackerAfter is how long the boot API may fail to answer before the
+// client announces to the torrent's trackers for peers instead.
+const trackerAfter = 15 * time.Second
 
 // peersKey says what in a Peers answer refreshPeers acts on: the share
 // and the set of peers, not their order. Servers used to list the peers
@@ -633,9 +663,10 @@ func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.W
 // LANConfig is the anacrolix/torrent configuration every boot client uses
 // on a lab LAN (../shared/LIBRARIES.md): always upload (Seed; a
 // non-seeding client stops uploading to a peer it is ahead of), no DHT,
-// IPv6, uTP (15–25× slower than TCP here), UPnP, webtorrent or header
-// obfuscation, and one connection per pair of peers. The swarm benchmark's lab engine starts
-// from it too, so that it measures the product's settings.
+// IPv6, uTP (15–25× slower than TCP here), UPnP, webtorrent, header
+// obfuscation or peer exchange, and one connection per pair of peers.
+// The swarm benchmark's lab engine starts from it too, so that it
+// measures the product's settings.
 func LANConfig(port int) *torrent.ClientConfig {
 	cfg := torrent.NewDefaultClientConfig()
 	cfg.Seed = true
@@ -645,6 +676,11 @@ func LANConfig(port int) *torrent.ClientConfig {
 	cfg.NoDefaultPortForwarding = true
 	cfg.DisableWebtorrent = true
 	cfg.DropDuplicatePeerIds = true
+	// Peer exchange would spread every machine's address to every
+	// other: the boot API already hands each machine its own stable set
+	// of peers, and machines that dialled beyond it found their peers
+	// full (see download's tracker fallback).
+	cfg.DisablePEX = true
 	// Header obfuscation (MSE) hides nothing on a LAN and costs a
 	// Diffie-Hellman exchange per connection. Plain handshakes only, in
 	// both directions: when a plain handshake fails (a duplicate

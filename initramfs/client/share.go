@@ -284,34 +284,53 @@ const ownerReserve = 2
 // peer, and there are more to take.
 func (d *torrentDL) steal(index, count int, stolen []bool) ([]bool, bool) {
 	np := d.t.NumPieces()
-	from, to := shareRange(index, count, np)
+	st := stealState{index: index, count: count, stolen: stolen,
+		complete: make([]bool, np), held: make([]bool, np)}
+	for i := range np {
+		st.complete[i] = d.t.Piece(i).State().Complete
+	}
+	for _, pc := range d.t.PeerConns() {
+		if d.source(&pc.Peer) == srcSeeder {
+			continue
+		}
+		bm := pc.PeerPieces()
+		st.downloading = st.downloading || bm.GetCardinality() < uint64(np)
+		for it := bm.Iterator(); it.HasNext(); {
+			if i := int(it.Next()); i < np {
+				st.held[i] = true
+			}
+		}
+	}
+	st.idle = idleToHelp(d.sinceData(), st.downloading)
+	return pickSteal(st)
+}
+
+// stealState is what steal decides from: this machine's share {index,
+// count}, its complete pieces, the pieces its connected machines hold,
+// whether one of them is still downloading, whether this machine is idle
+// (idleToHelp) and the current extra set.
+type stealState struct {
+	index, count   int
+	complete, held []bool
+	downloading    bool
+	idle           bool
+	stolen         []bool
+}
+
+// pickSteal is steal's decision (see steal).
+func pickSteal(st stealState) ([]bool, bool) {
+	np := len(st.complete)
+	complete, held := st.complete, st.held
+	from, to := shareRange(st.index, st.count, np)
 	if from == 0 && to == np {
 		return nil, false // no split: the seeder offers everything already
-	}
-	complete := make([]bool, np)
-	for i := range np {
-		complete[i] = d.t.Piece(i).State().Complete
 	}
 	for i := from; i < to; i++ {
 		if !complete[i] {
 			return nil, false
 		}
 	}
-	held := make([]bool, np)
-	downloading := false
-	for _, pc := range d.t.PeerConns() {
-		if d.source(&pc.Peer) == srcSeeder {
-			continue
-		}
-		bm := pc.PeerPieces()
-		downloading = downloading || bm.GetCardinality() < uint64(np)
-		for it := bm.Iterator(); it.HasNext(); {
-			if i := int(it.Next()); i < np {
-				held[i] = true
-			}
-		}
-	}
-	for i, s := range stolen {
+	for i, s := range st.stolen {
 		if s && !complete[i] && !held[i] {
 			return nil, false // still fetching the last batch
 		}
@@ -324,31 +343,44 @@ func (d *torrentDL) steal(index, count int, stolen []bool) ([]bool, bool) {
 			break
 		}
 	}
-	idle := idleToHelp(d.sinceData(), downloading)
+	idle := st.idle
 	if from == to && (helpable || !idle) {
 		return nil, false // the peers still have work for this machine, or the owners are at work
 	}
-	// No connected machine holds a piece this one lacks (the others
-	// finished and left, or none is connected): the seeder is the only
-	// source left, so ask it for everything missing at once instead of
-	// stealBatch pieces per redial. A machine left alone at the end of a
-	// run with 1 % loss otherwise fetched its last 0.8 MiB at about
-	// 20 KiB/s, two pieces per new connection (cmd/swarmbench/TUNING.md).
-	if !helpable {
+	// No connected machine holds a piece this one lacks: the seeder is
+	// the only source left, so ask it for everything missing at once
+	// instead of stealBatch pieces per mask change. A machine left alone
+	// at the end of a run with 1 % loss otherwise fetched its last
+	// 0.8 MiB at about 20 KiB/s, two pieces per new connection, and at
+	// N = 20 waiting for the owners of the last pieces instead kept the
+	// machines 10 s longer (cmd/swarmbench/TUNING.md). Not at the start
+	// of a large swarm, though, while the owners are still fetching
+	// their shares: at N = 100, where each share is 2 pieces that arrive
+	// after about 8 s, the first owners to finish found nothing to take
+	// from their peers and asked the seeder for the image, which it then
+	// sent a second time (server egress 2.3 copies of the image, against
+	// 1.8 with this rule).
+	have := 0
+	for _, c := range complete {
+		if c {
+			have++
+		}
+	}
+	if !helpable && (!st.downloading || 2*have >= np) {
 		next := make([]bool, np)
 		for i := range np {
 			next[i] = !complete[i]
 		}
 		return next, true
 	}
-	owners := min(count, maxOwners)
+	owners := min(st.count, maxOwners)
 	// Share j is helped by the machines before it: the one at distance k
 	// takes the k-th batch of its missing pieces counted from the end, so
 	// machines that see the same bitfields never pick the same piece. The
 	// lowest ownerReserve are left to the owner, which is fetching them,
 	// unless the machine is idle (the owner may be gone).
 	for k := 1; k < owners; k++ {
-		j := (index + k) % owners
+		j := (st.index + k) % owners
 		f, t := bootapi.Share(j, owners, np)
 		var col []int
 		for i := t - 1; i >= f; i-- {
@@ -370,7 +402,7 @@ func (d *torrentDL) steal(index, count int, stolen []bool) ([]bool, bool) {
 		}
 		return next, true
 	}
-	if slices.Contains(stolen, true) {
+	if slices.Contains(st.stolen, true) {
 		return make([]bool, np), true // nothing left to take: drop the old batch
 	}
 	return nil, false

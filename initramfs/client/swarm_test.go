@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -497,6 +498,70 @@ func TestIdleToHelp(t *testing.T) {
 		if got := idleToHelp(c.sinceData, c.downloading); got != c.want {
 			t.Errorf("idleToHelp(no data for %v, peers downloading %v) = %v, want %v", c.sinceData, c.downloading, got, c.want)
 		}
+	}
+}
+
+// TestPickSteal: what a machine whose own share is complete asks the
+// seeder for, at N = 100 (64 owners of 2 pieces each, 129 pieces).
+func TestPickSteal(t *testing.T) {
+	const np, count = 129, 100
+	base := func() stealState {
+		st := stealState{index: 0, count: count, complete: make([]bool, np), held: make([]bool, np)}
+		st.complete[0], st.complete[1] = true, true // share 0 is [0, 2)
+		return st
+	}
+	pieces := func(b []bool) []int {
+		var out []int
+		for i, v := range b {
+			if v {
+				out = append(out, i)
+			}
+		}
+		return out
+	}
+	// The owners are still fetching their shares and no peer has a piece
+	// for this machine yet: it waits for them, it does not ask the
+	// seeder for the image.
+	st := base()
+	st.downloading = true
+	if next, ok := pickSteal(st); ok {
+		t.Fatalf("peers still downloading, nothing to take from them: took %d pieces, want none", len(pieces(next)))
+	}
+	// The others finished or left: everything missing, at once.
+	st = base()
+	if next, ok := pickSteal(st); !ok || len(pieces(next)) != np-2 {
+		t.Fatalf("alone: took %v, want all %d missing pieces", pieces(next), np-2)
+	}
+	// Half the image here, peers still downloading but none holds a
+	// missing piece: the end of a run, everything missing at once.
+	st = base()
+	st.downloading = true
+	for i := 2; i < 65; i++ {
+		st.complete[i] = true
+	}
+	if next, ok := pickSteal(st); !ok || len(pieces(next)) != np-65 {
+		t.Fatalf("half done, nothing from peers: took %d pieces, want all %d missing", len(pieces(next)), np-65)
+	}
+	// Idle for long while the others still download (an owner may be
+	// gone): the next share's pieces, reserve included.
+	st = base()
+	st.downloading, st.idle = true, true
+	if next, ok := pickSteal(st); !ok || !slices.Equal(pieces(next), []int{2, 3}) {
+		t.Fatalf("idle: took %v, want the next share [2 3]", pieces(next))
+	}
+	// Own share incomplete: nothing else.
+	st = base()
+	st.complete[1] = false
+	if _, ok := pickSteal(st); ok {
+		t.Fatal("own share incomplete: took other pieces")
+	}
+	// A non-owner (rank beyond maxOwners) with peers that have pieces
+	// for it takes nothing from the seeder.
+	st = base()
+	st.index, st.complete[0], st.complete[1] = 80, false, false
+	st.held[5], st.downloading = true, true
+	if _, ok := pickSteal(st); ok {
+		t.Fatal("non-owner with work from its peers asked the seeder")
 	}
 }
 
