@@ -360,13 +360,7 @@ func pickSteal(st stealState) ([]bool, bool) {
 	// from their peers and asked the seeder for the image, which it then
 	// sent a second time (server egress 2.3 copies of the image, against
 	// 1.8 with this rule).
-	have := 0
-	for _, c := range complete {
-		if c {
-			have++
-		}
-	}
-	if !helpable && (!st.downloading || 2*have >= np) {
+	if !helpable && (!st.downloading || 2*trues(complete) >= np) {
 		next := make([]bool, np)
 		for i := range np {
 			next[i] = !complete[i]
