@@ -383,8 +383,9 @@ func (d *torrentDL) refreshPeers(ctx context.Context) {
 }
 
 // trackerAfter is how long the boot API may fail to answer before the
-// client announces to the torrent's trackers for peers instead.
-const trackerAfter = 15 * time.Second
+// client announces to the torrent's trackers for peers instead (a
+// variable for the tests).
+var trackerAfter = 15 * time.Second
 
 // peersKey says what in a Peers answer refreshPeers acts on: the share
 // and the set of peers, not their order. Servers used to list the peers

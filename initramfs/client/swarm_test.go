@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
 	"github.com/boottorrent/boottorrent/seeder"
+	"github.com/boottorrent/boottorrent/seeder/tracker"
 )
 
 // testServer is a stand-in for boottorrent start on loopback: the boot
@@ -47,6 +49,8 @@ type testServer struct {
 	reports []bootapi.Report
 	peers   map[string]string // mac → ip:port reported
 	noSeed  bool
+	// noPeers makes the boot API's peer list fail (503).
+	noPeers bool
 	// noMask makes the seeder a plain one, without
 	// bootapi.MaskExtension (an older server).
 	noMask bool
@@ -91,6 +95,11 @@ func newTestServer(t *testing.T, size int, seed bool) *testServer {
 	})
 	mux.HandleFunc(bootapi.PathPeers, func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
+		if s.noPeers {
+			s.mu.Unlock()
+			http.Error(w, "peer list unavailable", http.StatusServiceUnavailable)
+			return
+		}
 		var p bootapi.Peers
 		if s.seeder != nil && !s.noSeed {
 			p.Peers = append(p.Peers, fmt.Sprintf("127.0.0.1:%d", s.seeder.LocalPort()))
@@ -408,6 +417,47 @@ func TestWebSeedFallback(t *testing.T) {
 	}
 }
 
+// TestTrackerFallback: a client takes its peers from the boot API, not
+// from the torrent's tracker; when the peer list fails for trackerAfter,
+// it announces to the tracker after all and finds the seeder there. (No
+// web seed: without the tracker nothing could bring the data. Without
+// the boot API the client has no share either, so the seeder offers it
+// pieces only after noShareAfter.)
+func TestTrackerFallback(t *testing.T) {
+	defer func(d time.Duration) { trackerAfter = d }(trackerAfter)
+	trackerAfter = time.Second
+	s := newTestServer(t, 2<<20, true)
+	s.noPeers = true
+	tr := tracker.New(tracker.DefaultConfig())
+	ts := httptest.NewServer(tr.AnnounceHandler())
+	t.Cleanup(ts.Close)
+	tr.AddTorrent(tracker.Hash(s.mi.HashInfoBytes()), s.osName, 2<<20, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(s.seeder.LocalPort())))
+	s.mi.Announce = ts.URL + "/announce"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r, console, err := runClient(t, ctx, s, "52:54:00:00:00:13", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.FromSeeder == 0 || r.FromWeb != 0 {
+		t.Errorf("want the data from the seeder the tracker named: %+v", r)
+	}
+	if !strings.Contains(console, "asking the tracker for peers") {
+		t.Errorf("the client never said it asked the tracker:\n%s", console)
+	}
+	// The client announces its completion (the library does so in the
+	// background, after the download returns).
+	ih := tracker.Hash(s.mi.HashInfoBytes())
+	st := tr.Scrape([]tracker.Hash{ih})[ih]
+	for end := time.Now().Add(10 * time.Second); st.Downloaded != 1 && time.Now().Before(end); {
+		time.Sleep(50 * time.Millisecond)
+		st = tr.Scrape([]tracker.Hash{ih})[ih]
+	}
+	if st.Downloaded != 1 {
+		t.Errorf("tracker stats %+v: the client's completed announce is missing", st)
+	}
+}
+
 // TestSeederLateRecovers: the seeder is not there when the client
 // starts (server restarting); the client warns and completes once it is.
 func TestSeederLateRecovers(t *testing.T) {
@@ -625,7 +675,10 @@ func TestSeederMaskChange(t *testing.T) {
 						if ok {
 							return pc
 						}
-						last = fmt.Sprintf("%d pieces from %d", bm.GetCardinality(), bm.Minimum())
+						last = "no pieces" // yet: a new connection before its bitfield
+						if !bm.IsEmpty() {
+							last = fmt.Sprintf("%d pieces from %d", bm.GetCardinality(), bm.Minimum())
+						}
 					}
 					time.Sleep(20 * time.Millisecond)
 				}
