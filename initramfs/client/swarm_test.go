@@ -426,12 +426,14 @@ func TestWebSeedFallback(t *testing.T) {
 func TestTrackerFallback(t *testing.T) {
 	defer func(d time.Duration) { trackerAfter = d }(trackerAfter)
 	trackerAfter = time.Second
-	s := newTestServer(t, 2<<20, true)
+	const size = 2 << 20
+	s := newTestServer(t, size, true)
 	s.noPeers = true
 	tr := tracker.New(tracker.DefaultConfig())
 	ts := httptest.NewServer(tr.AnnounceHandler())
 	t.Cleanup(ts.Close)
-	tr.AddTorrent(tracker.Hash(s.mi.HashInfoBytes()), s.osName, 2<<20, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(s.seeder.LocalPort())))
+	ih := tracker.Hash(s.mi.HashInfoBytes())
+	tr.AddTorrent(ih, s.osName, size, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(s.seeder.LocalPort())))
 	s.mi.Announce = ts.URL + "/announce"
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -447,7 +449,6 @@ func TestTrackerFallback(t *testing.T) {
 	}
 	// The client announces its completion (the library does so in the
 	// background, after the download returns).
-	ih := tracker.Hash(s.mi.HashInfoBytes())
 	st := tr.Scrape([]tracker.Hash{ih})[ih]
 	for end := time.Now().Add(10 * time.Second); st.Downloaded != 1 && time.Now().Before(end); {
 		time.Sleep(50 * time.Millisecond)
