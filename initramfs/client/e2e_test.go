@@ -175,7 +175,9 @@ func shape(t *testing.T, ns *netns.NS, rate string) {
 //     failure is shown and reported, the menu comes back), then the bin
 //     OS by number;
 //  3. a BIOS VM whose server is stopped mid-download: the client says so,
-//     and completes and boots once the server is back.
+//     and completes and boots once the server is back;
+//  4. a BIOS VM chooses an OS of method qemu: start packs QEMU into the
+//     client initramfs, and the client runs it with the OS's args.
 func TestQEMUBoot(t *testing.T) {
 	for _, fw := range []vm.Firmware{vm.BIOS, vm.UEFI} {
 		if err := vm.Available(fw); err != nil {
@@ -188,7 +190,14 @@ func TestQEMUBoot(t *testing.T) {
 	if _, err := exec.LookPath("tc"); err != nil {
 		t.Skip("needs tc: apt-get install iproute2")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	// The whole test took 8 minutes on a quiet host and over 20 on one ten
+	// times slower (session 12): let it run until shortly before go test's
+	// own -timeout, keeping a couple of minutes to print consoles and clean up.
+	deadline := time.Now().Add(40 * time.Minute)
+	if d, ok := t.Deadline(); ok {
+		deadline = d.Add(-2 * time.Minute)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	binary := buildStatic(t)
 
@@ -255,7 +264,8 @@ machines:
 	t.Cleanup(s.stop)
 	shape(t, srvNS, "48mbit")
 
-	startVM := func(name string, fw vm.Firmware, mac net.HardwareAddr) *vm.VM {
+	startVM := func(t *testing.T, name string, fw vm.Firmware, mac net.HardwareAddr) *vm.VM {
+		t.Helper()
 		v, err := vm.Start(ctx, vm.Config{LAN: lan, Firmware: fw, MAC: mac, Name: name, MemoryMB: 768})
 		if err != nil {
 			t.Fatal(err)
@@ -268,7 +278,7 @@ machines:
 		})
 		return v
 	}
-	wait := func(v *vm.VM, what string, d time.Duration) time.Duration {
+	wait := func(t *testing.T, v *vm.VM, what string, d time.Duration) time.Duration {
 		t.Helper()
 		c, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
@@ -281,18 +291,18 @@ machines:
 
 	// 1. Pinned BIOS + UEFI with a menu choice, at once.
 	t.Run("pinned-bios-and-menu-uefi", func(t *testing.T) {
-		a := startVM("bios-pinned", vm.BIOS, pinned)
-		b := startVM("uefi-menu", vm.UEFI, vm.RandomMAC())
+		a := startVM(t, "bios-pinned", vm.BIOS, pinned)
+		b := startVM(t, "uefi-menu", vm.UEFI, vm.RandomMAC())
 		stages := map[string]time.Duration{}
-		stages["a client"] = wait(a, "boottorrent client", 4*time.Minute)
-		stages["a download"] = wait(a, "downloading Test OS", 4*time.Minute)
-		wait(b, "any key stops", 6*time.Minute)
+		stages["a client"] = wait(t, a, "boottorrent client", 4*time.Minute)
+		stages["a download"] = wait(t, a, "downloading Test OS", 4*time.Minute)
+		wait(t, b, "any key stops", 6*time.Minute)
 		b.SendKeys("\x1b[B") // down: Bin OS, stops the countdown
-		wait(b, "Selected: Bin OS", time.Minute)
+		wait(t, b, "Selected: Bin OS", time.Minute)
 		b.SendKeys("\x1b[A\r") // up: Test OS, Enter
-		stages["a kexec"] = wait(a, "msg=kexec", 6*time.Minute)
-		stages["a marker"] = wait(a, marker, 6*time.Minute)
-		stages["b marker"] = wait(b, marker, 6*time.Minute)
+		stages["a kexec"] = wait(t, a, "msg=kexec", 6*time.Minute)
+		stages["a marker"] = wait(t, a, marker, 6*time.Minute)
+		stages["b marker"] = wait(t, b, marker, 6*time.Minute)
 		t.Logf("BIOS pinned: client %s, download start %s, kexec %s, marker %s; UEFI menu: marker %s",
 			stages["a client"].Round(time.Second), stages["a download"].Round(time.Second), stages["a kexec"].Round(time.Second),
 			stages["a marker"].Round(time.Second), stages["b marker"].Round(time.Second))
@@ -323,10 +333,10 @@ machines:
 
 	// 2. kexec failure, then the bin OS by number.
 	t.Run("kexec-failure-then-bin", func(t *testing.T) {
-		c := startVM("bios-fail", vm.BIOS, vm.RandomMAC())
-		wait(c, "any key stops", 6*time.Minute)
+		c := startVM(t, "bios-fail", vm.BIOS, vm.RandomMAC())
+		wait(t, c, "any key stops", 6*time.Minute)
 		c.SendKeys("3")
-		wait(c, "kexec_file_load", 4*time.Minute)
+		wait(t, c, "kexec_file_load", 4*time.Minute)
 		// The report follows the console line; give it a moment.
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
 			ms, err := s.machines()
@@ -342,16 +352,16 @@ machines:
 				t.Fatalf("server has no kexec failure for the machine: %+v", m)
 			}
 		}
-		wait(c, "last attempt:", 2*time.Minute)
+		wait(t, c, "last attempt:", 2*time.Minute)
 		c.SendKeys("2")
-		wait(c, binMarker[:8]+"-A"+binMarker[8:], 4*time.Minute)
+		wait(t, c, binMarker[:8]+"-A"+binMarker[8:], 4*time.Minute)
 	})
 
 	// 3. The server stops mid-download and comes back.
 	t.Run("server-restart-mid-download", func(t *testing.T) {
 		shape(t, srvNS, "12mbit")
-		d := startVM("bios-restart", vm.BIOS, vm.RandomMAC())
-		wait(d, "any key stops", 6*time.Minute)
+		d := startVM(t, "bios-restart", vm.BIOS, vm.RandomMAC())
+		wait(t, d, "any key stops", 6*time.Minute)
 		d.SendKeys("1")
 		deadline := time.Now().Add(4 * time.Minute)
 		for {
@@ -365,10 +375,10 @@ machines:
 			time.Sleep(300 * time.Millisecond)
 		}
 		s.stop()
-		wait(d, "no data for", 2*time.Minute)
+		wait(t, d, "no data for", 2*time.Minute)
 		shape(t, srvNS, "")
 		s.start()
-		el := wait(d, marker, 6*time.Minute)
+		el := wait(t, d, marker, 6*time.Minute)
 		t.Logf("restart VM: marker after %s", el.Round(time.Second))
 	})
 
@@ -381,11 +391,11 @@ machines:
 		b, _ := os.ReadFile(cfgPath)
 		writeFile(t, cfgPath, []byte(strings.Replace(string(b), "menu: [testos, binos, badkernel]", "menu: [testos, binos, badkernel, qemuos]", 1)))
 		s.start()
-		e := startVM("bios-qemu", vm.BIOS, vm.RandomMAC())
-		wait(e, "any key stops", 8*time.Minute)
+		e := startVM(t, "bios-qemu", vm.BIOS, vm.RandomMAC())
+		wait(t, e, "any key stops", 8*time.Minute)
 		e.SendKeys("4")
-		el := wait(e, "QEMU emulator version", 4*time.Minute)
-		wait(e, "the OS ended", time.Minute)
+		el := wait(t, e, "QEMU emulator version", 4*time.Minute)
+		wait(t, e, "the OS ended", time.Minute)
 		t.Logf("qemu VM: QEMU ran on the client after %s", el.Round(time.Second))
 	})
 }
