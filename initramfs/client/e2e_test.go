@@ -221,7 +221,7 @@ func TestQEMUBoot(t *testing.T) {
 	}
 	copyFile(t, tos.Kernel, filepath.Join(dir, "oss/testos/vmlinuz"))
 	copyFile(t, tos.Initramfs, filepath.Join(dir, "oss/testos/initrd.img"))
-	// Enough to take a while at the server's 12–48 Mbit/s (machines share
+	// Enough to take a while at the server's 8–48 Mbit/s (machines share
 	// pieces; the server can be stopped mid-download), not so much that
 	// a guest under TCG on a slow host takes minutes: on one ten times
 	// slower than usual, 40 MiB took 7 minutes.
