@@ -42,8 +42,15 @@ type Progress struct {
 	// Wasted is piece data received that was not needed: a chunk that
 	// arrived from two peers (the library asks another peer for a
 	// chunk that is slow to come and cancels the first request, which
-	// may already be on the wire).
-	Wasted int64
+	// may already be on the wire). WastedSeeder is the part of it that
+	// came from the server's seeder, whose uplink every machine shares.
+	Wasted, WastedSeeder int64
+	// Requests counts the chunk requests sent to peers and the seeder,
+	// Rejected the rejects that came back (mostly cancels that came in
+	// time), and Withdrawn the requests the library cancelled (mostly to
+	// ask another peer) or dropped with their connection without a
+	// reject: their chunk was usually sent anyway (see requestCounts).
+	Requests, Withdrawn, Rejected int64
 }
 
 // Fetched is a complete download: where the OS's files are.
@@ -134,6 +141,8 @@ type torrentDL struct {
 	dir     string
 
 	fromPeers, fromSeeder, fromWeb atomic.Int64
+	readSeeder                     atomic.Int64 // piece data read from the seeder, useful or not
+	requests                       requestCounts
 	lastData                       atomic.Int64 // unix nanos of the last useful chunk
 	webSeeded                      atomic.Bool
 	started                        time.Time
@@ -213,7 +222,14 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 			d.fromPeers.Add(n)
 		}
 	})
-	cfg.Callbacks.ReadMessage = d.maskSeeder
+	cfg.Callbacks.ReadMessage = func(pc *torrent.PeerConn, m *pp.Message) {
+		if m.Type == pp.Piece && d.source(&pc.Peer) == srcSeeder {
+			d.readSeeder.Add(int64(len(m.Piece)))
+		}
+		d.requests.read(m)
+		d.maskSeeder(pc, m)
+	}
+	d.requests.register(cfg)
 	cfg.Callbacks.PeerConnAdded = append(cfg.Callbacks.PeerConnAdded, advertiseMask)
 	seederReqq := max(8, int(info.PieceLength/ChunkSize))
 	cfg.Callbacks.ReadExtendedHandshake = func(pc *torrent.PeerConn, m *pp.ExtendedHandshakeMessage) {
@@ -490,7 +506,9 @@ func (d *torrentDL) Progress() Progress {
 		Uploaded:     st.BytesWrittenData.Int64(),
 		PiecesFailed: st.PiecesDirtiedBad.Int64(),
 		Wasted:       max(0, st.BytesReadData.Int64()-st.BytesReadUsefulData.Int64()),
+		WastedSeeder: max(0, d.readSeeder.Load()-d.fromSeeder.Load()),
 	}
+	p.Requests, p.Withdrawn, p.Rejected = d.requests.counts()
 	for _, pc := range d.t.PeerConns() {
 		if d.source(&pc.Peer) == srcSeeder {
 			p.Seeders++

@@ -68,6 +68,10 @@ type Result struct {
 	Uploaded        int64   `json:"uploaded"`
 	PiecesFailed    int64   `json:"pieces_failed"`
 	Wasted          int64   `json:"wasted"` // piece data received twice
+	WastedSeeder    int64   `json:"wasted_seeder"`
+	Requests        int64   `json:"requests"`
+	Withdrawn       int64   `json:"requests_withdrawn"`
+	Rejected        int64   `json:"requests_rejected"`
 	Attempts        int     `json:"attempts"`
 }
 
@@ -272,7 +276,8 @@ func (m *machine) fetchAndBoot(ctx context.Context, b *bootapi.Boot, o *bootapi.
 		o.Name, human(f.Bytes), dlTime.Round(100*time.Millisecond), human(int64(float64(f.Bytes)/max(dlTime.Seconds(), 0.001))),
 		human(p.FromPeers), human(p.FromSeeder), human(p.FromWeb))
 	m.log.Info("download complete", "stage", "download", "os", o.Name, "bytes", f.Bytes, "duration", dlTime.Round(time.Millisecond),
-		"from_peers", p.FromPeers, "from_seeder", p.FromSeeder, "from_webseed", p.FromWeb, "wasted", p.Wasted)
+		"from_peers", p.FromPeers, "from_seeder", p.FromSeeder, "from_webseed", p.FromWeb, "wasted", p.Wasted,
+		"wasted_seeder", p.WastedSeeder, "requests", p.Requests, "requests_withdrawn", p.Withdrawn, "requests_rejected", p.Rejected)
 
 	t1 := m.now()
 	if st := b.SeedTime(); st > 0 {
@@ -282,7 +287,8 @@ func (m *machine) fetchAndBoot(ctx context.Context, b *bootapi.Boot, o *bootapi.
 	seedTime := m.now().Sub(t1)
 	p = dl.Progress()
 	res := &Result{OS: o.Name, Mode: m.cfg.mode(), DownloadSeconds: dlTime.Seconds(), SeedSeconds: seedTime.Seconds(),
-		Bytes: f.Bytes, FromPeers: p.FromPeers, FromSeeder: p.FromSeeder, FromWeb: p.FromWeb, Uploaded: p.Uploaded, PiecesFailed: p.PiecesFailed, Wasted: p.Wasted}
+		Bytes: f.Bytes, FromPeers: p.FromPeers, FromSeeder: p.FromSeeder, FromWeb: p.FromWeb, Uploaded: p.Uploaded, PiecesFailed: p.PiecesFailed, Wasted: p.Wasted,
+		WastedSeeder: p.WastedSeeder, Requests: p.Requests, Withdrawn: p.Withdrawn, Rejected: p.Rejected}
 	m.report(ctx, m.progressReport(bootapi.StageBooting, o, p, 0))
 	m.say("booting %s (%s)", o.DispName, o.Method)
 	m.log.Info("booting", "stage", "booting", "os", o.Name, "method", o.Method)

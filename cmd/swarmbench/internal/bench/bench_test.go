@@ -168,6 +168,7 @@ func sampleReport() *Report {
 	c1.Finish([]float64{14.0}, []float64{14.1})
 	c10 := Case{Clients: 10, SizeBytes: 32 << 20, RateBps: 20e6, ServerBps: 20e6, BoundS: 13.42, HTTPBoundS: 134.2,
 		ServerEgressBytes: 40 << 20, PeerBytes: 270 << 20, SeederBytes: 50 << 20, WastedBytes: 80 << 20 / 10, CPUPeakBusy: 0.7,
+		WastedSeederBytes: 3 << 20, Requests: 12000, RequestsWithdrawn: 1500, RequestsRejected: 600,
 		Invalid: "invalid: machine saturated"}
 	c10.Finish([]float64{15, 16, 17, 16, 15, 16, 17, 16, 15, 18}, []float64{130, 135, 140, 135, 136, 137, 138, 139, 140, 141})
 	c3 := Case{Clients: 3, SizeBytes: 32 << 20, RateBps: 20e6, ServerBps: 20e6, BoundS: 13.42, HTTPBoundS: 40.3,
@@ -235,6 +236,7 @@ func TestReportTable(t *testing.T) {
 		"2/3 completed", "invalid: machine saturated",
 		"flatness T(N=10)/T(N=1): 1.29",
 		"piece data received twice (thrown away): N=10 2.4 %", // 8 of 328 MiB
+		"N=10 12.5 % withdrawn, 5.0 % rejected (thrown away from the seeder: 3.0 MiB)",
 		"test cpu, 2 cores",
 		"N=3: boottorrent client 2: did not complete in time",
 	} {
@@ -381,10 +383,13 @@ func FuzzClientLines(f *testing.F) {
 
 func TestClientLine(t *testing.T) {
 	// A final line as the boot client printed it in a run of the benchmark.
-	line := `BOOTTORRENT-RESULT {"os":"bench","mode":"torrent","seconds":6.022070107,"download_seconds":2.985193468,"seed_seconds":3.02191275,"bytes":4194450,"from_peers":1196178,"from_seeder":2998272,"from_webseed":0,"uploaded":1081344,"pieces_failed":0,"wasted":32768,"attempts":1}`
+	line := `BOOTTORRENT-RESULT {"os":"bench","mode":"torrent","seconds":6.022070107,"download_seconds":2.985193468,"seed_seconds":3.02191275,"bytes":4194450,"from_peers":1196178,"from_seeder":2998272,"from_webseed":0,"uploaded":1081344,"pieces_failed":0,"wasted":32768,"wasted_seeder":0,"requests":172,"requests_withdrawn":12,"requests_rejected":3,"attempts":1}`
 	o, ok := parseClientLine(line, 4194450)
 	if !ok || !o.Done || o.Err != "" || o.FromPeers != 1196178 || o.FromSeeder != 2998272 || o.SeedSeconds != 3.02191275 || o.Uploaded != 1081344 || o.Wasted != 32768 {
 		t.Errorf("parseClientLine = %+v, %v", o, ok)
+	}
+	if o.Requests != 172 || o.Withdrawn != 12 || o.Rejected != 3 || o.WastedSeeder != 0 {
+		t.Errorf("parseClientLine requests = %d sent, %d withdrawn, %d rejected, %d wasted from the seeder", o.Requests, o.Withdrawn, o.Rejected, o.WastedSeeder)
 	}
 	o, ok = parseClientLine(line, 5<<20)
 	if !ok || o.Done || !strings.Contains(o.Err, "4194450 bytes") {

@@ -46,6 +46,10 @@ type clientResult struct {
 	Uploaded        int64   `json:"uploaded"`
 	PiecesFailed    int64   `json:"pieces_failed"`
 	Wasted          int64   `json:"wasted"`
+	WastedSeeder    int64   `json:"wasted_seeder"`
+	Requests        int64   `json:"requests"`
+	Withdrawn       int64   `json:"requests_withdrawn"`
+	Rejected        int64   `json:"requests_rejected"`
 }
 
 // parseClientLine reads the boot client's final line. The client prints
@@ -61,7 +65,8 @@ func parseClientLine(line string, size int64) (outcome, bool) {
 		return outcome{}, false
 	}
 	o := outcome{Done: r.Bytes == size, FromPeers: r.FromPeers, FromSeeder: r.FromSeeder, FromWeb: r.FromWeb,
-		SeedSeconds: max(0, r.SeedSeconds), DownloadSeconds: r.DownloadSeconds, Uploaded: r.Uploaded, PiecesFailed: r.PiecesFailed, Wasted: r.Wasted}
+		SeedSeconds: max(0, r.SeedSeconds), DownloadSeconds: r.DownloadSeconds, Uploaded: r.Uploaded, PiecesFailed: r.PiecesFailed, Wasted: r.Wasted,
+		WastedSeeder: r.WastedSeeder, Requests: r.Requests, Withdrawn: r.Withdrawn, Rejected: r.Rejected}
 	if !o.Done {
 		o.Err = fmt.Sprintf("client reported %d bytes, want %d", r.Bytes, size)
 	}

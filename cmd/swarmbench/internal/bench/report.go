@@ -37,13 +37,21 @@ type Case struct {
 	RatioToBound      float64 `json:"ratio_to_bound"`
 	ServerEgressBytes int64   `json:"server_egress_bytes"`
 	EgressPerImage    float64 `json:"server_egress_per_image"`
-	ServerBusyS       float64 `json:"server_busy_s"`          // when the server had sent 95 % of its egress
-	PeerBytes         int64   `json:"peer_bytes"`             // payload clients got from other clients
-	SeederBytes       int64   `json:"seeder_bytes"`           // payload from the server's seeder
-	WebSeedBytes      int64   `json:"webseed_bytes"`          // payload from the server's web seed
-	PeerShare         float64 `json:"peer_share"`             // PeerBytes / all payload received
-	WastedBytes       int64   `json:"wasted_bytes,omitempty"` // received but not needed (duplicates), where the engine reports it
+	ServerBusyS       float64 `json:"server_busy_s"`                 // when the server had sent 95 % of its egress
+	PeerBytes         int64   `json:"peer_bytes"`                    // payload clients got from other clients
+	SeederBytes       int64   `json:"seeder_bytes"`                  // payload from the server's seeder
+	WebSeedBytes      int64   `json:"webseed_bytes"`                 // payload from the server's web seed
+	PeerShare         float64 `json:"peer_share"`                    // PeerBytes / all payload received
+	WastedBytes       int64   `json:"wasted_bytes,omitempty"`        // received but not needed (duplicates), where the engine reports it
+	WastedSeederBytes int64   `json:"wasted_seeder_bytes,omitempty"` // the part of WastedBytes that came from the seeder
 	PiecesFailed      int64   `json:"pieces_failed,omitempty"`
+	// chunk requests the clients sent, those the library withdrew
+	// without a reject (cancelled, mostly to ask another peer, when the
+	// chunk was already on its way) and the rejects (mostly cancels in
+	// time), where the engine reports them (initramfs/client.Progress)
+	Requests          int64 `json:"requests,omitempty"`
+	RequestsWithdrawn int64 `json:"requests_withdrawn,omitempty"`
+	RequestsRejected  int64 `json:"requests_rejected,omitempty"`
 
 	// plain HTTP baseline
 	HTTPAllCompleteS      float64 `json:"http_all_complete_s"`
@@ -271,6 +279,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if len(waste) > 0 {
 		fmt.Fprintf(w, "piece data received twice (thrown away): %s\n", strings.Join(waste, ", "))
+	}
+	var reqs []string
+	for _, c := range r.Cases {
+		if c.Requests > 0 {
+			reqs = append(reqs, fmt.Sprintf("N=%d %.1f %% withdrawn, %.1f %% rejected (thrown away from the seeder: %s)", c.Clients,
+				100*float64(c.RequestsWithdrawn)/float64(c.Requests), 100*float64(c.RequestsRejected)/float64(c.Requests), FormatBytes(float64(c.WastedSeederBytes))))
+		}
+	}
+	if len(reqs) > 0 {
+		fmt.Fprintf(w, "chunk requests cancelled too late to stop the chunk (or dropped with their connection) / rejected (mostly cancels in time): %s\n", strings.Join(reqs, "; "))
 	}
 	if r.Flatness > 0 {
 		fmt.Fprintf(w, "flatness T(N=%d)/T(N=1): %.2f\n", r.Cases[len(r.Cases)-1].Clients, r.Flatness)

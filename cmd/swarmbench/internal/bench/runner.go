@@ -307,6 +307,10 @@ func (r *runner) runCase(ctx context.Context, n, run int, withHTTP bool) Case {
 			c.SeederBytes += o.FromSeeder
 			c.WebSeedBytes += o.FromWeb
 			c.WastedBytes += o.Wasted
+			c.WastedSeederBytes += o.WastedSeeder
+			c.Requests += o.Requests
+			c.RequestsWithdrawn += o.Withdrawn
+			c.RequestsRejected += o.Rejected
 			c.PiecesFailed += o.PiecesFailed
 		}
 	}
@@ -516,6 +520,10 @@ type outcome struct {
 
 	FromPeers, FromSeeder, FromWeb int64
 	Uploaded, PiecesFailed, Wasted int64
+	// WastedSeeder is the part of Wasted that came from the seeder;
+	// Requests, Withdrawn and Rejected count chunk requests
+	// (initramfs/client.Progress).
+	WastedSeeder, Requests, Withdrawn, Rejected int64
 	// SeedSeconds is how long the client seeded before it reported;
 	// DownloadSeconds its own download time (first request → complete).
 	SeedSeconds, DownloadSeconds float64
