@@ -16,14 +16,29 @@ import (
 // chunk is often on the wire by then and arrives anyway, and one of the
 // two is thrown away (Progress.Wasted). The counts show how often that
 // happens (cmd/swarmbench reports them).
+//
+// seederOut is the requests out on the seeder's connections (sent and not
+// yet deleted), which the web seed fallback's stall check needs.
 type requestCounts struct {
 	sent, deleted, answered, rejected atomic.Int64
+	seederOut                         atomic.Int64
 }
 
-// register adds the counting callbacks to cfg.
-func (c *requestCounts) register(cfg *torrent.ClientConfig) {
-	cfg.Callbacks.SentRequest = append(cfg.Callbacks.SentRequest, func(torrent.PeerRequestEvent) { c.sent.Add(1) })
-	cfg.Callbacks.DeletedRequest = append(cfg.Callbacks.DeletedRequest, func(torrent.PeerRequestEvent) { c.deleted.Add(1) })
+// register adds the counting callbacks to cfg; isSeeder says whether a
+// peer is the server's seeder.
+func (c *requestCounts) register(cfg *torrent.ClientConfig, isSeeder func(*torrent.Peer) bool) {
+	cfg.Callbacks.SentRequest = append(cfg.Callbacks.SentRequest, func(ev torrent.PeerRequestEvent) {
+		c.sent.Add(1)
+		if isSeeder(ev.Peer) {
+			c.seederOut.Add(1)
+		}
+	})
+	cfg.Callbacks.DeletedRequest = append(cfg.Callbacks.DeletedRequest, func(ev torrent.PeerRequestEvent) {
+		c.deleted.Add(1)
+		if isSeeder(ev.Peer) {
+			c.seederOut.Add(-1)
+		}
+	})
 	cfg.Callbacks.ReceivedRequested = append(cfg.Callbacks.ReceivedRequested, func(torrent.PeerMessageEvent) { c.answered.Add(1) })
 }
 

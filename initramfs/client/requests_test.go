@@ -14,15 +14,16 @@ import (
 func TestRequestCounts(t *testing.T) {
 	var c requestCounts
 	cfg := torrent.NewDefaultClientConfig()
-	c.register(cfg)
+	seeder := &torrent.Peer{}
+	c.register(cfg, func(p *torrent.Peer) bool { return p == seeder })
 	send := func() {
 		for _, f := range cfg.Callbacks.SentRequest {
-			f(torrent.PeerRequestEvent{})
+			f(torrent.PeerRequestEvent{Peer: seeder})
 		}
 	}
 	deleted := func() {
 		for _, f := range cfg.Callbacks.DeletedRequest {
-			f(torrent.PeerRequestEvent{})
+			f(torrent.PeerRequestEvent{Peer: seeder})
 		}
 	}
 	answered := func() {
@@ -42,9 +43,19 @@ func TestRequestCounts(t *testing.T) {
 	c.read(reject)
 	deleted() // 4: cancelled, its chunk came anyway
 	c.read(&pp.Message{Type: pp.Piece})
+	if out := c.seederOut.Load(); out != 0 {
+		t.Errorf("%d requests out on the seeder after all ended, want 0", out)
+	}
+	for _, f := range cfg.Callbacks.SentRequest {
+		f(torrent.PeerRequestEvent{Peer: &torrent.Peer{}}) // another machine
+	}
+	send()
+	if out := c.seederOut.Load(); out != 1 {
+		t.Errorf("%d requests out on the seeder, want 1 (the other machine's does not count)", out)
+	}
 	sent, withdrawn, rejected := c.counts()
-	if sent != 4 || withdrawn != 1 || rejected != 2 {
-		t.Errorf("counts = %d sent, %d withdrawn, %d rejected; want 4, 1, 2", sent, withdrawn, rejected)
+	if sent != 6 || withdrawn != 1 || rejected != 2 {
+		t.Errorf("counts = %d sent, %d withdrawn, %d rejected; want 6, 1, 2", sent, withdrawn, rejected)
 	}
 	var fresh requestCounts
 	if s, w, r := fresh.counts(); s != 0 || w != 0 || r != 0 {

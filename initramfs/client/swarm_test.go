@@ -511,23 +511,55 @@ func TestLANConfigPlainHandshakes(t *testing.T) {
 
 // The web seed comes from the server's uplink like the seeder's pieces
 // and is never shared the way pieces are: it is added when the seeder is
-// unreachable, not merely because a connected seeder is slow to deliver
-// the first piece, and as a last resort after a long silence.
+// unreachable or its connection stalled with requests out, not merely
+// because a connected seeder is slow to deliver the first piece, and as a
+// last resort after a long silence.
 func TestWebSeedDue(t *testing.T) {
 	for _, c := range []struct {
-		sinceData, sinceSeeder time.Duration
-		want                   bool
+		sinceData, sinceSeeder, stalled time.Duration
+		want                            bool
 	}{
-		{0, 0, false},
-		{webSeedAfter, webSeedAfter, true},                // no seeder connection, no data
-		{webSeedAfter, 0, false},                          // seeder connected, first piece still coming
-		{webSeedLastResort - time.Second, 0, false},       // still connected
-		{webSeedLastResort, 0, true},                      // connected but stalled
-		{time.Second, webSeedLastResort, false},           // data from the peers
-		{webSeedAfter - time.Second, webSeedAfter, false}, // data a moment ago
+		{0, 0, 0, false},
+		{webSeedAfter, webSeedAfter, 0, true},                    // no seeder connection, no data
+		{webSeedAfter, 0, 0, false},                              // seeder connected, first piece still coming
+		{webSeedLastResort, 0, 0, false},                         // connected and reading: slow, not stalled
+		{webSeedLastResort, 0, webSeedLastResort, true},          // connected but stalled
+		{webSeedLastResort - time.Second, 0, time.Minute, false}, // stalled, but data came from the peers
+		{time.Second, webSeedLastResort, 0, false},               // data from the peers
+		{webSeedAfter - time.Second, webSeedAfter, 0, false},     // data a moment ago
+		{webSeedNoData - time.Second, 0, 0, false},               // waiting for the owners
+		{webSeedNoData, 0, 0, true},                              // the last resort
 	} {
-		if got := webSeedDue(c.sinceData, c.sinceSeeder); got != c.want {
-			t.Errorf("webSeedDue(no data for %v, seeder gone for %v) = %v, want %v", c.sinceData, c.sinceSeeder, got, c.want)
+		if got := webSeedDue(c.sinceData, c.sinceSeeder, c.stalled); got != c.want {
+			t.Errorf("webSeedDue(no data for %v, seeder gone for %v, stalled for %v) = %v, want %v", c.sinceData, c.sinceSeeder, c.stalled, got, c.want)
+		}
+	}
+}
+
+// TestStallWatch: the seeder's connection counts as stalled only while
+// requests are out on it and it reads nothing.
+func TestStallWatch(t *testing.T) {
+	var w stallWatch
+	t0 := time.Unix(1000, 0)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	steps := []struct {
+		at        int
+		read, out int64
+		want      int // seconds stalled
+	}{
+		{0, 0, 4, 0},
+		{5, 0, 4, 5},     // requests out, nothing read
+		{6, 100, 4, 0},   // a few bytes: moving
+		{20, 100, 4, 14}, // nothing since
+		{21, 100, 0, 0},  // nothing requested: waiting, not stalled
+		{30, 100, 0, 0},
+		{31, 100, 2, 1}, // requests again: the clock runs from the last look with none out
+		{47, 100, 2, 17},
+		{48, 0, 2, 0}, // the connection was replaced: a new count
+	}
+	for _, s := range steps {
+		if got := w.observe(at(s.at), s.read, s.out); got != time.Duration(s.want)*time.Second {
+			t.Errorf("at %ds (read %d, %d out): stalled %v, want %ds", s.at, s.read, s.out, got, s.want)
 		}
 	}
 }
