@@ -222,13 +222,7 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 			d.fromPeers.Add(n)
 		}
 	})
-	cfg.Callbacks.ReadMessage = func(pc *torrent.PeerConn, m *pp.Message) {
-		if m.Type == pp.Piece && d.source(&pc.Peer) == srcSeeder {
-			d.readSeeder.Add(int64(len(m.Piece)))
-		}
-		d.requests.read(m)
-		d.maskSeeder(pc, m)
-	}
+	cfg.Callbacks.ReadMessage = d.readMessage
 	d.requests.register(cfg, func(p *torrent.Peer) bool { return d.source(p) == srcSeeder })
 	cfg.Callbacks.PeerConnAdded = append(cfg.Callbacks.PeerConnAdded, advertiseMask)
 	seederReqq := max(8, int(info.PieceLength/ChunkSize))
@@ -523,6 +517,25 @@ func (d *torrentDL) webSeedFallback(ctx context.Context, urls []string) {
 			return
 		}
 	}
+}
+
+// readMessage is the ReadMessage callback, run for every message before
+// the library reads it: it counts rejects and the seeder's piece data
+// (Progress) and lets maskSeeder rewrite the seeder's messages. The
+// message's source is worked out once: this runs for every chunk.
+func (d *torrentDL) readMessage(pc *torrent.PeerConn, m *pp.Message) {
+	if m.Keepalive {
+		return
+	}
+	d.requests.read(m)
+	if d.source(&pc.Peer) != srcSeeder {
+		return
+	}
+	if m.Type == pp.Piece {
+		d.readSeeder.Add(int64(len(m.Piece)))
+		return
+	}
+	d.maskSeeder(pc, m)
 }
 
 func (d *torrentDL) Wait(ctx context.Context) (*Fetched, error) {

@@ -111,15 +111,12 @@ func shareMask(from, to, pieces int, extra []bool) *[]bool {
 	return &bf
 }
 
-// maskSeeder is the ReadMessage callback: it rewrites the seeder's
+// maskSeeder rewrites a message from the seeder (see readMessage): its
 // Bitfield or HaveAll to the current mask before the library reads it,
-// and the seeder's answer to a mask request (bootapi.MaskExtension, see
-// setMask) to a Bitfield of the current mask. It runs with the library's
-// lock held, so it must not call into the client.
+// and its answer to a mask request (bootapi.MaskExtension, see setMask)
+// to a Bitfield of the current mask. It runs with the library's lock
+// held, so it must not call into the client.
 func (d *torrentDL) maskSeeder(pc *torrent.PeerConn, m *pp.Message) {
-	if m.Keepalive || d.source(&pc.Peer) != srcSeeder {
-		return
-	}
 	if m.Type == pp.Extended && m.ExtendedID != pp.HandshakeExtendedID {
 		if name, _, err := pc.LocalLtepProtocolMap.LookupId(m.ExtendedID); err == nil && name == bootapi.MaskExtension {
 			*m = pp.Message{Type: pp.Bitfield, Bitfield: maskOrAll(d.mask.Load(), d.np)}
