@@ -47,6 +47,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/anacrolix/generics"
 	alog "github.com/anacrolix/log"
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
@@ -565,9 +566,9 @@ type verifiedCompletion struct{}
 func (verifiedCompletion) Get(metainfo.PieceKey) (storage.Completion, error) {
 	return storage.Completion{Ok: true, Complete: true}, nil
 }
-func (verifiedCompletion) Set(metainfo.PieceKey, bool) error { return nil }
-func (verifiedCompletion) Close() error                      { return nil }
-func (verifiedCompletion) Persistent() bool                  { return false }
+func (verifiedCompletion) Set(metainfo.PieceKey, generics.Option[bool]) error { return nil }
+func (verifiedCompletion) Close() error                                       { return nil }
+func (verifiedCompletion) Persistent() bool                                   { return false }
 
 // OSes returns the OSes for the boot menu, in the project's order. An OS
 // still being hashed has an empty InfoHash; an OS that failed (corrupted)

@@ -766,5 +766,26 @@ func LANConfig(port int) *torrent.ClientConfig {
 	// varied without the HAVE traffic and request updates of the
 	// library's 50 (at N = 100, 5.7–5.9× T* with 50 against 3.5–3.8×).
 	cfg.EstablishedConnsPerTorrent = 25
+	if _, set := os.LookupEnv(stealGraceEnv); !set {
+		cfg.StealRequestGrace = stealGrace
+	}
 	return cfg
 }
+
+// stealGrace is how long a chunk request stays with the connection it was
+// sent on before the library may move it to a connection with fewer
+// requests out (ClientConfig.StealRequestGrace, anacrolix/torrent v1.62;
+// without it, v1.61 moved requests whenever queue depths differed by one).
+// A moved request is cancelled, and if its chunk is already on the wire
+// it arrives anyway and is thrown away. On a lab LAN a chunk crosses a
+// busy connection in well under a second at 20 Mbit/s but in seconds on
+// slow links shared by many uploaders: at N = 20, 8 MiB, 1 Mbit/s the
+// machines threw away 37 MiB without a grace, 30 MiB with 3 s and 20 MiB
+// with 8 s (cmd/swarmbench/TUNING.md, session 14).
+const stealGrace = 8 * time.Second
+
+// stealGraceEnv is the library's own override of the grace
+// (a time.ParseDuration value); when it is set, LANConfig keeps the
+// library's reading of it, so swarmbench can sweep the grace with
+// --client-env.
+const stealGraceEnv = "TORRENT_STEAL_REQUEST_GRACE"

@@ -509,6 +509,22 @@ func TestLANConfigPlainHandshakes(t *testing.T) {
 	}
 }
 
+// TestLANConfigStealGrace: a boot client lets a chunk request stay with
+// its connection for stealGrace before the library may move it, unless
+// the library's environment variable asks for another grace (swarmbench's
+// --client-env), which then wins.
+func TestLANConfigStealGrace(t *testing.T) {
+	t.Setenv(stealGraceEnv, "") // restored after the test
+	os.Unsetenv(stealGraceEnv)
+	if got := LANConfig(0).StealRequestGrace; got != stealGrace {
+		t.Errorf("StealRequestGrace = %v without %s, want %v", got, stealGraceEnv, stealGrace)
+	}
+	t.Setenv(stealGraceEnv, "250ms")
+	if got := LANConfig(0).StealRequestGrace; got != 250*time.Millisecond {
+		t.Errorf("StealRequestGrace = %v with %s=250ms, want 250ms", got, stealGraceEnv)
+	}
+}
+
 // The web seed comes from the server's uplink like the seeder's pieces
 // and is never shared the way pieces are: it is added when the seeder is
 // unreachable or its connection stalled with requests out, not merely
