@@ -197,6 +197,9 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 		// shareLoop for when no answer comes.
 		d.mask.Store(shareMask(0, 0, info.NumPieces(), nil))
 	}
+	if err := CheckTorrentEnv(); err != nil {
+		return nil, err
+	}
 	cfg := LANConfig(o.ListenPort)
 	if o.ListenHost != "" {
 		cfg.ListenHost = func(string) string { return o.ListenHost }
@@ -766,10 +769,27 @@ func LANConfig(port int) *torrent.ClientConfig {
 	// varied without the HAVE traffic and request updates of the
 	// library's 50 (at N = 100, 5.7–5.9× T* with 50 against 3.5–3.8×).
 	cfg.EstablishedConnsPerTorrent = 25
-	if _, set := os.LookupEnv(stealGraceEnv); !set {
+	if os.Getenv(stealGraceEnv) == "" {
 		cfg.StealRequestGrace = stealGrace
 	}
 	return cfg
+}
+
+// CheckTorrentEnv reports a malformed TORRENT_STEAL_REQUEST_GRACE as an
+// error naming the variable. The library parses it in
+// NewDefaultClientConfig and panics when it does not parse; as /init,
+// a panic would stop the machine (the kernel passes unknown
+// NAME=value words of its command line to init as environment).
+// Call it before LANConfig or torrent.NewDefaultClientConfig.
+func CheckTorrentEnv() error {
+	v := os.Getenv(stealGraceEnv)
+	if v == "" {
+		return nil
+	}
+	if _, err := time.ParseDuration(v); err != nil {
+		return fmt.Errorf("environment variable %s=%q is not a duration (for example 3s or 500ms): correct it or unset it", stealGraceEnv, v)
+	}
+	return nil
 }
 
 // stealGrace is how long a chunk request stays with the connection it was
@@ -785,7 +805,7 @@ func LANConfig(port int) *torrent.ClientConfig {
 const stealGrace = 8 * time.Second
 
 // stealGraceEnv is the library's own override of the grace
-// (a time.ParseDuration value); when it is set, LANConfig keeps the
-// library's reading of it, so swarmbench can sweep the grace with
-// --client-env.
+// (a time.ParseDuration value); when it is set and not empty, LANConfig
+// keeps the library's reading of it, so swarmbench can sweep the grace
+// with --client-env.
 const stealGraceEnv = "TORRENT_STEAL_REQUEST_GRACE"

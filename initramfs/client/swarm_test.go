@@ -515,13 +515,29 @@ func TestLANConfigPlainHandshakes(t *testing.T) {
 // --client-env), which then wins.
 func TestLANConfigStealGrace(t *testing.T) {
 	t.Setenv(stealGraceEnv, "") // restored after the test
+	if err := CheckTorrentEnv(); err != nil {
+		t.Errorf("CheckTorrentEnv with %s empty: %v", stealGraceEnv, err)
+	}
+	if got := LANConfig(0).StealRequestGrace; got != stealGrace {
+		t.Errorf("StealRequestGrace = %v with %s empty, want %v", got, stealGraceEnv, stealGrace)
+	}
 	os.Unsetenv(stealGraceEnv)
 	if got := LANConfig(0).StealRequestGrace; got != stealGrace {
 		t.Errorf("StealRequestGrace = %v without %s, want %v", got, stealGraceEnv, stealGrace)
 	}
 	t.Setenv(stealGraceEnv, "250ms")
+	if err := CheckTorrentEnv(); err != nil {
+		t.Errorf("CheckTorrentEnv with %s=250ms: %v", stealGraceEnv, err)
+	}
 	if got := LANConfig(0).StealRequestGrace; got != 250*time.Millisecond {
 		t.Errorf("StealRequestGrace = %v with %s=250ms, want 250ms", got, stealGraceEnv)
+	}
+	// The library panics on a value that does not parse; the check turns
+	// it into an error naming the variable and the fix.
+	t.Setenv(stealGraceEnv, "8 seconds")
+	err := CheckTorrentEnv()
+	if err == nil || !strings.Contains(err.Error(), stealGraceEnv) || !strings.Contains(err.Error(), "unset") {
+		t.Errorf("CheckTorrentEnv with %s=\"8 seconds\" = %v, want an error naming the variable and the fix", stealGraceEnv, err)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/boottorrent/boottorrent/config"
 	"github.com/boottorrent/boottorrent/initramfs"
+	clientpkg "github.com/boottorrent/boottorrent/initramfs/client"
 	"github.com/boottorrent/boottorrent/netboot"
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
 	"github.com/boottorrent/boottorrent/oss"
@@ -75,6 +76,11 @@ func (a *appliance) close() {
 
 // serve runs the appliance for a loaded project until ctx ends.
 func serve(ctx context.Context, p *config.Project, log *slog.Logger) error {
+	// The seeder's BitTorrent client reads the library's environment and
+	// panics on a malformed value: say which one instead.
+	if err := clientpkg.CheckTorrentEnv(); err != nil {
+		return err
+	}
 	c := p.Config
 	t0 := time.Now()
 	a := &appliance{log: log}
