@@ -22,13 +22,11 @@ var ErrNotBuilt = errors.New("uTP is not built into boottorrent: set DisableUTP"
 // FirewallCallback decides whether to accept a connection from an address.
 type FirewallCallback func(net.Addr) bool
 
-// Option configures a socket.
-type Option func(*options)
+// Option configures a socket; there is no socket to configure here.
+type Option struct{}
 
-type options struct{ logger *slog.Logger }
-
-// WithLogger sets a socket's logger.
-func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+// WithLogger exists because the library passes its logger; it is unused.
+func WithLogger(*slog.Logger) Option { return Option{} }
 
 // Socket is the uTP socket the library expects.
 type Socket interface {
