@@ -51,6 +51,10 @@ type Progress struct {
 	// ask another peer) or dropped with their connection without a
 	// reject: their chunk was usually sent anyway (see requestCounts).
 	Requests, Withdrawn, Rejected int64
+	// SeederDials counts the times this machine found itself without a
+	// connection to the seeder it still needed and dialled it again
+	// (see keepSeeder).
+	SeederDials int64
 }
 
 // Fetched is a complete download: where the OS's files are.
@@ -161,6 +165,11 @@ type torrentDL struct {
 	seederMu sync.Mutex
 	seeder   []torrent.PeerInfo // the seeder's addresses, from the server
 
+	// maxConns is the torrent's connection limit (see keepSeeder);
+	// seederDials counts keepSeeder's dials.
+	maxConns    atomic.Int32
+	seederDials atomic.Int64
+
 	stop   context.CancelFunc
 	wg     sync.WaitGroup
 	closed sync.Once
@@ -244,6 +253,7 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 			m.Reqq = limit
 		}
 	}
+	d.maxConns.Store(int32(cfg.EstablishedConnsPerTorrent))
 	cl, err := torrent.NewClient(cfg)
 	if err != nil {
 		d.storage.Close()
@@ -564,6 +574,7 @@ func (d *torrentDL) Progress() Progress {
 		WastedSeeder: max(0, d.readSeeder.Load()-d.fromSeeder.Load()),
 	}
 	p.Requests, p.Withdrawn, p.Rejected = d.requests.counts()
+	p.SeederDials = d.seederDials.Load()
 	for _, pc := range d.t.PeerConns() {
 		if d.source(&pc.Peer) == srcSeeder {
 			p.Seeders++

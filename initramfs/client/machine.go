@@ -277,7 +277,8 @@ func (m *machine) fetchAndBoot(ctx context.Context, b *bootapi.Boot, o *bootapi.
 		human(p.FromPeers), human(p.FromSeeder), human(p.FromWeb))
 	m.log.Info("download complete", "stage", "download", "os", o.Name, "bytes", f.Bytes, "duration", dlTime.Round(time.Millisecond),
 		"from_peers", p.FromPeers, "from_seeder", p.FromSeeder, "from_webseed", p.FromWeb, "wasted", p.Wasted,
-		"wasted_seeder", p.WastedSeeder, "requests", p.Requests, "requests_withdrawn", p.Withdrawn, "requests_rejected", p.Rejected)
+		"wasted_seeder", p.WastedSeeder, "requests", p.Requests, "requests_withdrawn", p.Withdrawn, "requests_rejected", p.Rejected,
+		"seeder_redials", p.SeederDials)
 
 	t1 := m.now()
 	if st := b.SeedTime(); st > 0 {

@@ -202,7 +202,7 @@ func (d *torrentDL) shareLoop(ctx context.Context) {
 	defer tick.Stop()
 	np := d.t.NumPieces()
 	extra := make([]bool, np)
-	var lastRedial time.Time
+	var lastRedial, lastSeederDial time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -237,12 +237,93 @@ func (d *torrentDL) shareLoop(ctx context.Context) {
 		}
 		want := shareMask(from, to, np, extra)
 		same := want == nil && cur == nil || want != nil && cur != nil && slices.Equal(*want, *cur)
+		if time.Since(lastSeederDial) >= seederRedialEvery && d.keepSeeder() {
+			lastSeederDial = time.Now()
+		}
 		if same || time.Since(lastRedial) < remaskEvery {
 			continue
 		}
 		lastRedial = time.Now()
 		d.setMask(want)
 	}
+}
+
+// seederRedialEvery is how often keepSeeder may dial the seeder again:
+// its handshake answer shares the server's busy uplink.
+const seederRedialEvery = 2 * time.Second
+
+// keepSeeder dials the seeder again when this machine has no connection
+// to it and still lacks pieces the mask lets it ask the seeder for, and
+// reports whether it did. The library keeps at most
+// EstablishedConnsPerTorrent connections (25, LANConfig): when a machine
+// dials in and the connections out outnumber those in, it closes the
+// connection out that delivered nothing useful for the longest, and the
+// seeder's connection, which gets 1/N of the server's uplink, is usually
+// that one. Nor does the library dial the seeder again while it is at
+// its limit. So from N ≈ 25 on, owners lost the connection that brings
+// their share: N = 30 (8 MiB, 1 Mbit/s), 18–28 seeder connections
+// closed by the machines and 150–400 machine-seconds without one, one
+// machine 55 s, which then took 960 KiB from the web seed
+// (cmd/swarmbench/TUNING.md). At the limit, keepSeeder closes the
+// connection to the machine that holds the fewest pieces this one
+// lacks, so that the seeder (a trusted peer, dialled before the others)
+// gets the place. It waits while a dial is under way (the library's
+// half-open connections): the seeder's may be that one.
+func (d *torrentDL) keepSeeder() bool {
+	np := d.t.NumPieces()
+	missing := make([]bool, np)
+	mask := d.mask.Load()
+	need := false
+	for i := range np {
+		missing[i] = !d.t.Piece(i).State().Complete
+		need = need || missing[i] && (mask == nil || i < len(*mask) && (*mask)[i])
+	}
+	if !need {
+		return false
+	}
+	conns := d.t.PeerConns()
+	lacks := make([]int, len(conns))
+	for k, pc := range conns {
+		if d.source(&pc.Peer) == srcSeeder {
+			return false
+		}
+		bm := pc.PeerPieces()
+		for it := bm.Iterator(); it.HasNext(); {
+			if i := int(it.Next()); i < np && missing[i] {
+				lacks[k]++
+			}
+		}
+	}
+	d.seederMu.Lock()
+	s := d.seeder
+	d.seederMu.Unlock()
+	if len(s) == 0 {
+		return false // no address from the server yet
+	}
+	if d.t.Stats().HalfOpenPeers > 0 {
+		return false // a dial is under way, maybe the seeder's: let it finish
+	}
+	if len(conns) >= int(d.maxConns.Load()) {
+		conns[leastUseful(lacks)].Close()
+	}
+	if d.o.Logger != nil {
+		d.o.Logger.Debug("no connection to the seeder: dialling it again", "stage", "download", "connections", len(conns))
+	}
+	d.seederDials.Add(1)
+	d.t.AddPeers(s)
+	return true
+}
+
+// leastUseful returns the index of the smallest count (the first of
+// equals).
+func leastUseful(lacks []int) int {
+	k := 0
+	for i, n := range lacks {
+		if n < lacks[k] {
+			k = i
+		}
+	}
+	return k
 }
 
 // stealBatch is how many pieces of another share a machine asks the

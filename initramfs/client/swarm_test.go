@@ -774,3 +774,86 @@ func TestSeederMaskChange(t *testing.T) {
 		})
 	}
 }
+
+// TestSeederRedialedAtLimit: a machine at its connection limit, with no
+// connection to the seeder and pieces still to get, closes a machine's
+// connection and dials the seeder (keepSeeder). The library alone does
+// not dial while at its limit, so without keepSeeder the seeder never
+// comes back here. The other machine listens on 127.0.0.2, so that only
+// the seeder has the server's address.
+func TestSeederRedialedAtLimit(t *testing.T) {
+	s := newTestServer(t, 2<<20, false)
+	s.uploadBps = 256 << 10 // the machines are still downloading at the end
+	s.startSeeder()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	seederAddr := fmt.Sprintf("127.0.0.1:%d", s.seeder.LocalPort())
+	other, err := startTorrent(ctx, s.mi, dlOptions{
+		DataDir: t.TempDir(), ListenHost: "127.0.0.2", ServerHost: "127.0.0.1",
+		Peers: func(context.Context) (*bootapi.Peers, error) {
+			return &bootapi.Peers{Peers: []string{seederAddr}}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	otherAddr := fmt.Sprintf("127.0.0.2:%d", other.cl.LocalPort())
+	var withSeeder atomic.Bool // the server lists the seeder
+	d, err := startTorrent(ctx, s.mi, dlOptions{
+		DataDir: t.TempDir(), ListenHost: "127.0.0.3", ServerHost: "127.0.0.1",
+		Peers: func(context.Context) (*bootapi.Peers, error) {
+			p := &bootapi.Peers{Peers: []string{otherAddr}}
+			if withSeeder.Load() {
+				p.Peers = append(p.Peers, seederAddr)
+			}
+			return p, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.maxConns.Store(1)
+	d.t.SetMaxEstablishedConns(1)
+	// conns counts the connections to the seeder and to machines.
+	conns := func() (seeders, machines int) {
+		for _, pc := range d.t.PeerConns() {
+			if d.source(&pc.Peer) == srcSeeder {
+				seeders++
+			} else {
+				machines++
+			}
+		}
+		return seeders, machines
+	}
+	for ctx.Err() == nil {
+		if _, m := conns(); m == 1 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The one place is the other machine's; now the server lists the
+	// seeder too.
+	withSeeder.Store(true)
+	for ctx.Err() == nil {
+		if sd, m := conns(); sd == 1 {
+			if m != 0 {
+				t.Errorf("%d connections to machines next to the seeder's, limit 1", m)
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the seeder was never dialled while the machine was at its connection limit")
+	}
+	if n := d.seederDials.Load(); n < 1 {
+		t.Errorf("seeder dials counted: %d, want at least 1", n)
+	}
+	select {
+	case <-d.t.Complete().On():
+	case <-ctx.Done():
+		t.Fatalf("download incomplete after the seeder came back: %d of %d bytes", d.t.BytesCompleted(), d.t.Length())
+	}
+}
