@@ -270,6 +270,18 @@ const seederRedialEvery = 2 * time.Second
 // gets the place. It waits while a dial is under way (the library's
 // half-open connections): the seeder's may be that one.
 func (d *torrentDL) keepSeeder() bool {
+	conns := d.t.PeerConns()
+	for _, pc := range conns {
+		if d.source(&pc.Peer) == srcSeeder {
+			return false
+		}
+	}
+	d.seederMu.Lock()
+	s := d.seeder
+	d.seederMu.Unlock()
+	if len(s) == 0 {
+		return false // no address from the server yet
+	}
 	np := d.t.NumPieces()
 	missing := make([]bool, np)
 	mask := d.mask.Load()
@@ -281,29 +293,19 @@ func (d *torrentDL) keepSeeder() bool {
 	if !need {
 		return false
 	}
-	conns := d.t.PeerConns()
-	lacks := make([]int, len(conns))
-	for k, pc := range conns {
-		if d.source(&pc.Peer) == srcSeeder {
-			return false
-		}
-		bm := pc.PeerPieces()
-		for it := bm.Iterator(); it.HasNext(); {
-			if i := int(it.Next()); i < np && missing[i] {
-				lacks[k]++
-			}
-		}
-	}
-	d.seederMu.Lock()
-	s := d.seeder
-	d.seederMu.Unlock()
-	if len(s) == 0 {
-		return false // no address from the server yet
-	}
 	if d.t.Stats().HalfOpenPeers > 0 {
 		return false // a dial is under way, maybe the seeder's: let it finish
 	}
 	if len(conns) >= int(d.maxConns.Load()) {
+		lacks := make([]int, len(conns))
+		for k, pc := range conns {
+			bm := pc.PeerPieces()
+			for it := bm.Iterator(); it.HasNext(); {
+				if i := int(it.Next()); i < np && missing[i] {
+					lacks[k]++
+				}
+			}
+		}
 		conns[leastUseful(lacks)].Close()
 	}
 	if d.o.Logger != nil {
