@@ -438,6 +438,11 @@ func TestTrackerFallback(t *testing.T) {
 	ih := tracker.Hash(s.mi.HashInfoBytes())
 	tr.AddTorrent(ih, s.osName, size, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(s.seeder.LocalPort())))
 	s.mi.Announce = ts.URL + "/announce"
+	// The library (v1.62) sends the completed announce in the
+	// background and forgets it when the torrent closes first: with no
+	// seed time the machine boots at once and the announce was lost in
+	// one CI run. A machine seeds for a while by default (seed_time).
+	s.boot.SeedMS = 1000
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	r, console, err := runClient(t, ctx, s, "52:54:00:00:00:13", nil)
