@@ -256,7 +256,10 @@ func (s *Server) PeersFor(osName, mac string, ip netip.Addr) []string {
 	}
 	others = slices.Clone(others) // the catalog's slice is not ours to reorder
 	sortByRank(mac, others)
-	all := slices.Concat(first, s.reg.Peers(osName, mac, MaxPeers), others)
+	// The machines' share leaves room for the seeder, so that every
+	// machine the registry lists is in the answer (its lists are
+	// symmetric only whole, see Registry.Peers).
+	all := slices.Concat(first, s.reg.Peers(osName, mac, MaxPeers-len(first)), others)
 	seen := map[netip.AddrPort]bool{}
 	out := []string{}
 	for _, ap := range all {

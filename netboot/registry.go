@@ -258,18 +258,16 @@ const PeerMaxAge = 30 * time.Second
 
 // Peers returns the BitTorrent addresses of machines that reported they
 // are downloading or seeding os within PeerMaxAge, except the machine
-// excludeMAC: at most n, chosen for that machine by rendezvous hashing
-// (each candidate ranked by a hash of the asking machine and the
-// candidate). The same machine therefore gets the same peers while the
-// machines stay, and the answer changes only when one comes or goes,
-// while different machines get different subsets, which mixes the swarm.
-// (Listing the most recently seen first, as before, changed the answer of
-// more than n machines with every report: at N = 100 each machine then
-// asked again every second, and the answers filled a 1 Mbit/s server
-// uplink on their own; cmd/swarmbench/TUNING.md.)
+// excludeMAC: every one of them when they are at most n, otherwise at
+// most n chosen by ringPeers. A machine is handed the same peers while
+// the machines stay, and the answer changes only when one comes or goes
+// near it. (Listing the most recently seen first, as before, changed the
+// answer of more than n machines with every report: at N = 100 each
+// machine then asked again every second, and the answers filled a
+// 1 Mbit/s server uplink on their own; cmd/swarmbench/TUNING.md.)
 func (r *Registry) Peers(os, excludeMAC string, n int) []netip.AddrPort {
 	now := r.now()
-	var cs []netip.AddrPort
+	var cs []ringMember
 	r.mu.Lock()
 	for mac, e := range r.byMAC {
 		if mac == excludeMAC || !strings.EqualFold(e.m.OS, os) || e.listenPort == 0 || !e.ip.IsValid() {
@@ -281,11 +279,83 @@ func (r *Registry) Peers(os, excludeMAC string, n int) []netip.AddrPort {
 		if now.Sub(e.m.LastSeen) > PeerMaxAge {
 			continue
 		}
-		cs = append(cs, netip.AddrPortFrom(e.ip, uint16(e.listenPort)))
+		cs = append(cs, ringMember{mac, netip.AddrPortFrom(e.ip, uint16(e.listenPort))})
 	}
 	r.mu.Unlock()
-	sortByRank(excludeMAC, cs)
-	return cs[:min(n, len(cs))]
+	if len(cs) <= n {
+		out := make([]netip.AddrPort, len(cs))
+		for i, c := range cs {
+			out[i] = c.addr
+		}
+		sortByRank(excludeMAC, out)
+		return out
+	}
+	return ringPeers(excludeMAC, cs, n)
+}
+
+// ringMember is a machine ringPeers places on its rings.
+type ringMember struct {
+	mac  string
+	addr netip.AddrPort
+}
+
+// ringPeers chooses at most n of the machines cs for the machine asker:
+// its two neighbours on each of n/2 rings, every ring an order of all the
+// machines (cs and asker) by a hash of the ring's number and the MAC.
+// The choice is symmetric: a machine's neighbour on a ring has it as its
+// neighbour on that ring, so two machines list each other or neither.
+// Each boot client keeps at most 25 connections (initramfs/client
+// LANConfig), and when a machine dials in beyond that the library closes
+// one of its connections, usually the seeder's, which brings the
+// machine's share: with each machine's own top 19 of a hash order
+// (rendezvous hashing, as before), a machine was also dialled by the
+// machines that listed it without being on its list, about 25 machines
+// at N = 30 and 34 at N = 100, and at N = 30 (8 MiB, 1 Mbit/s) the
+// machines closed their seeder connection 20–28 times a run
+// (cmd/swarmbench/TUNING.md). With symmetric lists a machine has at most
+// n machines to connect to. Random rings mix the swarm as a random
+// graph does (a few hops from any machine to any other), and a machine
+// coming or going changes the answers of its neighbours only.
+func ringPeers(asker string, cs []ringMember, n int) []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, n)
+	seen := make(map[netip.AddrPort]bool, n)
+	add := func(k int) {
+		if k >= 0 && !seen[cs[k].addr] {
+			seen[cs[k].addr] = true
+			out = append(out, cs[k].addr)
+		}
+	}
+	for ring := range max(1, n/2) {
+		me := ringKey(ring, asker)
+		next, prev := -1, -1
+		var dn, dp uint64
+		for k, c := range cs {
+			h := ringKey(ring, c.mac)
+			// Distances along the ring, forward and back (wrapping).
+			if f := h - me; next < 0 || f < dn || f == dn && c.addr.Compare(cs[next].addr) < 0 {
+				next, dn = k, f
+			}
+			if b := me - h; prev < 0 || b < dp || b == dp && c.addr.Compare(cs[prev].addr) < 0 {
+				prev, dp = k, b
+			}
+		}
+		add(next)
+		add(prev)
+	}
+	return out
+}
+
+// ringKey is the place of the machine mac on ring number ring: the MAC's
+// hash mixed with the ring's number by SplitMix64's finaliser, so that
+// the rings' orders are unrelated (FNV alone, with the ring's number in
+// front of the MAC, gave nearly the same order on every ring).
+func ringKey(ring int, mac string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(strings.ToLower(mac)))
+	z := h.Sum64() + uint64(ring+1)*0x9e3779b97f4a7c15
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	return z ^ z>>31
 }
 
 // sortByRank orders candidates for the machine asker by peerRank (then by
