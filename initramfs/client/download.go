@@ -775,10 +775,13 @@ func LANConfig(port int) *torrent.ClientConfig {
 	// another boot client or our seeder.
 	cfg.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false, RequirePreferred: true}
 	cfg.ListenPort = port
-	// The boot API lists the seeder and 19 machines (netboot.MaxPeers),
-	// and other machines dial this one: 25 connections keep the pieces
-	// varied without the HAVE traffic and request updates of the
-	// library's 50 (at N = 100, 5.7–5.9× T* with 50 against 3.5–3.8×).
+	// The boot API lists the seeder and at most 19 machines
+	// (netboot.MaxPeers), and those machines list this one back
+	// (netboot.Registry.Peers): 25 connections leave room for peers that
+	// are not boot clients, without the HAVE traffic and request
+	// updates of the library's 50 (at N = 100, 5.7–5.9× T* with 50
+	// against 3.5–3.8×). When a machine is dialled beyond the limit
+	// anyway, keepSeeder gets the seeder's connection back.
 	cfg.EstablishedConnsPerTorrent = 25
 	if os.Getenv(stealGraceEnv) == "" {
 		cfg.StealRequestGrace = stealGrace
