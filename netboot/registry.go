@@ -311,7 +311,7 @@ type ringMember struct {
 // (rendezvous hashing, as before), a machine was also dialled by the
 // machines that listed it without being on its list, about 25 machines
 // at N = 30 and 34 at N = 100, and at N = 30 (8 MiB, 1 Mbit/s) the
-// machines closed their seeder connection 20–28 times a run
+// machines closed their seeder connection 15–28 times a run
 // (cmd/swarmbench/TUNING.md). With symmetric lists a machine has at most
 // n machines to connect to. Random rings mix the swarm as a random
 // graph does (a few hops from any machine to any other), and a machine
