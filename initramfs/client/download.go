@@ -166,9 +166,16 @@ type torrentDL struct {
 	seeder   []torrent.PeerInfo // the seeder's addresses, from the server
 
 	// maxConns is the torrent's connection limit (see keepSeeder);
-	// seederDials counts keepSeeder's dials.
-	maxConns    atomic.Int32
-	seederDials atomic.Int64
+	// seederDials counts keepSeeder's dials, seederEvictions the
+	// connections it closed to make room.
+	maxConns        atomic.Int32
+	seederDials     atomic.Int64
+	seederEvictions atomic.Int64 // connections keepSeeder closed to make room
+	// seederBack says whether a connection to the seeder was seen since
+	// keepSeeder last closed a connection to make room for it, at
+	// lastEvict (shareLoop's goroutine only).
+	seederBack bool
+	lastEvict  time.Time
 
 	stop   context.CancelFunc
 	wg     sync.WaitGroup

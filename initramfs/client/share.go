@@ -249,8 +249,13 @@ func (d *torrentDL) shareLoop(ctx context.Context) {
 }
 
 // seederRedialEvery is how often keepSeeder may dial the seeder again:
-// its handshake answer shares the server's busy uplink.
-const seederRedialEvery = 2 * time.Second
+// its handshake answer shares the server's busy uplink. evictRetry is
+// how long it waits before it closes another machine's connection for
+// the seeder when the last place it made went unused.
+const (
+	seederRedialEvery = 2 * time.Second
+	evictRetry        = 15 * time.Second
+)
 
 // keepSeeder dials the seeder again when this machine has no connection
 // to it and still lacks pieces the mask lets it ask the seeder for, and
@@ -273,6 +278,7 @@ func (d *torrentDL) keepSeeder() bool {
 	conns := d.t.PeerConns()
 	for _, pc := range conns {
 		if d.source(&pc.Peer) == srcSeeder {
+			d.seederBack = true
 			return false
 		}
 	}
@@ -296,7 +302,12 @@ func (d *torrentDL) keepSeeder() bool {
 	if d.t.Stats().HalfOpenPeers > 0 {
 		return false // a dial is under way, maybe the seeder's: let it finish
 	}
-	if len(conns) >= int(d.maxConns.Load()) {
+	// A place made for the seeder that it did not take (the server is
+	// unreachable, or another machine dialled in first) is made again
+	// only after evictRetry: a machine must not shed its peers every
+	// few seconds while the server is down.
+	if len(conns) >= int(d.maxConns.Load()) && (d.seederBack || time.Since(d.lastEvict) >= evictRetry) {
+		d.seederBack, d.lastEvict = false, time.Now()
 		lacks := make([]int, len(conns))
 		for k, pc := range conns {
 			bm := pc.PeerPieces()
@@ -307,6 +318,7 @@ func (d *torrentDL) keepSeeder() bool {
 			}
 		}
 		conns[leastUseful(lacks)].Close()
+		d.seederEvictions.Add(1)
 	}
 	if d.o.Logger != nil {
 		d.o.Logger.Debug("no connection to the seeder: dialling it again", "stage", "download", "connections", len(conns))

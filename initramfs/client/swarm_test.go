@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -860,5 +861,59 @@ func TestSeederRedialedAtLimit(t *testing.T) {
 	case <-d.t.Complete().On():
 	case <-ctx.Done():
 		t.Fatalf("download incomplete after the seeder came back: %d of %d bytes", d.t.BytesCompleted(), d.t.Length())
+	}
+}
+
+// TestSeederUnreachableKeepsPeers: while the seeder cannot be reached,
+// a machine at its connection limit does not keep closing its
+// connections to other machines to make room for it (keepSeeder closes
+// one, then waits evictRetry).
+func TestSeederUnreachableKeepsPeers(t *testing.T) {
+	s := newTestServer(t, 2<<20, false)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadSeeder := ln.Addr().String()
+	ln.Close() // dials to it are refused
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var dAddr atomic.Pointer[string]
+	other, err := startTorrent(ctx, s.mi, dlOptions{
+		DataDir: t.TempDir(), ListenHost: "127.0.0.2", ServerHost: "127.0.0.1",
+		Peers: func(context.Context) (*bootapi.Peers, error) {
+			p := &bootapi.Peers{}
+			if a := dAddr.Load(); a != nil {
+				p.Peers = append(p.Peers, *a) // it dials back when dropped
+			}
+			return p, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	otherAddr := fmt.Sprintf("127.0.0.2:%d", other.cl.LocalPort())
+	d, err := startTorrent(ctx, s.mi, dlOptions{
+		DataDir: t.TempDir(), ListenHost: "127.0.0.3", ServerHost: "127.0.0.1",
+		Peers: func(context.Context) (*bootapi.Peers, error) {
+			return &bootapi.Peers{Peers: []string{deadSeeder, otherAddr}}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	a := fmt.Sprintf("127.0.0.3:%d", d.cl.LocalPort())
+	dAddr.Store(&a)
+	d.maxConns.Store(1)
+	d.t.SetMaxEstablishedConns(1)
+	// Eight seconds: four of keepSeeder's dials, and less than evictRetry.
+	time.Sleep(8 * time.Second)
+	if n := d.seederDials.Load(); n < 2 {
+		t.Errorf("seeder dials in 8 s: %d, want several (it is retried every %s)", n, seederRedialEvery)
+	}
+	if n := d.seederEvictions.Load(); n > 1 {
+		t.Errorf("connections closed to make room for an unreachable seeder in 8 s: %d, want at most 1", n)
 	}
 }
