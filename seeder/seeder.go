@@ -129,6 +129,13 @@ func (s *Seeder) logPeerDone(pc *torrent.PeerConn) {
 	if !ok {
 		return // closed before the handshake: nothing was served
 	}
+	if pc.Torrent() == nil {
+		// Handshaken but never joined to a torrent (refused, or the
+		// seeder was closing: seen when the server restarted during a
+		// download). The library's Stats would dereference its nil
+		// torrent, and nothing was served.
+		return
+	}
 	d := time.Since(v.(time.Time))
 	st := pc.Stats()
 	osName := ""

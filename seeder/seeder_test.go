@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
 
 	"github.com/boottorrent/boottorrent/config"
@@ -423,5 +424,24 @@ func TestLifecycle(t *testing.T) {
 	}
 	if err := first.RegisterPeer("nosuch", m, 1); err == nil {
 		t.Fatal("registered a peer for an unknown OS")
+	}
+}
+
+// TestLogPeerDoneWithoutTorrent: a connection that completed its
+// handshake but never joined a torrent (refused, or the seeder was
+// closing: CI saw it when the server restarted mid-download) ends
+// without a log line, instead of the library's Stats dereferencing its
+// nil torrent and taking the server down.
+func TestLogPeerDoneWithoutTorrent(t *testing.T) {
+	var logs bytes.Buffer
+	s := &Seeder{log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	pc := &torrent.PeerConn{}
+	s.connStart.Store(pc, time.Now())
+	s.logPeerDone(pc)
+	if logs.Len() != 0 {
+		t.Errorf("logged a connection that served nothing: %s", logs.String())
+	}
+	if _, ok := s.connStart.Load(pc); ok {
+		t.Error("the connection's start time was kept")
 	}
 }
