@@ -279,7 +279,7 @@ func (r *Registry) Peers(os, excludeMAC string, n int) []netip.AddrPort {
 		if now.Sub(e.m.LastSeen) > PeerMaxAge {
 			continue
 		}
-		cs = append(cs, ringMember{mac, netip.AddrPortFrom(e.ip, uint16(e.listenPort))})
+		cs = append(cs, ringMember{macHash(mac), netip.AddrPortFrom(e.ip, uint16(e.listenPort))})
 	}
 	r.mu.Unlock()
 	if len(cs) <= n {
@@ -295,7 +295,7 @@ func (r *Registry) Peers(os, excludeMAC string, n int) []netip.AddrPort {
 
 // ringMember is a machine ringPeers places on its rings.
 type ringMember struct {
-	mac  string
+	mac  uint64 // macHash
 	addr netip.AddrPort
 }
 
@@ -325,8 +325,9 @@ func ringPeers(asker string, cs []ringMember, n int) []netip.AddrPort {
 			out = append(out, cs[k].addr)
 		}
 	}
+	self := macHash(asker)
 	for ring := range max(1, n/2) {
-		me := ringKey(ring, asker)
+		me := ringKey(ring, self)
 		next, prev := -1, -1
 		var dn, dp uint64
 		for k, c := range cs {
@@ -345,14 +346,20 @@ func ringPeers(asker string, cs []ringMember, n int) []netip.AddrPort {
 	return out
 }
 
-// ringKey is the place of the machine mac on ring number ring: the MAC's
-// hash mixed with the ring's number by SplitMix64's finaliser, so that
-// the rings' orders are unrelated (FNV alone, with the ring's number in
-// front of the MAC, gave nearly the same order on every ring).
-func ringKey(ring int, mac string) uint64 {
+// macHash is the MAC's hash, before any ring's mixing (ringKey).
+func macHash(mac string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(strings.ToLower(mac)))
-	z := h.Sum64() + uint64(ring+1)*0x9e3779b97f4a7c15
+	return h.Sum64()
+}
+
+// ringKey is the place on ring number ring of the machine whose MAC
+// hashes to mac (macHash): the hash mixed with the ring's number by
+// SplitMix64's finaliser, so that the rings' orders are unrelated (FNV
+// alone, with the ring's number in front of the MAC, gave nearly the
+// same order on every ring).
+func ringKey(ring int, mac uint64) uint64 {
+	z := mac + uint64(ring+1)*0x9e3779b97f4a7c15
 	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
 	z = (z ^ z>>27) * 0x94d049bb133111eb
 	return z ^ z>>31

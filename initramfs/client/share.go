@@ -288,13 +288,12 @@ func (d *torrentDL) keepSeeder() bool {
 	if len(s) == 0 {
 		return false // no address from the server yet
 	}
-	np := d.t.NumPieces()
-	missing := make([]bool, np)
+	complete := d.completed()
+	np := len(complete)
 	mask := d.mask.Load()
 	need := false
-	for i := range np {
-		missing[i] = !d.t.Piece(i).State().Complete
-		need = need || missing[i] && (mask == nil || i < len(*mask) && (*mask)[i])
+	for i, c := range complete {
+		need = need || !c && (mask == nil || i < len(*mask) && (*mask)[i])
 	}
 	if !need {
 		return false
@@ -312,7 +311,7 @@ func (d *torrentDL) keepSeeder() bool {
 		for k, pc := range conns {
 			bm := pc.PeerPieces()
 			for it := bm.Iterator(); it.HasNext(); {
-				if i := int(it.Next()); i < np && missing[i] {
+				if i := int(it.Next()); i < np && !complete[i] {
 					lacks[k]++
 				}
 			}
@@ -377,10 +376,7 @@ const ownerReserve = 2
 func (d *torrentDL) steal(index, count int, stolen []bool) ([]bool, bool) {
 	np := d.t.NumPieces()
 	st := stealState{index: index, count: count, stolen: stolen,
-		complete: make([]bool, np), held: make([]bool, np)}
-	for i := range np {
-		st.complete[i] = d.t.Piece(i).State().Complete
-	}
+		complete: d.completed(), held: make([]bool, np)}
 	for _, pc := range d.t.PeerConns() {
 		if d.source(&pc.Peer) == srcSeeder {
 			continue
@@ -492,6 +488,15 @@ func pickSteal(st stealState) ([]bool, bool) {
 		return make([]bool, np), true // nothing left to take: drop the old batch
 	}
 	return nil, false
+}
+
+// completed says for every piece whether it is complete here.
+func (d *torrentDL) completed() []bool {
+	c := make([]bool, d.t.NumPieces())
+	for i := range c {
+		c[i] = d.t.Piece(i).State().Complete
+	}
+	return c
 }
 
 // trues counts the true values.
