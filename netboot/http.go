@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"net"
@@ -32,9 +33,24 @@ const (
 	// thousands of one-byte ranges with a multipart body larger than the
 	// file. Beyond it the whole file is sent.
 	maxRanges = 8
-	// ReportInterval is how often clients are asked to report.
-	ReportInterval = 2 * time.Second
+	// ReportInterval is how often clients are asked to report, and
+	// MaxReportInterval how rarely in a large class: PathPeers answers
+	// stretch it by one ReportInterval per reportMachines machines
+	// fetching the OS (reportEvery), so the server's uplink, which the
+	// seeder's bulk data fills, answers about reportMachines/2 reports a
+	// second however many machines boot. Registry.Peers still hears from
+	// every machine three times within PeerMaxAge.
+	ReportInterval    = 2 * time.Second
+	MaxReportInterval = 10 * time.Second
+	reportMachines    = 20
 )
+
+// reportEvery is the report interval for a class of n machines fetching
+// one OS.
+func reportEvery(n int) time.Duration {
+	k := max(1, (n+reportMachines-1)/reportMachines)
+	return min(time.Duration(k)*ReportInterval, MaxReportInterval)
+}
 
 // Handler serves the boot script, the client's kernel and initramfs and
 // the boot API on the one HTTP listener (the lead mounts it next to the
@@ -297,7 +313,27 @@ func (s *Server) servePeers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	idx, n := s.reg.Share(osName, mac)
-	writeJSON(w, bootapi.Peers{Peers: s.PeersFor(osName, mac, remoteIP(r)), ShareIndex: idx, ShareCount: n})
+	body, err := json.Marshal(bootapi.Peers{Peers: s.PeersFor(osName, mac, remoteIP(r)), ShareIndex: idx, ShareCount: n,
+		ReportMS: reportEvery(n).Milliseconds()})
+	if err != nil {
+		http.Error(w, "encoding the answer: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	// Each machine asks every few seconds for as long as it downloads,
+	// over the uplink the seeder fills, and mostly gets the answer it
+	// had: it sends that answer's ETag, and an unchanged answer is a 304
+	// without a body.
+	h := fnv.New64a()
+	h.Write(body)
+	etag := fmt.Sprintf(`"%016x"`, h.Sum64())
+	w.Header().Set("ETag", etag)
+	w.Header().Set("Cache-Control", "no-cache")
+	if r.Header.Get("If-None-Match") == etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(body)
 }
 
 func (s *Server) serveReport(w http.ResponseWriter, r *http.Request) {

@@ -592,3 +592,49 @@ func TestPeersForStable(t *testing.T) {
 		t.Errorf("two machines got the same peers: %v", a)
 	}
 }
+
+// An unchanged Peers answer is a 304 without a body when the client sends
+// the ETag it got; a change in the class is a 200 with a new ETag. The
+// report interval grows with the class.
+func TestPeersNotModified(t *testing.T) {
+	s, _ := testServer(t)
+	h := s.Handler()
+	macA := "52:54:00:00:00:0a"
+	report(t, h, "10.9.0.30:5", bootapi.Report{MAC: macA, Stage: bootapi.StageDownload, OS: "debian", ListenPort: 6881})
+	target := "/api/v1/peers?os=debian&mac=" + macA
+	w := do(t, h, "GET", target, "10.9.0.30:9", nil)
+	tag := w.Header().Get("ETag")
+	if w.Code != 200 || tag == "" || w.Body.Len() == 0 {
+		t.Fatalf("first answer: %d, ETag %q, %d bytes", w.Code, tag, w.Body.Len())
+	}
+	var p bootapi.Peers
+	if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil || p.ReportMS != ReportInterval.Milliseconds() {
+		t.Fatalf("answer %s: %v, report interval %d ms, want %d", w.Body, err, p.ReportMS, ReportInterval.Milliseconds())
+	}
+	w = do(t, h, "GET", target, "10.9.0.30:9", nil, "If-None-Match", tag)
+	if w.Code != http.StatusNotModified || w.Body.Len() != 0 || w.Header().Get("ETag") != tag {
+		t.Fatalf("unchanged answer: %d, %d bytes, ETag %q (want 304, empty, %q)", w.Code, w.Body.Len(), w.Header().Get("ETag"), tag)
+	}
+	if w = do(t, h, "GET", target, "10.9.0.30:9", nil, "If-None-Match", `"0000000000000000"`); w.Code != 200 || w.Body.Len() == 0 {
+		t.Fatalf("stale ETag: %d, %d bytes, want the full answer", w.Code, w.Body.Len())
+	}
+	// Another machine arrives: the answer changes.
+	report(t, h, "10.9.0.40:5", bootapi.Report{MAC: "52:54:00:00:00:0b", Stage: bootapi.StageDownload, OS: "debian", ListenPort: 7000})
+	w = do(t, h, "GET", target, "10.9.0.30:9", nil, "If-None-Match", tag)
+	if w.Code != 200 || w.Header().Get("ETag") == tag || !strings.Contains(w.Body.String(), "10.9.0.40:7000") {
+		t.Fatalf("changed answer: %d, ETag %q (old %q): %s", w.Code, w.Header().Get("ETag"), tag, w.Body)
+	}
+	for _, c := range []struct {
+		n    int
+		want time.Duration
+	}{{0, 2 * time.Second}, {1, 2 * time.Second}, {20, 2 * time.Second}, {21, 4 * time.Second}, {30, 4 * time.Second}, {100, 10 * time.Second}, {4096, MaxReportInterval}} {
+		if got := reportEvery(c.n); got != c.want {
+			t.Errorf("reportEvery(%d) = %s, want %s", c.n, got, c.want)
+		}
+	}
+	// Three reports fit in PeerMaxAge at the longest interval, so a
+	// machine that lost one or two is still handed out as a peer.
+	if 3*MaxReportInterval > PeerMaxAge {
+		t.Errorf("MaxReportInterval %s: three reports do not fit in PeerMaxAge %s", MaxReportInterval, PeerMaxAge)
+	}
+}

@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
@@ -24,6 +26,7 @@ const (
 	maxTorrentBytes = 16 << 20 // metainfo of a multi-GB image with small pieces
 	maxMenuItems    = 99
 	maxPeers        = 200
+	maxReportMS     = 60_000 // a longer report interval is ignored
 )
 
 // api talks to the server's HTTP listener.
@@ -31,6 +34,9 @@ type api struct {
 	base string // http://IP:PORT, no trailing slash
 	mac  string
 	hc   *http.Client
+
+	peersMu   sync.Mutex
+	peersLast map[string]cachedPeers // by OS name
 }
 
 func newAPI(base, mac string) (*api, error) {
@@ -71,15 +77,21 @@ var getAttempts = []time.Duration{5 * time.Second, 10 * time.Second, 15 * time.S
 // get fetches path with up to len(getAttempts) attempts; an HTTP status
 // other than 200 or an oversized answer ends it at once.
 func (a *api) get(ctx context.Context, path string, q url.Values, limit int64) ([]byte, error) {
-	var err error
+	b, _, _, err := a.getCond(ctx, path, q, limit, "")
+	return b, err
+}
+
+// getCond is get with an ETag from an earlier answer (if not ""): an
+// unchanged answer comes back as notModified, without a body. tag is the
+// answer's ETag.
+func (a *api) getCond(ctx context.Context, path string, q url.Values, limit int64, etag string) (b []byte, tag string, notModified bool, err error) {
 	for _, limitT := range getAttempts {
-		var b []byte
-		b, err = a.getOnce(ctx, limitT, path, q, limit)
+		b, tag, notModified, err = a.getOnce(ctx, limitT, path, q, limit, etag)
 		if err == nil || ctx.Err() != nil || !retryable(err) {
-			return b, err
+			return b, tag, notModified, err
 		}
 	}
-	return nil, err
+	return nil, "", false, err
 }
 
 // retryable says whether a failed get may succeed on a new connection: a
@@ -89,7 +101,7 @@ func retryable(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-func (a *api) getOnce(ctx context.Context, timeout time.Duration, path string, q url.Values, limit int64) ([]byte, error) {
+func (a *api) getOnce(ctx context.Context, timeout time.Duration, path string, q url.Values, limit int64, etag string) ([]byte, string, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	u := a.base + path
@@ -98,25 +110,32 @@ func (a *api) getOnce(ctx context.Context, timeout time.Duration, path string, q
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, err
+		return nil, "", false, err
+	}
+	if etag != "" {
+		req.Header.Set("If-None-Match", etag)
 	}
 	resp, err := a.hc.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, "", false, err
 	}
 	defer resp.Body.Close()
+	tag := resp.Header.Get("ETag")
+	if etag != "" && resp.StatusCode == http.StatusNotModified {
+		return nil, tag, true, nil
+	}
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-		return nil, fmt.Errorf("GET %s: %w %s: %s", path, errHTTP, resp.Status, bytes.TrimSpace(msg))
+		return nil, "", false, fmt.Errorf("GET %s: %w %s: %s", path, errHTTP, resp.Status, bytes.TrimSpace(msg))
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", path, err)
+		return nil, "", false, fmt.Errorf("GET %s: %w", path, err)
 	}
 	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("GET %s: answer larger than %d bytes", path, limit)
+		return nil, "", false, fmt.Errorf("GET %s: answer larger than %d bytes", path, limit)
 	}
-	return b, nil
+	return b, tag, false, nil
 }
 
 // Boot fetches the menu and this machine's settings.
@@ -155,7 +174,7 @@ func parseBoot(b []byte) (*bootapi.Boot, error) {
 			}
 		}
 	}
-	if boot.ReportMS <= 0 || boot.ReportMS > 60_000 {
+	if boot.ReportMS <= 0 || boot.ReportMS > maxReportMS {
 		boot.ReportMS = 3000
 	}
 	if boot.SeedMS < 0 || boot.SeedMS > int64(24*time.Hour/time.Millisecond) {
@@ -165,13 +184,50 @@ func parseBoot(b []byte) (*bootapi.Boot, error) {
 }
 
 // Peers fetches the addresses to dial for an OS (the seeder first) and
-// this machine's share of the seeder's pieces.
+// this machine's share of the seeder's pieces. It asks with the ETag of
+// the last answer and reuses that answer when the server says it has not
+// changed (a 304 costs the server's uplink a few header bytes).
 func (a *api) Peers(ctx context.Context, osName string) (*bootapi.Peers, error) {
-	b, err := a.get(ctx, bootapi.PathPeers, url.Values{"os": {osName}, "mac": {a.mac}}, maxPeersBytes)
+	a.peersMu.Lock()
+	last := a.peersLast[osName]
+	a.peersMu.Unlock()
+	b, tag, notModified, err := a.getCond(ctx, bootapi.PathPeers, url.Values{"os": {osName}, "mac": {a.mac}}, maxPeersBytes, last.etag)
 	if err != nil {
 		return nil, err
 	}
-	return parsePeers(b)
+	if notModified {
+		return clonePeers(last.p), nil
+	}
+	p, err := parsePeers(b)
+	if err != nil {
+		return nil, err
+	}
+	a.peersMu.Lock()
+	if a.peersLast == nil {
+		a.peersLast = map[string]cachedPeers{}
+	}
+	if tag != "" && len(tag) <= maxETagBytes {
+		a.peersLast[osName] = cachedPeers{tag, clonePeers(p)}
+	} else {
+		delete(a.peersLast, osName)
+	}
+	a.peersMu.Unlock()
+	return p, nil
+}
+
+// cachedPeers is the last Peers answer for an OS and its ETag.
+type cachedPeers struct {
+	etag string
+	p    *bootapi.Peers
+}
+
+// maxETagBytes bounds the ETag kept from the server (ours are 18 bytes).
+const maxETagBytes = 128
+
+func clonePeers(p *bootapi.Peers) *bootapi.Peers {
+	c := *p
+	c.Peers = slices.Clone(p.Peers)
+	return &c
 }
 
 // parsePeers decodes a Peers answer, keeping only well-formed ip:port and
@@ -192,6 +248,9 @@ func parsePeers(b []byte) (*bootapi.Peers, error) {
 	}
 	if p.ShareCount > 1 && p.ShareCount <= bootapi.MaxShareCount && p.ShareIndex >= 0 && p.ShareIndex < p.ShareCount {
 		out.ShareIndex, out.ShareCount = p.ShareIndex, p.ShareCount
+	}
+	if p.ReportMS > 0 && p.ReportMS <= maxReportMS {
+		out.ReportMS = p.ReportMS
 	}
 	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -227,5 +228,73 @@ func TestGetRetriesStalledAnswer(t *testing.T) {
 	calls.Store(0)
 	if _, err := a.get(context.Background(), "/stall", nil, 100); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("every attempt stalled: %v, want a deadline error", err)
+	}
+}
+
+// Peers asks with the last answer's ETag and reuses that answer on a 304;
+// a 304 it did not ask for is an error, not an empty answer.
+func TestPeersNotModified(t *testing.T) {
+	answer := `{"peers":["10.0.0.1:6881","10.0.0.2:6881"],"share_index":1,"share_count":3,"report_interval_ms":4000}`
+	const tag = `"0123456789abcdef"`
+	var sent []string // If-None-Match of each request
+	var mu sync.Mutex
+	bogus304 := false
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		sent = append(sent, r.Header.Get("If-None-Match"))
+		b := bogus304
+		mu.Unlock()
+		w.Header().Set("ETag", tag)
+		if b || r.Header.Get("If-None-Match") == tag {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		io.WriteString(w, answer)
+	}))
+	defer srv.Close()
+	a, err := newAPI(srv.URL, "52:54:00:00:00:01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := a.Peers(context.Background(), "debian")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.Peers) != 2 || first.ShareCount != 3 || first.ReportMS != 4000 {
+		t.Fatalf("first answer %+v", first)
+	}
+	first.Peers[0] = "changed by the caller"
+	second, err := a.Peers(context.Background(), "debian")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(second.Peers, " ") != "10.0.0.1:6881 10.0.0.2:6881" || second.ShareIndex != 1 || second.ShareCount != 3 || second.ReportMS != 4000 {
+		t.Errorf("answer from the 304: %+v, want the first answer as it came", second)
+	}
+	mu.Lock()
+	if len(sent) != 2 || sent[0] != "" || sent[1] != tag {
+		t.Errorf("If-None-Match sent: %q, want none then %s", sent, tag)
+	}
+	bogus304 = true
+	mu.Unlock()
+	// Another OS has no cached answer: a 304 for it is the server's
+	// mistake.
+	if _, err := a.Peers(context.Background(), "alpine"); !errors.Is(err, errHTTP) {
+		t.Errorf("unasked 304: %v, want an HTTP status error", err)
+	}
+}
+
+func TestParsePeersReportInterval(t *testing.T) {
+	for doc, want := range map[string]int64{
+		`{"report_interval_ms":10000}`:   10000,
+		`{"report_interval_ms":0}`:       0,
+		`{"report_interval_ms":-5}`:      0,
+		`{"report_interval_ms":3600000}`: 0, // beyond maxReportMS: the Boot answer's stays
+		`{}`:                             0,
+	} {
+		got, err := parsePeers([]byte(doc))
+		if err != nil || got.ReportMS != want {
+			t.Errorf("%s: report interval %d, %v; want %d", doc, got.ReportMS, err, want)
+		}
 	}
 }

@@ -55,6 +55,9 @@ type Progress struct {
 	// connection to the seeder it still needed and dialled it again
 	// (see keepSeeder).
 	SeederDials int64
+	// ReportEvery is the report interval the server last asked for in a
+	// Peers answer (0: the Boot answer's).
+	ReportEvery time.Duration
 }
 
 // Fetched is a complete download: where the OS's files are.
@@ -161,6 +164,7 @@ type torrentDL struct {
 	// assigned this machine (nil: none yet); mask is what the seeder's connection is
 	// made to advertise (nil: every piece). See shareLoop.
 	share    atomic.Pointer[[2]int]
+	reportMS atomic.Int64 // the last Peers answer's ReportMS
 	mask     atomic.Pointer[[]bool]
 	seederMu sync.Mutex
 	seeder   []torrent.PeerInfo // the seeder's addresses, from the server
@@ -398,6 +402,7 @@ func (d *torrentDL) refreshPeers(ctx context.Context) {
 			d.setMask(shareMask(from, to, d.t.NumPieces(), nil))
 		}
 		d.t.AddPeers(pis)
+		d.reportMS.Store(ans.ReportMS)
 		// Every second while the answer changes (machines switched on
 		// one after another, shares handed out), then less and less
 		// often up to every 10 s: a hundred machines asking every
@@ -582,6 +587,7 @@ func (d *torrentDL) Progress() Progress {
 	}
 	p.Requests, p.Withdrawn, p.Rejected = d.requests.counts()
 	p.SeederDials = d.seederDials.Load()
+	p.ReportEvery = time.Duration(d.reportMS.Load()) * time.Millisecond
 	for _, pc := range d.t.PeerConns() {
 		if d.source(&pc.Peer) == srcSeeder {
 			p.Seeders++

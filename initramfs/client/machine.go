@@ -323,6 +323,10 @@ func (m *machine) progressReport(stage string, o *bootapi.OS, p Progress, rate f
 		Peers: p.Peers + p.Seeders, RateBps: rate}
 }
 
+// watchTick is how often watch updates the console and checks whether a
+// report is due (a variable for the tests).
+var watchTick = time.Second
+
 // stallWarn is how long without data before the console says so.
 const stallWarn = 15 * time.Second
 
@@ -338,7 +342,7 @@ func (m *machine) watch(ctx context.Context, b *bootapi.Boot, o *bootapi.OS, sta
 		f, err := fn(ctx)
 		done <- res{f, err}
 	}()
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(watchTick)
 	defer tick.Stop()
 	lastReport := m.now()
 	lastDone, lastT := dl.Progress().Done, m.now()
@@ -377,7 +381,11 @@ func (m *machine) watch(ctx context.Context, b *bootapi.Boot, o *bootapi.OS, sta
 				warned = 0
 			}
 		}
-		if now.Sub(lastReport) >= time.Duration(b.ReportMS)*time.Millisecond && inFlight.CompareAndSwap(false, true) {
+		every := time.Duration(b.ReportMS) * time.Millisecond
+		if p.ReportEvery > 0 {
+			every = p.ReportEvery // a large class reports less often
+		}
+		if now.Sub(lastReport) >= every && inFlight.CompareAndSwap(false, true) {
 			// One report at a time: a server that answers slowly
 			// must not pile up goroutines.
 			lastReport = now

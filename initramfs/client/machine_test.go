@@ -264,3 +264,42 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// reportDL is a download in progress whose Progress carries the report
+// interval of the last Peers answer.
+type reportDL struct {
+	fakeDL
+	every time.Duration
+}
+
+func (d *reportDL) Progress() Progress {
+	return Progress{Total: 100, Done: 50, ReportEvery: d.every}
+}
+
+// While downloading, watch reports at the interval of the last Peers
+// answer when there is one, else at the Boot answer's.
+func TestWatchReportInterval(t *testing.T) {
+	defer func(old time.Duration) { watchTick = old }(watchTick)
+	watchTick = 5 * time.Millisecond
+	b := testBoot()
+	b.ReportMS = 10
+	for _, c := range []struct {
+		every    time.Duration
+		min, max int
+	}{{0, 5, 60}, {time.Hour, 0, 0}} {
+		f := &fakeEnv{}
+		m, _, _ := newTestMachine(f, nil)
+		dl := &reportDL{every: c.every}
+		m.watch(context.Background(), b, &b.Menu[0], bootapi.StageDownload, dl, func(context.Context) (*Fetched, error) {
+			time.Sleep(300 * time.Millisecond)
+			return &Fetched{}, nil
+		})
+		time.Sleep(20 * time.Millisecond) // the last report's goroutine
+		f.mu.Lock()
+		n := len(f.reports)
+		f.mu.Unlock()
+		if n < c.min || n > c.max {
+			t.Errorf("Peers interval %s, Boot interval 10ms: %d reports in 300 ms, want %d–%d", c.every, n, c.min, c.max)
+		}
+	}
+}

@@ -92,10 +92,14 @@ func (b *Boot) SeedTime() time.Duration { return time.Duration(b.SeedMS) * time.
 // rest from the other machines (falling back to the seeder for pieces
 // nobody else has). The boot client caps how many machines own a share
 // (maxOwners in initramfs/client/share.go). ShareCount 0 or 1 means no split.
+//
+// ReportMS, when set, replaces Boot.ReportMS while the machine downloads:
+// the server asks a large class to report less often.
 type Peers struct {
 	Peers      []string `json:"peers"`
 	ShareIndex int      `json:"share_index"`
 	ShareCount int      `json:"share_count"`
+	ReportMS   int64    `json:"report_interval_ms,omitempty"`
 }
 
 // MaxShareCount bounds ShareCount: more machines than this share the
