@@ -789,7 +789,11 @@ func TestSeederMaskChange(t *testing.T) {
 // the seeder has the server's address.
 func TestSeederRedialedAtLimit(t *testing.T) {
 	s := newTestServer(t, 2<<20, false)
-	s.uploadBps = 256 << 10 // the machines are still downloading at the end
+	// The machines are still downloading at the end: 2 MiB take 16 s,
+	// longer than the boot API refresh's longest wait (10 s) after the
+	// server starts listing the seeder, even when the first connection
+	// came late on a loaded host.
+	s.uploadBps = 128 << 10
 	s.startSeeder()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -852,7 +856,8 @@ func TestSeederRedialedAtLimit(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if ctx.Err() != nil {
-		t.Fatal("the seeder was never dialled while the machine was at its connection limit")
+		t.Fatalf("the seeder was never dialled while the machine was at its connection limit (%d of %d bytes; %d seeder dials, %d connections closed for it)",
+			d.t.BytesCompleted(), d.t.Length(), d.seederDials.Load(), d.seederEvictions.Load())
 	}
 	if n := d.seederDials.Load(); n < 1 {
 		t.Errorf("seeder dials counted: %d, want at least 1", n)
