@@ -169,7 +169,10 @@ func sampleReport() *Report {
 	c10 := Case{Clients: 10, SizeBytes: 32 << 20, RateBps: 20e6, ServerBps: 20e6, BoundS: 13.42, HTTPBoundS: 134.2,
 		ServerEgressBytes: 40 << 20, PeerBytes: 270 << 20, SeederBytes: 50 << 20, WastedBytes: 80 << 20 / 10, CPUPeakBusy: 0.7,
 		WastedSeederBytes: 3 << 20, Requests: 12000, RequestsWithdrawn: 1500, RequestsRejected: 600,
-		Invalid: "invalid: machine saturated"}
+		Invalid: "invalid: machine saturated", HTTPServerEgressBytes: 330 << 20,
+		ServerEgressKinds: EgressKinds{KindSeederData: {Bytes: 36 << 20, Packets: 25800}, KindSeederSmall: {Bytes: 2 << 20, Packets: 40000},
+			KindHTTP: {Bytes: 2 << 20, Packets: 1500}, KindOther: {Bytes: 0, Packets: 0}},
+		HTTPServerEgressKinds: EgressKinds{KindSeederData: {}, KindSeederSmall: {}, KindHTTP: {Bytes: 320 << 20, Packets: 230000}, KindOther: {Bytes: 4000, Packets: 12}}}
 	c10.Finish([]float64{15, 16, 17, 16, 15, 16, 17, 16, 15, 18}, []float64{130, 135, 140, 135, 136, 137, 138, 139, 140, 141})
 	c3 := Case{Clients: 3, SizeBytes: 32 << 20, RateBps: 20e6, ServerBps: 20e6, BoundS: 13.42, HTTPBoundS: 40.3,
 		Errors: []string{"boottorrent client 2: did not complete in time"}}
@@ -221,6 +224,19 @@ func TestReportJSON(t *testing.T) {
 	if doc.Cases[2]["clients"] != 10.0 || doc.Cases[2]["all_complete_s"] != 18.0 || doc.Cases[2]["peer_bytes"] != float64(270<<20) {
 		t.Errorf("JSON case 10: %v", doc.Cases[2])
 	}
+	// The egress by kind: an object of kinds, each bytes and packets;
+	// absent where it was not measured.
+	kinds, _ := doc.Cases[2]["server_egress_kinds"].(map[string]any)
+	data, _ := kinds["seeder_data"].(map[string]any)
+	if len(kinds) != 4 || data["bytes"] != float64(36<<20) || data["packets"] != 25800.0 {
+		t.Errorf("JSON case 10 server_egress_kinds: %v", doc.Cases[2]["server_egress_kinds"])
+	}
+	if http, _ := doc.Cases[2]["http_server_egress_kinds"].(map[string]any); len(http) != 4 {
+		t.Errorf("JSON case 10 http_server_egress_kinds: %v", doc.Cases[2]["http_server_egress_kinds"])
+	}
+	if _, ok := doc.Cases[0]["server_egress_kinds"]; ok {
+		t.Errorf("JSON case 1 has server_egress_kinds without a measurement: %v", doc.Cases[0])
+	}
 }
 
 func TestReportTable(t *testing.T) {
@@ -237,6 +253,9 @@ func TestReportTable(t *testing.T) {
 		"flatness T(N=10)/T(N=1): 1.29",
 		"piece data received twice (thrown away): N=10 2.4 %", // 8 of 328 MiB
 		"N=10 12.5 % withdrawn, 5.0 % rejected (thrown away from the seeder: 3.0 MiB)",
+		"N=10 server egress by kind (IPv4 bytes; link egress 40.0 MiB with Ethernet headers): " +
+			"seeder data 36.0 MiB (90 %, 25800 pkts), seeder small 2.0 MiB (5 %, 40000 pkts), http 2.0 MiB (5 %, 1500 pkts), other 0 B (0 %, 0 pkts)",
+		"N=10 HTTP baseline's server egress by kind (IPv4 bytes; link egress 330.0 MiB with Ethernet headers): seeder data 0 B (0 %, 0 pkts), seeder small 0 B (0 %, 0 pkts), http 320.0 MiB (100 %, 230000 pkts), other 3.9 KiB (0 %, 12 pkts)",
 		"test cpu, 2 cores",
 		"N=3: boottorrent client 2: did not complete in time",
 	} {
@@ -433,6 +452,7 @@ func TestMergeRuns(t *testing.T) {
 	}
 	first := run(26, 21, 0.9)
 	first.HTTPAllCompleteS, first.HTTPCompleted, first.HTTPServerEgressBytes = 288, 20, 700<<20
+	first.HTTPServerEgressKinds = EgressKinds{KindHTTP: {Bytes: 690 << 20, Packets: 500000}}
 	runs := []Case{first, run(19, 18, 1.0), run(0, 19.5, 0.8, "boottorrent client 3: did not complete in time")}
 	runs[1].Invalid = "invalid: host busy (it took 23 % of the CPU during the downloads: steal time)"
 	got := MergeRuns(runs)
@@ -444,6 +464,9 @@ func TestMergeRuns(t *testing.T) {
 	}
 	if got.HTTPAllCompleteS != 288 || got.HTTPCompleted != 20 || math.Abs(got.HTTPOverBoottorrent-288.0/26) > 1e-9 {
 		t.Errorf("HTTP baseline = %g s, %d done, ratio %g; want the first run's against the median run", got.HTTPAllCompleteS, got.HTTPCompleted, got.HTTPOverBoottorrent)
+	}
+	if got.HTTPServerEgressKinds[KindHTTP].Bytes != 690<<20 {
+		t.Errorf("HTTP baseline's egress by kind = %v, want the first run's", got.HTTPServerEgressKinds)
 	}
 	if !slices.Equal(got.RunsAllCompleteS, []float64{26, 19, 0}) || !slices.Equal(got.RunsMedianS, []float64{21, 18, 19.5}) {
 		t.Errorf("runs = %v / %v", got.RunsAllCompleteS, got.RunsMedianS)

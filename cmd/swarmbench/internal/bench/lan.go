@@ -94,7 +94,7 @@ func controlRules(dev string) string {
 	chain post {
 		type filter hook postrouting priority 0; policy accept;
 		oifname %[1]q ip dscp cs6 meta priority set 1:10
-		oifname %[1]q ip length <= 256 meta priority set 1:10
+		oifname %[1]q ip length <= %[2]d meta priority set 1:10
 	}
 }
 table arp swarmbench_control {
@@ -103,7 +103,7 @@ table arp swarmbench_control {
 		meta priority set 1:10
 	}
 }
-`, dev)
+`, dev, smallPacket)
 }
 
 // lossRules is an nftables script that drops a random fraction of the
@@ -258,6 +258,11 @@ func NewLAN(ctx context.Context, n int, shape LinkShape, staticClients bool) (_ 
 		}
 		if control {
 			if err := nft(ns, controlRules("eth0")); err != nil {
+				return Host{}, err
+			}
+			// What the server's link carried, by kind: counted where
+			// the bridge receives it (see EgressKinds).
+			if err := nft(l.Bridge, countRules(veth)); err != nil {
 				return Host{}, err
 			}
 		}

@@ -53,6 +53,12 @@ type Case struct {
 	RequestsWithdrawn int64 `json:"requests_withdrawn,omitempty"`
 	RequestsRejected  int64 `json:"requests_rejected,omitempty"`
 
+	// ServerEgressKinds splits the server's egress by kind (seeder_data,
+	// seeder_small, http, other), each {"bytes", "packets"}: IPv4 bytes
+	// on the server's link, without the Ethernet headers in
+	// ServerEgressBytes (see EgressKinds).
+	ServerEgressKinds EgressKinds `json:"server_egress_kinds,omitempty"`
+
 	// plain HTTP baseline
 	HTTPAllCompleteS      float64 `json:"http_all_complete_s"`
 	HTTPClientMinS        float64 `json:"http_client_min_s"`
@@ -62,6 +68,9 @@ type Case struct {
 	HTTPBoundS            float64 `json:"http_bound_s"`
 	HTTPServerEgressBytes int64   `json:"http_server_egress_bytes"`
 	HTTPOverBoottorrent   float64 `json:"http_over_boottorrent"`
+
+	// HTTPServerEgressKinds is ServerEgressKinds for the HTTP phase.
+	HTTPServerEgressKinds EgressKinds `json:"http_server_egress_kinds,omitempty"`
 
 	// the machine while the case ran: the peaks over both phases, the
 	// means over the BitTorrent phase (the HTTP phase of N clients runs N
@@ -112,7 +121,7 @@ func MergeRuns(runs []Case) Case {
 	out := runs[order[(len(runs)-1)/2]]
 	first := runs[0]
 	out.HTTPAllCompleteS, out.HTTPClientMinS, out.HTTPClientMedianS, out.HTTPClientMaxS = first.HTTPAllCompleteS, first.HTTPClientMinS, first.HTTPClientMedianS, first.HTTPClientMaxS
-	out.HTTPCompleted, out.HTTPServerEgressBytes = first.HTTPCompleted, first.HTTPServerEgressBytes
+	out.HTTPCompleted, out.HTTPServerEgressBytes, out.HTTPServerEgressKinds = first.HTTPCompleted, first.HTTPServerEgressBytes, first.HTTPServerEgressKinds
 	out.HTTPCPUStealMean = first.HTTPCPUStealMean
 	out.HTTPOverBoottorrent = ratio(out.HTTPAllCompleteS, out.AllCompleteS)
 	out.Errors = nil
@@ -289,6 +298,18 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if len(reqs) > 0 {
 		fmt.Fprintf(w, "chunk requests cancelled too late to stop the chunk (or dropped with their connection) / rejected (mostly cancels in time): %s\n", strings.Join(reqs, "; "))
+	}
+	// Where the server's uplink went, next to the link's own count; the
+	// kinds are IPv4 bytes, without Ethernet headers (see EgressKinds).
+	for _, c := range r.Cases {
+		if c.ServerEgressKinds != nil {
+			fmt.Fprintf(w, "N=%d server egress by kind (IPv4 bytes; link egress %s with Ethernet headers): %s\n",
+				c.Clients, FormatBytes(float64(c.ServerEgressBytes)), formatKinds(c.ServerEgressKinds))
+		}
+		if c.HTTPServerEgressKinds != nil {
+			fmt.Fprintf(w, "N=%d HTTP baseline's server egress by kind (IPv4 bytes; link egress %s with Ethernet headers): %s\n",
+				c.Clients, FormatBytes(float64(c.HTTPServerEgressBytes)), formatKinds(c.HTTPServerEgressKinds))
+		}
 	}
 	if r.Flatness > 0 {
 		fmt.Fprintf(w, "flatness T(N=%d)/T(N=1): %.2f\n", r.Cases[len(r.Cases)-1].Clients, r.Flatness)

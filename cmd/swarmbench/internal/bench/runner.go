@@ -292,11 +292,11 @@ func (r *runner) runCase(ctx context.Context, n, run int, withHTTP bool) Case {
 	measured := time.Now()
 	var bt, hs []float64
 	if r.o.Engine != EngineHarness {
-		res, egress, busy, err := r.runPhase(ctx, lan, r.o.Engine, btTimeout, logDir, false)
+		res, egress, err := r.runPhase(ctx, lan, r.o.Engine, btTimeout, logDir, false)
 		if err != nil {
 			fail("%s phase: %v", r.o.Engine, err)
 		}
-		c.ServerEgressBytes, c.ServerBusyS = egress, busy
+		c.ServerEgressBytes, c.ServerBusyS, c.ServerEgressKinds = egress.Bytes, egress.BusyS, egress.Kinds
 		for i, o := range res {
 			if o.Done {
 				bt = append(bt, o.Seconds)
@@ -322,11 +322,11 @@ func (r *runner) runCase(ctx context.Context, n, run int, withHTTP bool) Case {
 	c.BenchCPUS = childrenCPU() - cpu0
 	if withHTTP && ctx.Err() == nil {
 		sampler := StartSampler(time.Second)
-		res, egress, _, err := r.runPhase(ctx, lan, "http", httpTimeout, logDir, true)
+		res, egress, err := r.runPhase(ctx, lan, "http", httpTimeout, logDir, true)
 		if err != nil {
 			fail("http phase: %v", err)
 		}
-		c.HTTPServerEgressBytes = egress
+		c.HTTPServerEgressBytes, c.HTTPServerEgressKinds = egress.Bytes, egress.Kinds
 		for i, o := range res {
 			if o.Done {
 				hs = append(hs, o.Seconds)
@@ -529,22 +529,34 @@ type outcome struct {
 	SeedSeconds, DownloadSeconds float64
 }
 
+// phaseEgress is what the server sent between the start of a phase and
+// its last client's completion.
+type phaseEgress struct {
+	Bytes int64       // the link's TxBytes, headers included
+	Kinds EgressKinds // by kind, in IP bytes (see EgressKinds); nil when unread
+	BusyS float64     // when the server had sent 95 % of Bytes
+}
+
 // runPhase starts every client at once and waits until all completed (or
 // failed, or the timeout), then lets them finish (seeding) and stops them.
-// egress is what the server sent between the start and the last
-// completion.
-func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout time.Duration, logDir string, http bool) ([]outcome, int64, float64, error) {
+func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout time.Duration, logDir string, http bool) ([]outcome, phaseEgress, error) {
 	n := len(lan.Clients)
 	log := r.o.Log.With("clients", n, "phase", name)
 	dataRoot, err := os.MkdirTemp(shmDir(), "swarmbench-")
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, phaseEgress{}, err
 	}
 	defer os.RemoveAll(dataRoot)
 
 	before, err := lan.Server.Counters()
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, phaseEgress{}, err
+	}
+	// Right after the link's counters, here and at the end, so that
+	// both cover about the same window.
+	kindsBefore, err := lan.ServerEgressKinds()
+	if err != nil {
+		return nil, phaseEgress{}, err
 	}
 	// Follow the server's egress, to tell a phase limited by the
 	// server's uplink (busy until the end) from one limited by the
@@ -653,7 +665,7 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 			}
 			close(traceStop)
 			<-traceDone
-			return nil, 0, 0, fmt.Errorf("start client %d: %w", i, err)
+			return nil, phaseEgress{}, fmt.Errorf("start client %d: %w", i, err)
 		}
 		procs[i] = p
 		go func() {
@@ -692,6 +704,14 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 		phaseErr = err
 	}
 	egress := after.TxBytes - before.TxBytes
+	var kinds EgressKinds
+	if kindsAfter, err := lan.ServerEgressKinds(); err != nil {
+		if phaseErr == nil {
+			phaseErr = err
+		}
+	} else {
+		kinds = kindsAfter.Sub(kindsBefore)
+	}
 	close(traceStop)
 	<-traceDone
 	// The trace goes into the logs, for tuning (best effort).
@@ -728,7 +748,7 @@ func (r *runner) runPhase(ctx context.Context, lan *LAN, name string, timeout ti
 			res[i].Err = "did not complete in time"
 		}
 	}
-	return res, egress, serverDone, phaseErr
+	return res, phaseEgress{Bytes: egress, Kinds: kinds, BusyS: serverDone}, phaseErr
 }
 
 func fetchErr(f FetchResult, want int64) string {

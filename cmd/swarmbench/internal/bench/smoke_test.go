@@ -92,8 +92,90 @@ func TestHarnessSmoke(t *testing.T) {
 	if c.HTTPServerEgressBytes < 2*size {
 		t.Errorf("server egress %d bytes, want at least %d", c.HTTPServerEgressBytes, 2*size)
 	}
+	// The harness serves both copies from its HTTP port and runs no
+	// seeder. Offloads are off (loss), so every counted IP packet is one
+	// frame: the kinds add up to the link's count less the Ethernet
+	// headers (and ARP, IPv6), read a few milliseconds apart.
+	k := c.HTTPServerEgressKinds
+	if k[KindHTTP].Bytes < 2*size {
+		t.Errorf("http egress %d bytes, want at least %d: %v", k[KindHTTP].Bytes, 2*size, k)
+	}
+	if k[KindSeederData].Packets != 0 || k[KindSeederSmall].Packets != 0 {
+		t.Errorf("seeder egress without a seeder: %v", k)
+	}
+	if r := float64(k.Bytes()) / float64(c.HTTPServerEgressBytes); r < 0.9 || r > 1.05 {
+		t.Errorf("the kinds add up to %d bytes, %.3f of the link's %d", k.Bytes(), r, c.HTTPServerEgressBytes)
+	}
+	if c.ServerEgressKinds != nil {
+		t.Errorf("egress kinds of a BitTorrent phase that did not run: %v", c.ServerEgressKinds)
+	}
 	if c.MeasuredS <= 0 || c.MemPeakBytes <= 0 {
 		t.Errorf("machine not sampled: %+v", c)
+	}
+	logReportLines(t, rep, "egress by kind")
+}
+
+// TestLabSmoke runs the lab engine (anacrolix/torrent's seeder and
+// leechers, this test binary as the helpers) with two clients over a
+// shaped LAN and checks the server's egress by kind: every piece leaves
+// the seeder at least once (the lab has no web seed, and the clients
+// only the seeder to get them from at first), as piece data.
+func TestLabSmoke(t *testing.T) {
+	needLAN(t)
+	const size = 4 << 20
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	rep, err := Run(ctx, Options{
+		Engine: EngineLab, Clients: []int{2}, Size: size, Rate: 20e6, ServerRate: 20e6, LabPiece: 256 << 10,
+		Out: out, Self: os.Args[0], Timeout: 90 * time.Second, SeedTime: time.Second, SkipHTTP: true,
+		Log: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := ourNamespaces(t); len(left) != 0 {
+		t.Errorf("namespaces left behind: %v", left)
+	}
+	if len(rep.Cases) != 1 {
+		t.Fatalf("%d cases", len(rep.Cases))
+	}
+	c := rep.Cases[0]
+	if len(c.Errors) > 0 {
+		t.Fatalf("errors: %v", c.Errors)
+	}
+	k := c.ServerEgressKinds
+	if k[KindSeederData].Bytes < size*8/10 {
+		t.Errorf("seeder data %d bytes, want at least 80 %% of the image's %d: %v", k[KindSeederData].Bytes, size, k)
+	}
+	if k[KindSeederSmall].Packets == 0 {
+		t.Errorf("no small packets from the seeder (handshakes, ACKs): %v", k)
+	}
+	// Offloads are off by default here, so an IP packet is a frame; the
+	// link also counts Ethernet headers, ARP and IPv6.
+	if r := float64(k.Bytes()) / float64(c.ServerEgressBytes); r < 0.9 || r > 1.05 {
+		t.Errorf("the kinds add up to %d bytes, %.3f of the link's %d: %v", k.Bytes(), r, c.ServerEgressBytes, k)
+	}
+	logReportLines(t, rep, "egress by kind")
+}
+
+// logReportLines logs the report's lines that hold substr, so that a
+// test run shows what a real report says.
+func logReportLines(t *testing.T, rep *Report, substr string) {
+	t.Helper()
+	var b strings.Builder
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, line := range strings.Split(b.String(), "\n") {
+		if strings.Contains(line, substr) {
+			t.Log(line)
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("report has no line with %q:\n%s", substr, b.String())
 	}
 }
 
