@@ -62,24 +62,10 @@ func TestHarnessSmoke(t *testing.T) {
 	out := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	rep, err := Run(ctx, Options{
+	rep, c := runOneCase(t, ctx, Options{
 		Engine: EngineHarness, Clients: []int{2}, Size: size, Rate: 20e6, ServerRate: 20e6, Loss: 0.001,
 		Out: out, Self: os.Args[0], Timeout: 60 * time.Second,
-		Log: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if left := ourNamespaces(t); len(left) != 0 {
-		t.Errorf("namespaces left behind: %v", left)
-	}
-	if len(rep.Cases) != 1 {
-		t.Fatalf("%d cases", len(rep.Cases))
-	}
-	c := rep.Cases[0]
-	if len(c.Errors) > 0 {
-		t.Fatalf("errors: %v", c.Errors)
-	}
 	if c.HTTPCompleted != 2 || c.HTTPAllCompleteS <= 0 {
 		t.Fatalf("HTTP baseline did not complete: %+v", c)
 	}
@@ -126,24 +112,10 @@ func TestLabSmoke(t *testing.T) {
 	out := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
-	rep, err := Run(ctx, Options{
+	rep, c := runOneCase(t, ctx, Options{
 		Engine: EngineLab, Clients: []int{2}, Size: size, Rate: 20e6, ServerRate: 20e6, LabPiece: 256 << 10,
 		Out: out, Self: os.Args[0], Timeout: 90 * time.Second, SeedTime: time.Second, SkipHTTP: true,
-		Log: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if left := ourNamespaces(t); len(left) != 0 {
-		t.Errorf("namespaces left behind: %v", left)
-	}
-	if len(rep.Cases) != 1 {
-		t.Fatalf("%d cases", len(rep.Cases))
-	}
-	c := rep.Cases[0]
-	if len(c.Errors) > 0 {
-		t.Fatalf("errors: %v", c.Errors)
-	}
 	k := c.ServerEgressKinds
 	if k[KindSeederData].Bytes < size*8/10 {
 		t.Errorf("seeder data %d bytes, want at least 80 %% of the image's %d: %v", k[KindSeederData].Bytes, size, k)
@@ -157,6 +129,29 @@ func TestLabSmoke(t *testing.T) {
 		t.Errorf("the kinds add up to %d bytes, %.3f of the link's %d: %v", k.Bytes(), r, c.ServerEgressBytes, k)
 	}
 	logReportLines(t, rep, "egress by kind")
+}
+
+// runOneCase runs the benchmark for one case (o.Clients holds one count),
+// logging to the test, and checks that it left no namespace behind and
+// that the case ran without errors.
+func runOneCase(t *testing.T, ctx context.Context, o Options) (*Report, Case) {
+	t.Helper()
+	o.Log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	rep, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := ourNamespaces(t); len(left) != 0 {
+		t.Errorf("namespaces left behind: %v", left)
+	}
+	if len(rep.Cases) != 1 {
+		t.Fatalf("%d cases", len(rep.Cases))
+	}
+	c := rep.Cases[0]
+	if len(c.Errors) > 0 {
+		t.Fatalf("errors: %v", c.Errors)
+	}
+	return rep, c
 }
 
 // logReportLines logs the report's lines that hold substr, so that a
