@@ -121,8 +121,9 @@ type Options struct {
 	OnEvent func(Event)
 	// Workers is the number of packet handlers (default max(4, GOMAXPROCS)).
 	Workers int
-	// Queue is how many received packets may wait for a worker before new
-	// ones are dropped (default 512).
+	// Queue is how many received packets may wait for a worker; when it
+	// is full the oldest is dropped (default 512). Workers take the
+	// newest first (see packetQueue).
 	Queue int
 }
 
@@ -168,7 +169,7 @@ type Server struct {
 // Stats are counters since New.
 type Stats struct {
 	Received  uint64 // packets read
-	Dropped   uint64 // packets dropped because the queue was full
+	Dropped   uint64 // packets dropped unanswered: the oldest when the queue was full, or after waiting over maxQueueWait
 	Malformed uint64 // packets that did not parse as DHCP requests
 	Answered  uint64 // replies sent
 	Panics    uint64 // handler panics recovered
@@ -353,11 +354,22 @@ func (s *Server) Serve(conn67, conn4011 net.PacketConn) error {
 	}
 	s.mu.Unlock()
 
-	queue := make(chan packet, s.opt.Queue)
+	queue := newPacketQueue(s.opt.Queue)
 	var workers sync.WaitGroup
 	for range s.opt.Workers {
 		workers.Go(func() {
-			for p := range queue {
+			for {
+				p, ok := queue.pop()
+				if !ok {
+					return
+				}
+				if waited := time.Since(p.at); waited > maxQueueWait {
+					bufPool.Put(p.buf)
+					s.dropped.Add(1)
+					s.limits.warn(s.log, "stale", "dhcp request waited too long for a worker, dropped (the server is overloaded; newer requests are answered first)",
+						"port", p.port, "waited", waited.Round(time.Millisecond), "dropped_total", s.dropped.Load())
+					continue
+				}
 				s.process(p)
 			}
 		})
@@ -375,15 +387,16 @@ func (s *Server) Serve(conn67, conn4011 net.PacketConn) error {
 	err := <-errc
 	s.Close()
 	readers.Wait()
-	close(queue)
+	queue.close()
 	workers.Wait()
 	s.wg.Wait() // delayed replies
 	return err
 }
 
 // readLoop reads datagrams until the socket is closed. A full queue drops
-// the datagram: under a flood, work and memory stay bounded.
-func (s *Server) readLoop(conn net.PacketConn, port int, queue chan<- packet) error {
+// its oldest datagram (see packetQueue): under a flood, work and memory
+// stay bounded, and the newest requests are the ones answered.
+func (s *Server) readLoop(conn net.PacketConn, port int, queue *packetQueue) error {
 	consecutive := 0
 	for {
 		bp := bufPool.Get().(*[]byte)
@@ -407,13 +420,11 @@ func (s *Server) readLoop(conn net.PacketConn, port int, queue chan<- packet) er
 		}
 		consecutive = 0
 		s.received.Add(1)
-		select {
-		case queue <- packet{buf: bp, n: n, from: from, conn: conn, port: port, at: time.Now()}:
-		default:
-			bufPool.Put(bp)
+		if old, evicted := queue.push(packet{buf: bp, n: n, from: from, conn: conn, port: port, at: time.Now()}); evicted {
+			bufPool.Put(old.buf)
 			s.dropped.Add(1)
-			s.limits.warn(s.log, "queue full", "dhcp queue full, dropping requests", "port", port,
-				"dropped_total", s.dropped.Load())
+			s.limits.warn(s.log, "queue full", "dhcp queue full, dropping the oldest requests (the server is overloaded; newer requests are answered first)",
+				"port", old.port, "dropped_total", s.dropped.Load())
 		}
 	}
 }
