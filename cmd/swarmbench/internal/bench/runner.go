@@ -371,10 +371,18 @@ type proc struct {
 }
 
 // start runs prog in ns with its output to logPath; onLine sees each line.
+// Without onLine the output goes straight to the file: through a pipe,
+// the process's every write (its log) would wait on this process reading
+// it, and on a saturated host this one gets a hundredth of the CPU
+// (N = 100: the server's DHCP replies waited up to 100 s behind its log,
+// cmd/swarmbench/TUNING.md, session 17).
 func start(cmd *exec.Cmd, logPath string, onLine func(string)) (*proc, error) {
 	lf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
+	}
+	if onLine == nil {
+		return startToFile(cmd, lf)
 	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
@@ -409,6 +417,23 @@ func start(cmd *exec.Cmd, logPath string, onLine func(string)) (*proc, error) {
 	go func() {
 		p.err = cmd.Wait()
 		<-lines
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// startToFile runs cmd with its output to lf, which it closes.
+func startToFile(cmd *exec.Cmd, lf *os.File) (*proc, error) {
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.WaitDelay = 2 * time.Second
+	err := cmd.Start()
+	lf.Close() // the child has its own descriptor
+	if err != nil {
+		return nil, err
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
 		close(p.done)
 	}()
 	return p, nil
