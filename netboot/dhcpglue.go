@@ -47,7 +47,7 @@ func (s *Server) dhcpOptions() (dhcp.Options, error) {
 		TFTP:      c.TFTP.Enabled,
 		HTTPBase:  s.base,
 		Logger:    s.log.With("service", "dhcp"),
-		OnEvent:   s.dhcpEvent,
+		OnEvent:   s.queueDHCPEvent,
 	}
 	var errs []error
 	parse := func(field, v string) netip.Addr {
@@ -102,8 +102,46 @@ func (s *Server) dhcpEvent(ev dhcp.Event) {
 	s.reg.Touch(mac, ev.IP, arch)
 }
 
+// dhcpEventQueue is how many DHCP events may wait for the registry.
+const dhcpEventQueue = 1024
+
+// queueDHCPEvent is the DHCP server's OnEvent: it hands the event to
+// recordDHCPEvents and returns at once. A DHCP worker must not wait for
+// the registry's lock, which every boot API request takes: at N = 100 on
+// a saturated host the four workers sat behind 60 reports waiting for
+// that lock, no machine got a lease for minutes, and machines timed out
+// and started over (cmd/swarmbench/TUNING.md, session 17). The reply is
+// already sent when OnEvent runs; a dropped event (a full queue) only
+// delays what the registry shows until the machine's next request.
+func (s *Server) queueDHCPEvent(ev dhcp.Event) {
+	if s.dhcpEvents == nil {
+		s.dhcpEvent(ev)
+		return
+	}
+	select {
+	case s.dhcpEvents <- ev:
+	default:
+		n := s.dhcpEventsDropped.Add(1)
+		s.limit.warn(s.log, "dhcp events", "registry behind the DHCP server, machine event dropped", "mac", ev.MAC.String(), "dropped_total", n)
+	}
+}
+
+// recordDHCPEvents applies queued DHCP events to the registry, in order,
+// until done is closed.
+func (s *Server) recordDHCPEvents(done <-chan struct{}) {
+	for {
+		select {
+		case ev := <-s.dhcpEvents:
+			s.dhcpEvent(ev)
+		case <-done:
+			return
+		}
+	}
+}
+
 // startDHCP opens ports 67 and 4011 on server.interface and serves them.
 func (s *Server) startDHCP() error {
+	s.dhcpEvents = make(chan dhcp.Event, dhcpEventQueue)
 	o, err := s.dhcpOptions()
 	if err != nil {
 		return fmt.Errorf("netboot: dhcp settings: %w", err)
@@ -123,7 +161,12 @@ func (s *Server) startDHCP() error {
 		srv.Close()
 		return fmt.Errorf("netboot: %w", err)
 	}
-	s.wg.Add(1)
+	done := make(chan struct{})
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		s.recordDHCPEvents(done)
+	}()
 	go func() {
 		defer s.wg.Done()
 		if err := srv.Serve(c67, c4011); err != nil {
@@ -134,6 +177,7 @@ func (s *Server) startDHCP() error {
 		err := srv.Close()
 		c67.Close()
 		c4011.Close()
+		close(done)
 		return err
 	})
 	s.log.Info("dhcp listening", "mode", o.Mode, "interface", o.Interface, "server", o.ServerIP,

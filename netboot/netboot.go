@@ -83,6 +83,11 @@ type Server struct {
 	base  string // http://IP:PORT
 	limit *rateLog
 	arp   atomic.Pointer[neighbors] // set by Start; read without s.mu (Close holds it while transfers end)
+	// dhcpEvents carries the DHCP server's events to the registry
+	// (startDHCP, recordDHCPEvents); nil before Start.
+	dhcpEvents chan dhcp.Event
+	// dhcpEventsDropped counts events dropped at a full dhcpEvents.
+	dhcpEventsDropped atomic.Uint64
 
 	mu      sync.Mutex
 	started bool
