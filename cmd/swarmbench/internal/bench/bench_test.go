@@ -7,6 +7,8 @@ import (
 	"encoding/xml"
 	"io"
 	"math"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -527,6 +529,31 @@ func TestOffloadWithLossRefused(t *testing.T) {
 	}
 	if strings.Contains(errOut.String(), "--offload") {
 		t.Fatalf("default offload refused with --loss: %s", errOut.String())
+	}
+}
+
+// TestClientNice: --client-nice runs each client under nice(1) with the
+// program and its arguments unchanged; 0 leaves the command alone, and a
+// value outside 0–19 is a usage error.
+func TestClientNice(t *testing.T) {
+	cmd := exec.Command("ip", "netns", "exec", "bt-c1", "/tmp/boottorrent", "client")
+	path, args := cmd.Path, slices.Clone(cmd.Args)
+	nice(cmd, 0)
+	if cmd.Path != path || !slices.Equal(cmd.Args, args) {
+		t.Fatalf("niceness 0 changed the command: %s %q", cmd.Path, cmd.Args)
+	}
+	nice(cmd, 19)
+	want := append([]string{"nice", "-n", "19", path}, args[1:]...)
+	if filepath.Base(cmd.Path) != "nice" || !slices.Equal(cmd.Args, want) {
+		t.Fatalf("got %s %q, want nice's path and %q", cmd.Path, cmd.Args, want)
+	}
+	out, err := exec.Command(cmd.Path, "-n", "19", "sh", "-c", "nice").Output()
+	if err != nil || strings.TrimSpace(string(out)) != "19" {
+		t.Fatalf("a process started under %s reports niceness %q (%v), want 19", cmd.Path, out, err)
+	}
+	var stdout, stderr strings.Builder
+	if code := Main([]string{"--client-nice", "20", "--clients", "1"}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "--client-nice 20") {
+		t.Fatalf("--client-nice 20: exit %d, stderr %q; want 2 and the flag named", code, stderr.String())
 	}
 }
 

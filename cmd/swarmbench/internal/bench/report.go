@@ -26,6 +26,8 @@ type Case struct {
 	Congestion string `json:"tcp_congestion,omitempty"`
 	// Offload: the veths kept their segmentation offloads (--offload).
 	Offload bool `json:"offload,omitempty"`
+	// ClientNice is the client processes' niceness (--client-nice).
+	ClientNice int `json:"client_nice"`
 
 	// boottorrent
 	AllCompleteS      float64 `json:"all_complete_s"`
@@ -277,8 +279,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if c.Offload {
 			off = "on"
 		}
-		fmt.Fprintf(w, "\nengine %s; image %s; client links %s, server link %s, RTT %gms, loss %g %% per client link direction; TCP congestion control %s; segmentation offloads %s\n",
-			r.Engine, FormatBytes(float64(c.SizeBytes)), FormatRate(c.RateBps), FormatRate(c.ServerBps), c.LatencyMS, 100*c.Loss, cc, off)
+		fmt.Fprintf(w, "\nengine %s; image %s; client links %s, server link %s, RTT %gms, loss %g %% per client link direction; TCP congestion control %s; segmentation offloads %s; clients at niceness %d\n",
+			r.Engine, FormatBytes(float64(c.SizeBytes)), FormatRate(c.RateBps), FormatRate(c.ServerBps), c.LatencyMS, 100*c.Loss, cc, off, c.ClientNice)
 	}
 	var waste []string
 	for _, c := range r.Cases {
