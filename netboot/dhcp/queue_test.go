@@ -86,22 +86,29 @@ func (c *gatedConn) WriteTo(b []byte, a net.Addr) (int, error) {
 	return c.memConn.WriteTo(b, a)
 }
 
+// gatedServer serves a gatedConn with one worker and the given queue;
+// send queues a PXE discover with transaction ID xid.
+func gatedServer(t *testing.T, queue int) (*Server, *gatedConn, func(xid byte)) {
+	t.Helper()
+	opt := testOptions(ModeProxy)
+	opt.Workers, opt.Queue = 1, queue
+	s := newTestServer(t, opt)
+	c := &gatedConn{memConn: newMemConn(64), gate: make(chan struct{}), started: make(chan struct{})}
+	go s.Serve(c, nil)
+	req := pxeDiscover(t, iana.INTEL_X86PC, "PXEClient:Arch:00000:UNDI:002001", false)
+	return s, c, func(xid byte) {
+		req.TransactionID = dhcpv4.TransactionID{0, 0, 0, xid}
+		c.in <- req.ToBytes()
+	}
+}
+
 // TestServeNewestFirst: when requests arrive faster than the workers
 // answer them, the newest are answered first and the oldest are dropped,
 // rather than the server answering only requests whose senders have long
 // since sent again (the FIFO it had before: N = 100 in the swarm
 // benchmark, replies 48–100 s late).
 func TestServeNewestFirst(t *testing.T) {
-	opt := testOptions(ModeProxy)
-	opt.Workers, opt.Queue = 1, 4
-	s := newTestServer(t, opt)
-	c := &gatedConn{memConn: newMemConn(64), gate: make(chan struct{}), started: make(chan struct{})}
-	go s.Serve(c, nil)
-	req := pxeDiscover(t, iana.INTEL_X86PC, "PXEClient:Arch:00000:UNDI:002001", false)
-	send := func(xid byte) {
-		req.TransactionID = dhcpv4.TransactionID{0, 0, 0, xid}
-		c.in <- req.ToBytes()
-	}
+	s, c, send := gatedServer(t, 4)
 	send(1)
 	<-c.started // the worker is writing the reply to 1
 	for xid := byte(2); xid <= 10; xid++ {
@@ -139,16 +146,7 @@ func TestServeNewestFirst(t *testing.T) {
 func TestServeDropsStale(t *testing.T) {
 	defer func(w time.Duration) { maxQueueWait = w }(maxQueueWait)
 	maxQueueWait = 100 * time.Millisecond
-	opt := testOptions(ModeProxy)
-	opt.Workers, opt.Queue = 1, 8
-	s := newTestServer(t, opt)
-	c := &gatedConn{memConn: newMemConn(64), gate: make(chan struct{}), started: make(chan struct{})}
-	go s.Serve(c, nil)
-	req := pxeDiscover(t, iana.INTEL_X86PC, "PXEClient:Arch:00000:UNDI:002001", false)
-	send := func(xid byte) {
-		req.TransactionID = dhcpv4.TransactionID{0, 0, 0, xid}
-		c.in <- req.ToBytes()
-	}
+	s, c, send := gatedServer(t, 8)
 	send(1)
 	<-c.started
 	send(2)
