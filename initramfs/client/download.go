@@ -180,6 +180,8 @@ type torrentDL struct {
 	// lastEvict (shareLoop's goroutine only).
 	seederBack bool
 	lastEvict  time.Time
+	// ready says d.t is set (the library's callbacks may run before).
+	ready atomic.Bool
 
 	stop   context.CancelFunc
 	wg     sync.WaitGroup
@@ -264,6 +266,7 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 			m.Reqq = limit
 		}
 	}
+	cfg.Callbacks.CompletedHandshake = func(pc *torrent.PeerConn, _ torrent.InfoHash) { d.makeSeederRoom(pc) }
 	d.maxConns.Store(int32(cfg.EstablishedConnsPerTorrent))
 	cl, err := torrent.NewClient(cfg)
 	if err != nil {
@@ -295,6 +298,7 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 		return nil, fmt.Errorf("add torrent: %w", err)
 	}
 	d.cl, d.t = cl, t
+	d.ready.Store(true)
 	d.dir = filepath.Join(o.DataDir, info.BestName())
 	if !info.IsDir() {
 		d.dir = o.DataDir

@@ -289,7 +289,6 @@ func (d *torrentDL) keepSeeder() bool {
 		return false // no address from the server yet
 	}
 	complete := d.completed()
-	np := len(complete)
 	mask := d.mask.Load()
 	need := false
 	for i, c := range complete {
@@ -307,33 +306,66 @@ func (d *torrentDL) keepSeeder() bool {
 	// few seconds while the server is down.
 	if len(conns) >= int(d.maxConns.Load()) && (d.seederBack || time.Since(d.lastEvict) >= evictRetry) {
 		d.seederBack, d.lastEvict = false, time.Now()
-		lacks := make([]int, len(conns))
-		for k, pc := range conns {
-			bm := pc.PeerPieces()
-			for it := bm.Iterator(); it.HasNext(); {
-				if i := int(it.Next()); i < np && !complete[i] {
-					lacks[k]++
-				}
-			}
-		}
-		conns[leastUseful(lacks)].Close()
+		// The seeder goes into the library's list first: the place the
+		// close frees is dialled from that list at once, trusted
+		// peers first.
+		d.seederDials.Add(1)
+		d.t.AddPeers(s)
+		conns[leastUseful(conns, complete)].Close()
 		d.seederEvictions.Add(1)
+	} else {
+		d.seederDials.Add(1)
+		d.t.AddPeers(s)
 	}
 	if d.o.Logger != nil {
 		d.o.Logger.Debug("no connection to the seeder: dialling it again", "stage", "download", "connections", len(conns))
 	}
-	d.seederDials.Add(1)
-	d.t.AddPeers(s)
 	return true
 }
 
-// leastUseful returns the index of the smallest count (the first of
-// equals).
-func leastUseful(lacks []int) int {
-	k := 0
-	for i, n := range lacks {
-		if n < lacks[k] {
-			k = i
+// makeSeederRoom runs when a connection's handshake completed, before
+// the library adds it to the torrent. At its limit the library refuses
+// a new connection ("don't want conn") unless one it has is bad, and the
+// place keepSeeder freed for the seeder can go to a machine whose dial
+// was quicker: the seeder's handshake answer waits behind the server's
+// busy uplink (seen in the tests on a loaded host: seven dials, none
+// kept, while a machine took the place each time). So when the seeder's
+// handshake completes and this machine, still downloading, is at its
+// limit without a connection to the seeder, it closes the connection to
+// the machine that holds the fewest pieces this one lacks, and the
+// seeder's takes that place.
+func (d *torrentDL) makeSeederRoom(pc *torrent.PeerConn) {
+	if !d.ready.Load() || d.source(&pc.Peer) != srcSeeder || d.t.Complete().Bool() {
+		return
+	}
+	conns := d.t.PeerConns()
+	if len(conns) < int(d.maxConns.Load()) {
+		return
+	}
+	for _, c := range conns {
+		if d.source(&c.Peer) == srcSeeder {
+			return // one is enough
+		}
+	}
+	conns[leastUseful(conns, d.completed())].Close()
+	d.seederEvictions.Add(1)
+}
+
+// leastUseful returns the index of the connection whose peer holds the
+// fewest of the pieces this machine lacks (complete[i] false); the
+// first of equals.
+func leastUseful(conns []*torrent.PeerConn, complete []bool) int {
+	k, least := 0, -1
+	for j, pc := range conns {
+		n := 0
+		bm := pc.PeerPieces()
+		for it := bm.Iterator(); it.HasNext(); {
+			if i := int(it.Next()); i < len(complete) && !complete[i] {
+				n++
+			}
+		}
+		if least < 0 || n < least {
+			k, least = j, n
 		}
 	}
 	return k
