@@ -347,9 +347,23 @@ func (d *torrentDL) makeSeederRoom(pc *torrent.PeerConn) {
 			return // one is enough
 		}
 	}
-	conns[leastUseful(conns, d.completed())].Close()
+	victim := conns[leastUseful(conns, d.completed())]
+	victim.Close()
 	d.seederEvictions.Add(1)
+	// The library forgets a closed connection only when its reader
+	// stops, and until then counts it against the limit: the seeder's
+	// would still be refused. This goroutine is the seeder's handshake,
+	// run without the library's lock; it may wait a little.
+	for deadline := time.Now().Add(seederRoomWait); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if !slices.Contains(d.t.PeerConns(), victim) {
+			return
+		}
+	}
 }
+
+// seederRoomWait bounds makeSeederRoom's wait for the connection it
+// closed to be gone.
+const seederRoomWait = 2 * time.Second
 
 // leastUseful returns the index of the connection whose peer holds the
 // fewest of the pieces this machine lacks (complete[i] false); the

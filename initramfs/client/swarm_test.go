@@ -869,6 +869,88 @@ func TestSeederRedialedAtLimit(t *testing.T) {
 	}
 }
 
+// TestSeederHandshakeMakesRoom: when the seeder's handshake completes
+// while a machine is at its connection limit, the machine closes a
+// connection to another machine so that the seeder's is kept
+// (makeSeederRoom). The library's own limit is left above the
+// machine's, so without makeSeederRoom both connections stay.
+func TestSeederHandshakeMakesRoom(t *testing.T) {
+	s := newTestServer(t, 2<<20, false)
+	s.uploadBps = 128 << 10 // the machines are still downloading at the end
+	s.startSeeder()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	seederAddr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: s.seeder.LocalPort()}
+	other, err := startTorrent(ctx, s.mi, dlOptions{
+		DataDir: t.TempDir(), ListenHost: "127.0.0.2", ServerHost: "127.0.0.1",
+		Peers: func(context.Context) (*bootapi.Peers, error) {
+			return &bootapi.Peers{Peers: []string{seederAddr.String()}}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	otherAddr := fmt.Sprintf("127.0.0.2:%d", other.cl.LocalPort())
+	var listOther atomic.Bool // the server lists the other machine
+	listOther.Store(true)
+	d, err := startTorrent(ctx, s.mi, dlOptions{
+		DataDir: t.TempDir(), ListenHost: "127.0.0.3", ServerHost: "127.0.0.1",
+		// The seeder is never listed: keepSeeder stays out of it.
+		Peers: func(context.Context) (*bootapi.Peers, error) {
+			p := &bootapi.Peers{}
+			if listOther.Load() {
+				p.Peers = []string{otherAddr}
+			}
+			return p, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.maxConns.Store(1)
+	conns := func() (seeders, machines int) {
+		for _, pc := range d.t.PeerConns() {
+			if d.source(&pc.Peer) == srcSeeder {
+				seeders++
+			} else {
+				machines++
+			}
+		}
+		return seeders, machines
+	}
+	for ctx.Err() == nil {
+		if _, m := conns(); m == 1 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	first := d.t.PeerConns()
+	listOther.Store(false)
+	d.t.AddPeers([]torrent.PeerInfo{{Addr: seederAddr, Source: torrent.PeerSourceDirect, Trusted: true}})
+	for ctx.Err() == nil {
+		if sd, _ := conns(); sd == 1 {
+			// The library's limit is higher: the other machine may
+			// be dialled again from its list, on a new connection.
+			// The one it had must be gone.
+			for _, pc := range d.t.PeerConns() {
+				if len(first) == 1 && pc == first[0] {
+					t.Errorf("the connection to %v stayed next to the seeder's, limit 1", pc.RemoteAddr)
+				}
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("no connection to the seeder (%d of %d bytes)", d.t.BytesCompleted(), d.t.Length())
+	}
+	if n := d.seederEvictions.Load(); n != 1 {
+		t.Errorf("connections closed for the seeder: %d, want 1", n)
+	}
+}
+
 // TestSeederUnreachableKeepsPeers: while the seeder cannot be reached,
 // a machine at its connection limit does not keep closing its
 // connections to other machines to make room for it (keepSeeder closes
