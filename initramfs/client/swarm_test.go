@@ -826,28 +826,12 @@ func TestSeederRedialedAtLimit(t *testing.T) {
 	defer d.Close()
 	d.maxConns.Store(1)
 	d.t.SetMaxEstablishedConns(1)
-	// conns counts the connections to the seeder and to machines.
-	conns := func() (seeders, machines int) {
-		for _, pc := range d.t.PeerConns() {
-			if d.source(&pc.Peer) == srcSeeder {
-				seeders++
-			} else {
-				machines++
-			}
-		}
-		return seeders, machines
-	}
-	for ctx.Err() == nil {
-		if _, m := conns(); m == 1 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitMachineConn(ctx, d)
 	// The one place is the other machine's; now the server lists the
 	// seeder too.
 	withSeeder.Store(true)
 	for ctx.Err() == nil {
-		if sd, m := conns(); sd == 1 {
+		if sd, m := connCounts(d); sd == 1 {
 			if m != 0 {
 				t.Errorf("%d connections to machines next to the seeder's, limit 1", m)
 			}
@@ -866,6 +850,29 @@ func TestSeederRedialedAtLimit(t *testing.T) {
 	case <-d.t.Complete().On():
 	case <-ctx.Done():
 		t.Fatalf("download incomplete after the seeder came back: %d of %d bytes", d.t.BytesCompleted(), d.t.Length())
+	}
+}
+
+// connCounts counts d's connections to the seeder and to machines.
+func connCounts(d *torrentDL) (seeders, machines int) {
+	for _, pc := range d.t.PeerConns() {
+		if d.source(&pc.Peer) == srcSeeder {
+			seeders++
+		} else {
+			machines++
+		}
+	}
+	return seeders, machines
+}
+
+// waitMachineConn waits until d has one connection to a machine, or ctx
+// ends.
+func waitMachineConn(ctx context.Context, d *torrentDL) {
+	for ctx.Err() == nil {
+		if _, m := connCounts(d); m == 1 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -910,27 +917,12 @@ func TestSeederHandshakeMakesRoom(t *testing.T) {
 	}
 	defer d.Close()
 	d.maxConns.Store(1)
-	conns := func() (seeders, machines int) {
-		for _, pc := range d.t.PeerConns() {
-			if d.source(&pc.Peer) == srcSeeder {
-				seeders++
-			} else {
-				machines++
-			}
-		}
-		return seeders, machines
-	}
-	for ctx.Err() == nil {
-		if _, m := conns(); m == 1 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitMachineConn(ctx, d)
 	first := d.t.PeerConns()
 	listOther.Store(false)
 	d.t.AddPeers([]torrent.PeerInfo{{Addr: seederAddr, Source: torrent.PeerSourceDirect, Trusted: true}})
 	for ctx.Err() == nil {
-		if sd, _ := conns(); sd == 1 {
+		if sd, _ := connCounts(d); sd == 1 {
 			// The library's limit is higher: the other machine may
 			// be dialled again from its list, on a new connection.
 			// The one it had must be gone.
