@@ -300,22 +300,19 @@ func (d *torrentDL) keepSeeder() bool {
 	if d.t.Stats().HalfOpenPeers > 0 {
 		return false // a dial is under way, maybe the seeder's: let it finish
 	}
+	// The seeder goes into the library's list before a connection is
+	// closed: the place the close frees is dialled from that list at
+	// once, trusted peers first.
+	d.seederDials.Add(1)
+	d.t.AddPeers(s)
 	// A place made for the seeder that it did not take (the server is
 	// unreachable, or another machine dialled in first) is made again
 	// only after evictRetry: a machine must not shed its peers every
 	// few seconds while the server is down.
 	if len(conns) >= int(d.maxConns.Load()) && (d.seederBack || time.Since(d.lastEvict) >= evictRetry) {
 		d.seederBack, d.lastEvict = false, time.Now()
-		// The seeder goes into the library's list first: the place the
-		// close frees is dialled from that list at once, trusted
-		// peers first.
-		d.seederDials.Add(1)
-		d.t.AddPeers(s)
 		conns[leastUseful(conns, complete)].Close()
 		d.seederEvictions.Add(1)
-	} else {
-		d.seederDials.Add(1)
-		d.t.AddPeers(s)
 	}
 	if d.o.Logger != nil {
 		d.o.Logger.Debug("no connection to the seeder: dialling it again", "stage", "download", "connections", len(conns))
