@@ -349,7 +349,7 @@ func (d *torrentDL) refreshPeers(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(wait):
+		case <-time.After(jittered(wait)):
 		}
 		ans, err := d.o.Peers(ctx)
 		switch {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -327,6 +328,17 @@ func (m *machine) progressReport(stage string, o *bootapi.OS, p Progress, rate f
 // report is due (a variable for the tests).
 var watchTick = time.Second
 
+// jitter is a random factor between 0.75 and 1.25. A class switched on
+// at once would otherwise report and ask for peers in the same second,
+// every time: at N = 100 those bursts were the server's busiest seconds
+// (cmd/swarmbench/TUNING.md, session 19).
+func jitter() float64 { return 0.75 + rand.Float64()/2 }
+
+// jittered returns d times jitter().
+func jittered(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * jitter())
+}
+
 // stallWarn is how long without data before the console says so.
 const stallWarn = 15 * time.Second
 
@@ -345,6 +357,7 @@ func (m *machine) watch(ctx context.Context, b *bootapi.Boot, o *bootapi.OS, sta
 	tick := time.NewTicker(watchTick)
 	defer tick.Stop()
 	lastReport := m.now()
+	spread := jitter() // this report's share of the interval
 	lastDone, lastT := dl.Progress().Done, m.now()
 	rate := 0.0
 	warned := time.Duration(0)
@@ -385,10 +398,11 @@ func (m *machine) watch(ctx context.Context, b *bootapi.Boot, o *bootapi.OS, sta
 		if p.ReportEvery > 0 {
 			every = p.ReportEvery // a large class reports less often
 		}
-		if now.Sub(lastReport) >= every && inFlight.CompareAndSwap(false, true) {
+		if now.Sub(lastReport) >= time.Duration(float64(every)*spread) && inFlight.CompareAndSwap(false, true) {
 			// One report at a time: a server that answers slowly
 			// must not pile up goroutines.
 			lastReport = now
+			spread = jitter()
 			r := m.progressReport(stage, o, p, rate)
 			go func() { defer inFlight.Store(false); m.report(ctx, r) }()
 		}

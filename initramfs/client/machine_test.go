@@ -303,3 +303,24 @@ func TestWatchReportInterval(t *testing.T) {
 		}
 	}
 }
+
+// Reports and peer-list refreshes are spread over a quarter either side
+// of their interval, so a class switched on at once does not ask the
+// server in the same second every time.
+func TestJittered(t *testing.T) {
+	const d = 10 * time.Second
+	lo, hi := time.Duration(1<<62), time.Duration(0)
+	for range 1000 {
+		j := jittered(d)
+		lo, hi = min(lo, j), max(hi, j)
+	}
+	if lo < d*3/4 || hi > d*5/4 {
+		t.Errorf("jittered(%s) ranged %s–%s, want within 7.5–12.5 s", d, lo, hi)
+	}
+	if lo > 8*time.Second || hi < 12*time.Second {
+		t.Errorf("jittered(%s) ranged only %s–%s in 1000 draws: not spread over the interval", d, lo, hi)
+	}
+	if jittered(0) != 0 {
+		t.Errorf("jittered(0) = %s, want 0 (the first peer-list request goes at once)", jittered(0))
+	}
+}
