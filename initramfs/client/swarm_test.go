@@ -927,7 +927,7 @@ func TestSeederHandshakeMakesRoom(t *testing.T) {
 			// be dialled again from its list, on a new connection.
 			// The one it had must be gone.
 			for _, pc := range d.t.PeerConns() {
-				if len(first) == 1 && pc == first[0] {
+				if slices.Contains(first, pc) {
 					t.Errorf("the connection to %v stayed next to the seeder's, limit 1", pc.RemoteAddr)
 				}
 			}
