@@ -61,7 +61,7 @@ type Options struct {
 	// MaxMachines bounds the registry (DefaultMaxMachines).
 	MaxMachines int
 	// NoRouterAdverts turns off the IPv6 router advertisements that end
-	// iPXE's router discovery early (see routerAdverts).
+	// iPXE's router discovery early (see RouterAdverts).
 	NoRouterAdverts bool
 }
 
@@ -126,7 +126,7 @@ func (s *Server) Machines() []bootapi.Machine { return s.reg.Snapshot() }
 // Start opens the DHCP (per dhcp.mode: ports 67 and 4011) and TFTP (port
 // 69, if tftp.enabled) sockets on server.interface and serves them until
 // Close or until ctx ends. It also answers booting machines' IPv6 router
-// solicitations (see routerAdverts; off with Options.NoRouterAdverts, and
+// solicitations (see RouterAdverts; off with Options.NoRouterAdverts, and
 // skipped with a warning when the raw socket cannot be opened). Errors say
 // what to do: a port taken by another program (ErrPortInUse), missing
 // privileges (ErrPermission), a missing interface (ErrNoInterface).

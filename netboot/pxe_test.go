@@ -310,7 +310,7 @@ func (l *lab) checkBoot(t *testing.T, r bootResult, wantStages ...string) bootap
 		}
 	}
 	t.Logf("%s VM %s stages:%s marker=%.1fs", r.fw, r.mac, b.String(), r.elapsed.Seconds())
-	// iPXE's IPv6 router discovery was cut short (see routerAdverts).
+	// iPXE's IPv6 router discovery was cut short (see RouterAdverts).
 	if !strings.Contains(l.logs.String(), "router advertisement sent (ends iPXE's router discovery)\" component=netboot mac="+r.mac) {
 		t.Errorf("%s: no router advertisement sent to %s", r.fw, r.mac)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -28,7 +29,7 @@ const (
 // machine counts as booting through us (and gets a router advertisement).
 const raWindow = 5 * time.Minute
 
-// routerAdverts answers IPv6 router solicitations from machines that are
+// RouterAdverts answers IPv6 router solicitations from machines that are
 // PXE-booting through us with a router advertisement that says nothing:
 // router lifetime 0 (we are not a router), no prefixes, no M/O flags.
 //
@@ -40,29 +41,35 @@ const raWindow = 5 * time.Minute
 // advertisement it receives (src/net/ndp.c, ipv6conf_rx_router_advertisement),
 // and one with lifetime 0 and no options gives it no route and no address.
 //
-// Only machines the registry saw booting within raWindow are answered, by
+// Only the machines the caller's answer function accepts are answered
+// (the server: those the registry saw booting within raWindow), by
 // unicast to their link-local address, so the rest of the LAN never hears
 // from us. Where the site has an IPv6 router, its advertisement usually
 // arrives first and ours changes nothing.
-type routerAdverts struct {
+type RouterAdverts struct {
 	conn   *icmp.PacketConn
 	p      *ipv6.PacketConn
 	ifi    *net.Interface
-	reg    *Registry
-	srv    *Server
+	answer func(mac string) bool
+	log    *slog.Logger
+	warn   func(msg string, args ...any)
 	closed chan struct{}
+	done   chan struct{}
 }
 
-// startRouterAdverts opens the ICMPv6 socket on ifname. It needs root (or
-// CAP_NET_RAW), like the DHCP sockets.
-func (s *Server) startRouterAdverts(ifname string) error {
+// StartRouterAdverts opens the ICMPv6 socket on ifname and answers the
+// solicitations of the machines answer accepts (by MAC, lower case) until
+// Close. warn reports an advertisement that could not be sent (the
+// server rate-limits it). It needs root (or CAP_NET_RAW), like the DHCP
+// sockets, and runs in the network namespace of the calling thread.
+func StartRouterAdverts(ifname string, answer func(mac string) bool, log *slog.Logger, warn func(msg string, args ...any)) (*RouterAdverts, error) {
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c, err := icmp.ListenPacket("ip6:ipv6-icmp", "::")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	p := c.IPv6PacketConn()
 	var f ipv6.ICMPFilter
@@ -79,22 +86,38 @@ func (s *Server) startRouterAdverts(ifname string) error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		c.Close()
-		return err
+		return nil, err
 	}
-	ra := &routerAdverts{conn: c, p: p, ifi: ifi, reg: s.reg, srv: s, closed: make(chan struct{})}
-	s.wg.Add(1)
+	ra := &RouterAdverts{conn: c, p: p, ifi: ifi, answer: answer, log: log, warn: warn,
+		closed: make(chan struct{}), done: make(chan struct{})}
 	go func() {
-		defer s.wg.Done()
+		defer close(ra.done)
 		ra.serve()
 	}()
-	s.closers = append(s.closers, func() error {
-		close(ra.closed)
-		return c.Close()
-	})
+	return ra, nil
+}
+
+// Close stops answering and waits for the reader to return.
+func (ra *RouterAdverts) Close() error {
+	close(ra.closed)
+	err := ra.conn.Close()
+	<-ra.done
+	return err
+}
+
+// startRouterAdverts answers the machines the registry saw booting
+// within raWindow.
+func (s *Server) startRouterAdverts(ifname string) error {
+	ra, err := StartRouterAdverts(ifname, func(mac string) bool { return s.reg.recentlyBooting(mac, raWindow) }, s.log,
+		func(msg string, args ...any) { s.limit.warn(s.log, "ra send", msg, args...) })
+	if err != nil {
+		return err
+	}
+	s.closers = append(s.closers, ra.Close)
 	return nil
 }
 
-func (ra *routerAdverts) serve() {
+func (ra *RouterAdverts) serve() {
 	buf := make([]byte, 1500)
 	for {
 		n, cm, src, err := ra.p.ReadFrom(buf)
@@ -114,7 +137,7 @@ func (ra *routerAdverts) serve() {
 			continue
 		}
 		mac, ok := parseRouterSolicitation(buf[:n], src)
-		if !ok || !ra.reg.recentlyBooting(mac, raWindow) {
+		if !ok || !ra.answer(mac) {
 			continue
 		}
 		dst, ok := src.(*net.IPAddr)
@@ -126,10 +149,10 @@ func (ra *routerAdverts) serve() {
 		dst = &net.IPAddr{IP: dst.IP, Zone: strconv.Itoa(ra.ifi.Index)}
 		msg := routerAdvertisement(ra.ifi.HardwareAddr)
 		if _, err := ra.p.WriteTo(msg, &ipv6.ControlMessage{HopLimit: 255, IfIndex: ra.ifi.Index}, dst); err != nil {
-			ra.srv.limit.warn(ra.srv.log, "ra send", "ipv6 router advertisement not sent", "mac", mac, "err", err)
+			ra.warn("ipv6 router advertisement not sent", "mac", mac, "err", err)
 			continue
 		}
-		ra.srv.log.Debug("ipv6 router advertisement sent (ends iPXE's router discovery)", "mac", mac, "to", dst.String())
+		ra.log.Debug("ipv6 router advertisement sent (ends iPXE's router discovery)", "mac", mac, "to", dst.String())
 	}
 }
 

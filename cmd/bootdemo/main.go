@@ -18,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"os"
@@ -36,6 +37,9 @@ import (
 
 const marker = "BOOTTORRENT-DEMO-OS-IS-UP"
 
+// serverPrefix is the server's address on the demo LAN.
+var serverPrefix = netip.MustParsePrefix("10.0.0.1/24")
+
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintf(os.Stderr, "bootdemo: %v\n", err)
@@ -49,6 +53,7 @@ type options struct {
 	vms     []vm.Firmware
 	timeout time.Duration
 	verbose bool
+	direct  bool
 }
 
 func run() error {
@@ -59,6 +64,7 @@ func run() error {
 	flag.StringVar(&vmList, "vms", "bios,uefi", "machines to boot: bios, uefi (iPXE ROM) or uefi-pxe (EDK II's own PXE, first stage over TFTP)")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
 	flag.BoolVar(&o.verbose, "v", false, "print every line of the machines' serial consoles")
+	flag.BoolVar(&o.direct, "direct", false, "then stop boottorrent and boot the same machines the way a plain iPXE setup would (DHCP, then iPXE loading the demo OS's kernel and initrd straight over HTTP from the server's address: no boot client, no BitTorrent), and print each machine's time through boottorrent over that baseline")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "Usage: bootdemo [flags]\n\nBoots QEMU machines through boottorrent on a virtual LAN (root required).\n\nFlags:\n")
 		flag.PrintDefaults()
@@ -68,6 +74,9 @@ func run() error {
 		fw := vm.Firmware(strings.TrimSpace(f))
 		if err := vm.Available(fw); err != nil {
 			return fmt.Errorf("machine %q: %w", f, err)
+		}
+		if o.direct && fw == vm.UEFIPXE {
+			return fmt.Errorf("machine %q: --direct boots only machines whose NIC ROM is iPXE (bios, uefi); %s needs a first stage over TFTP, which the baseline does not serve", f, fw)
 		}
 		o.vms = append(o.vms, fw)
 	}
@@ -150,7 +159,7 @@ func demo(ctx context.Context, o options) error {
 		return err
 	}
 	defer lan.Close()
-	srv, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.0.0.1/24"))
+	srv, _, err := lan.AddHost("eth0", serverPrefix)
 	if err != nil {
 		return err
 	}
@@ -184,20 +193,29 @@ func demo(ctx context.Context, o options) error {
 	if err := server.Start(); err != nil {
 		return err
 	}
-	serverDone := make(chan error, 1)
-	go func() { serverDone <- server.Wait() }()
-	defer func() {
-		server.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-serverDone:
-		case <-time.After(15 * time.Second):
-			server.Process.Kill()
-		}
+	var serverErr error
+	serverDone := make(chan struct{}) // closed when the server has exited (serverErr)
+	go func() {
+		serverErr = server.Wait()
+		close(serverDone)
 	}()
+	var stopOnce sync.Once
+	stopServer := func() {
+		stopOnce.Do(func() {
+			server.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-serverDone:
+			case <-time.After(15 * time.Second):
+				server.Process.Kill()
+				<-serverDone
+			}
+		})
+	}
+	defer stopServer()
 	select {
 	case <-readyc:
-	case err := <-serverDone:
-		return fmt.Errorf("boottorrent start exited: %v", err)
+	case <-serverDone:
+		return fmt.Errorf("boottorrent start exited: %v", serverErr)
 	case <-ctx.Done():
 		return fmt.Errorf("boottorrent start did not become ready: %w", ctx.Err())
 	}
@@ -206,15 +224,48 @@ func demo(ctx context.Context, o options) error {
 	go watchMachines(ctx, client, t0)
 
 	say("== booting %d machines (QEMU, software emulation: about a minute each)", len(o.vms))
+	times, failed := bootMachines(ctx, o, lan, func(fw vm.Firmware) string { return string(fw) })
+	say("")
+	say("== summary")
+	for i, fw := range o.vms {
+		if times[i] > 0 {
+			say("  %-8s power-on to the OS's first line in %.1f s", fw, times[i].Seconds())
+		}
+	}
+	printMachines(client)
+	if failed != nil {
+		return failed
+	}
+	say("== every machine booted its OS through boottorrent (%.0f s in all).", time.Since(t0).Seconds())
+	if o.direct {
+		stopServer()
+		direct, err := bootDirect(ctx, o, lan, srv, filepath.Join(dir, "oss", "demo"))
+		if err != nil {
+			return err
+		}
+		say("")
+		say("== one machine, whole chain: boottorrent against iPXE loading the same kernel and initrd directly over HTTP")
+		for i, fw := range o.vms {
+			say("  %s", ratioLine(string(fw), times[i], direct[i]))
+		}
+	}
+	say("== cleaning up the virtual LAN.")
+	return nil
+}
+
+// bootMachines boots one QEMU machine per firmware of o.vms, all at once,
+// and returns each one's time from power-on to the OS's first line (zero
+// for a machine that did not get there) and what went wrong.
+func bootMachines(ctx context.Context, o options, lan *netns.LAN, name func(vm.Firmware) string) ([]time.Duration, error) {
 	var wg sync.WaitGroup
-	results := make([]string, len(o.vms))
+	times := make([]time.Duration, len(o.vms))
 	var failed error
 	var fmu sync.Mutex
 	for i, fw := range o.vms {
 		wg.Add(1)
 		go func(i int, fw vm.Firmware) {
 			defer wg.Done()
-			name := string(fw)
+			name := name(fw)
 			keep := func(l string) bool {
 				return o.verbose || strings.Contains(l, marker) || strings.Contains(l, "boottorrent") ||
 					strings.Contains(l, "iPXE") || strings.Contains(l, "http://") || strings.Contains(l, "%")
@@ -235,23 +286,30 @@ func demo(ctx context.Context, o options) error {
 				fmu.Unlock()
 				return
 			}
-			results[i] = fmt.Sprintf("%-8s MAC %s: power-on to the OS's first line in %.1f s", name, m.MAC(), d.Seconds())
+			say("%-8s │ MAC %s: power-on to the OS's first line in %.1f s", name, m.MAC(), d.Seconds())
+			times[i] = d
 		}(i, fw)
 	}
 	wg.Wait()
+	return times, failed
+}
+
+// bootDirect boots the machines again through the direct baseline
+// (startDirect) on the server's namespace, after boottorrent has stopped.
+func bootDirect(ctx context.Context, o options, lan *netns.LAN, srv *netns.NS, osDir string) ([]time.Duration, error) {
 	say("")
-	say("== summary")
-	for _, r := range results {
-		if r != "" {
-			say("  %s", r)
-		}
+	say("== the baseline: DHCP and iPXE loading the demo OS directly over HTTP from 10.0.0.1 (boottorrent stopped)")
+	log := slog.New(slog.NewTextHandler(&prefixWriter{prefix: "direct │ "}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ds, err := startDirect(srv, serverPrefix, osDir, log)
+	if err != nil {
+		return nil, fmt.Errorf("the direct baseline's servers: %w", err)
 	}
-	printMachines(client)
-	if failed != nil {
-		return failed
+	defer ds.close()
+	times, err := bootMachines(ctx, o, lan, directName)
+	if err != nil {
+		return nil, fmt.Errorf("the direct baseline: %w", err)
 	}
-	say("== every machine booted its OS through boottorrent (%.0f s in all). Cleaning up the virtual LAN.", time.Since(t0).Seconds())
-	return nil
+	return times, nil
 }
 
 func writeProject(dir string) error {
@@ -265,10 +323,10 @@ func writeProject(dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := copyFile(tos.Kernel, filepath.Join(dir, "oss", "demo", "vmlinuz")); err != nil {
+	if err := copyFile(tos.Kernel, filepath.Join(dir, "oss", "demo", demoKernel)); err != nil {
 		return err
 	}
-	if err := os.Rename(tos.Initramfs, filepath.Join(dir, "oss", "demo", "initrd.img")); err != nil {
+	if err := os.Rename(tos.Initramfs, filepath.Join(dir, "oss", "demo", demoInitrd)); err != nil {
 		return err
 	}
 	files := map[string]string{
@@ -289,9 +347,9 @@ client:
 `,
 		"oss/demo/config.yaml": `dispname: Demo OS (Debian kernel + tiny initramfs)
 method: kexec
-kernel: vmlinuz
-initrd: initrd.img
-cmdline: console=ttyS0,115200 quiet ` + vm.GuestArgs + `
+kernel: ` + demoKernel + `
+initrd: ` + demoInitrd + `
+cmdline: ` + demoCmdline() + `
 `,
 	}
 	for name, content := range files {
