@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -41,11 +40,8 @@ func TestDirectScript(t *testing.T) {
 // in the demo range and the script's URL, and HTTP serves the script and
 // the demo OS's files byte for byte.
 func TestDirectServer(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("network namespaces need root (run the tests as root, as CI does)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs ip: apt-get install iproute2")
+	if err := netns.Available(); err != nil {
+		t.Skip(err)
 	}
 	lan, err := netns.NewLAN()
 	if err != nil {
