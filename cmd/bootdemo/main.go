@@ -7,7 +7,14 @@
 // HTTP → boot client → BitTorrent → kexec. It prints the server's log,
 // each machine's stages from /api/v1/machines, and the OS's first line.
 //
-// Run it with `bash .ci/demo` (installs, builds, runs). Root is required.
+// With --direct it then stops boottorrent and boots the same machines the
+// way a plain iPXE setup would (DHCP, then iPXE loading the demo OS's
+// kernel and initrd straight over HTTP from the server's address) and
+// prints each machine's time through boottorrent over that baseline: on
+// one machine, where no swarm can help, what boottorrent's chain costs.
+//
+// Run it with `bash .ci/demo` (installs, builds, runs; `bash .ci/demo
+// --direct` for the baseline too). Root is required.
 package main
 
 import (
