@@ -681,47 +681,111 @@ func (d *httpDL) run(ctx context.Context, a *api, o *bootapi.OS) error {
 	return nil
 }
 
+// httpResumes is how many times in a row one file's transfer may be cut
+// short without a byte of progress before httpDL gives up (and the
+// machine starts the stage over); httpResumePause is the wait before each
+// resumption.
+const (
+	httpResumes     = 3
+	httpResumePause = time.Second
+)
+
+// one fetches url into dst. A transfer cut short goes on from where it
+// stopped with a Range request (If-Range: the ETag of the first answer),
+// as wget -c or curl -C - would: on a slow link shared by many machines
+// TCP can starve one transfer long enough for the server to drop it as
+// idle (the web seed's IdleTimeout, 30 s), and starting the file over
+// would make the baseline slower than plain HTTP is.
 func (d *httpDL) one(ctx context.Context, hc *http.Client, url, dst string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
+	f, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	var off int64
+	etag := ""
+	for stuck := 0; ; {
+		before := off
+		err := d.fetch(ctx, hc, url, f, &off, &etag)
+		if err == nil {
+			return f.Close()
+		}
+		if off > before {
+			stuck = 0
+		} else {
+			stuck++
+		}
+		if ctx.Err() != nil || errors.Is(err, errHTTP) || stuck >= httpResumes {
+			f.Close()
+			return err
+		}
+		select {
+		case <-time.After(httpResumePause):
+		case <-ctx.Done():
+			f.Close()
+			return ctx.Err()
+		}
+	}
+}
+
+// fetch asks for url from *off on (the whole file at 0) and writes what
+// comes at its offset in f, advancing *off. A server that answers a range
+// request with the whole file (it ignores ranges, or the file changed
+// since *etag) starts the file over.
+func (d *httpDL) fetch(ctx context.Context, hc *http.Client, url string, f *os.File, off *int64, etag *string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
+	}
+	if *off > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", *off))
+		if *etag != "" {
+			req.Header.Set("If-Range", *etag)
+		}
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		if *off > 0 {
+			if err := f.Truncate(0); err != nil {
+				return err
+			}
+			d.done.Add(-*off)
+			*off = 0
+		}
+		*etag = resp.Header.Get("ETag")
+	case resp.StatusCode == http.StatusPartialContent && *off > 0:
+		if want := fmt.Sprintf("bytes %d-", *off); !strings.HasPrefix(resp.Header.Get("Content-Range"), want) {
+			return fmt.Errorf("%w: asked for bytes from %d, got Content-Range %.60q", errHTTP, *off, resp.Header.Get("Content-Range"))
+		}
+	default:
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
 		return fmt.Errorf("%w %s: %s", errHTTP, resp.Status, bytes.TrimSpace(msg))
-	}
-	f, err := os.Create(dst)
-	if err != nil {
-		return err
 	}
 	buf := make([]byte, 256<<10)
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
-			if _, err := f.Write(buf[:n]); err != nil {
-				f.Close()
+			if _, err := f.WriteAt(buf[:n], *off); err != nil {
 				return err
 			}
+			*off += int64(n)
 			d.done.Add(int64(n))
 			d.last.Store(time.Now().UnixNano())
 		}
 		if rerr == io.EOF {
-			break
+			return nil
 		}
 		if rerr != nil {
-			f.Close()
 			return rerr
 		}
 	}
-	return f.Close()
 }
 
 func (d *httpDL) Wait(ctx context.Context) (*Fetched, error) {
