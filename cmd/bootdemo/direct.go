@@ -64,7 +64,7 @@ func startDirect(ns *netns.NS, serverAddr netip.Prefix, osDir string, log *slog.
 	first, last := dhcpRange()
 	d, err := dhcp.New(dhcp.Options{
 		Mode: dhcp.ModeFull, Interface: "eth0", ServerIP: serverAddr.Addr(), Prefix: serverAddr.Masked(),
-		First: first, Last: last, HTTPBase: base, BIOSFile: "undionly.kpxe", UEFIFile: "ipxe.efi",
+		First: first, Last: last, HTTPBase: base, // no TFTP: only iPXE ROMs (run refuses uefi-pxe)
 		Logger: log.With("part", "dhcp"),
 	})
 	if err != nil {
@@ -139,9 +139,16 @@ func (s *directServer) stop() error {
 	return errors.Join(errs...)
 }
 
-// dhcpRange is the demo project's dhcp.range (writeProject).
+// dhcpRange is the demo's lease range: the project's dhcp.range
+// (writeProject) and the direct baseline's.
 func dhcpRange() (netip.Addr, netip.Addr) {
 	return netip.MustParseAddr("10.0.0.100"), netip.MustParseAddr("10.0.0.199")
+}
+
+// rangeText is dhcpRange as Boottorrent.yaml writes it.
+func rangeText() string {
+	first, last := dhcpRange()
+	return first.String() + "-" + last.String()
 }
 
 // ratioLine compares one machine's two chains.

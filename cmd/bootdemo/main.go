@@ -183,7 +183,7 @@ func demo(ctx context.Context, o options) error {
 	if err := writeProject(dir); err != nil {
 		return err
 	}
-	say("== project %s: dhcp full 10.0.0.100-10.0.0.199, OS \"demo\" (Debian kernel + a tiny initramfs)", dir)
+	say("== project %s: dhcp full %s, OS \"demo\" (Debian kernel + a tiny initramfs)", dir, rangeText())
 
 	say("== boottorrent start (in the server's namespace, 10.0.0.1)")
 	server := srv.Command(ctx, o.binary, "start", "--dir", dir)
@@ -272,16 +272,16 @@ func bootMachines(ctx context.Context, o options, lan *netns.LAN, name func(vm.F
 		wg.Add(1)
 		go func(i int, fw vm.Firmware) {
 			defer wg.Done()
-			name := name(fw)
+			vmName := name(fw)
 			keep := func(l string) bool {
 				return o.verbose || strings.Contains(l, marker) || strings.Contains(l, "boottorrent") ||
 					strings.Contains(l, "iPXE") || strings.Contains(l, "http://") || strings.Contains(l, "%")
 			}
-			m, err := vm.Start(ctx, vm.Config{LAN: lan, Firmware: fw, Name: name, MemoryMB: 768,
-				Console: &prefixWriter{prefix: fmt.Sprintf("%-8s │ ", name), keep: keep}})
+			m, err := vm.Start(ctx, vm.Config{LAN: lan, Firmware: fw, Name: vmName, MemoryMB: 768,
+				Console: &prefixWriter{prefix: fmt.Sprintf("%-8s │ ", vmName), keep: keep}})
 			if err != nil {
 				fmu.Lock()
-				failed = errors.Join(failed, fmt.Errorf("%s: %w", name, err))
+				failed = errors.Join(failed, fmt.Errorf("%s: %w", vmName, err))
 				fmu.Unlock()
 				return
 			}
@@ -289,11 +289,11 @@ func bootMachines(ctx context.Context, o options, lan *netns.LAN, name func(vm.F
 			d, err := m.WaitFor(ctx, marker)
 			if err != nil {
 				fmu.Lock()
-				failed = errors.Join(failed, fmt.Errorf("%s (MAC %s) did not reach the OS: %w; last console lines:\n%s", name, m.MAC(), err, m.Tail(25)))
+				failed = errors.Join(failed, fmt.Errorf("%s (MAC %s) did not reach the OS: %w; last console lines:\n%s", vmName, m.MAC(), err, m.Tail(25)))
 				fmu.Unlock()
 				return
 			}
-			say("%-8s │ MAC %s: power-on to the OS's first line in %.1f s", name, m.MAC(), d.Seconds())
+			say("%-8s │ MAC %s: power-on to the OS's first line in %.1f s", vmName, m.MAC(), d.Seconds())
 			times[i] = d
 		}(i, fw)
 	}
@@ -343,7 +343,7 @@ server:
   interface: eth0
 dhcp:
   mode: full
-  range: 10.0.0.100-10.0.0.199
+  range: ` + rangeText() + `
 boot:
   default_os: demo
   timeout: 3s
