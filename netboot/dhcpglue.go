@@ -110,7 +110,7 @@ const dhcpEventQueue = 1024
 // the registry's lock, which every boot API request takes: at N = 100 on
 // a saturated host the four workers sat behind 60 reports waiting for
 // that lock, no machine got a lease for minutes, and machines timed out
-// and started over (cmd/swarmbench/TUNING.md, session 17). The reply is
+// and started over (cmd/swarmbench/TUNING.md, 2026-11-24). The reply is
 // already sent when OnEvent runs; a dropped event (a full queue) only
 // delays what the registry shows until the machine's next request.
 func (s *Server) queueDHCPEvent(ev dhcp.Event) {

@@ -19,7 +19,7 @@ var maxQueueWait = 10 * time.Second
 // waited longest, which are the ones least likely still wanted: at N = 100
 // on a saturated benchmark host, replies went out 48–100 s after their
 // request, every machine had timed out and sent again, and the queue held
-// nothing but stale copies (cmd/swarmbench/TUNING.md, session 17). So the
+// nothing but stale copies (cmd/swarmbench/TUNING.md, 2026-11-24). So the
 // workers take the newest packet; when the queue is full the oldest is
 // dropped to make room, and a packet that waited longer than
 // maxQueueWait is dropped when a worker reaches it. When the server keeps

@@ -67,7 +67,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	repeat := fs.Int("repeat", 1, "run each case's BitTorrent phase this many times and report the run with the median all-done time (the HTTP baseline runs once); times on a shared machine vary from run to run")
 	profile := fs.Bool("profile", false, "write a CPU profile of every boottorrent client into the logs folder (tuning)")
 	clientEnv := fs.String("client-env", "", "extra environment for every boottorrent client, space-separated NAME=value (tuning), e.g. GOMAXPROCS=1")
-	clientNice := fs.Int("client-nice", DefaultClientNice, "scheduling niceness of every client process, 0 (the same as the server) to 19: on a host the clients saturate, a higher value leaves the server the CPU a real boot server has to itself (TUNING.md, session 17)")
+	clientNice := fs.Int("client-nice", DefaultClientNice, "scheduling niceness of every client process, 0 (the same as the server) to 19: on a host the clients saturate, a higher value leaves the server the CPU a real boot server has to itself (TUNING.md, 2026-11-24)")
 	seed := fs.Duration("seed-time", 5*time.Second, "how long clients seed after completing (boot.seed_time)")
 	timeout := fs.Duration("timeout", 0, "limit for each phase of a case (default: 10 × T* + 90 s for BitTorrent, 3 × the HTTP bound + 90 s for HTTP)")
 	level := fs.String("log-level", "info", "log detail: debug, info, warn, error")

@@ -378,7 +378,7 @@ type proc struct {
 // the process's every write (its log) would wait on this process reading
 // it, and on a saturated host this one gets a hundredth of the CPU
 // (N = 100: the server's DHCP replies waited up to 100 s behind its log,
-// cmd/swarmbench/TUNING.md, session 17).
+// cmd/swarmbench/TUNING.md, 2026-11-24).
 func start(cmd *exec.Cmd, logPath string, onLine func(string)) (*proc, error) {
 	lf, err := os.Create(logPath)
 	if err != nil {
@@ -434,7 +434,7 @@ func start(cmd *exec.Cmd, logPath string, onLine func(string)) (*proc, error) {
 // what it needed (no DHCP answer late, against 193 stages failed), but
 // the starved clients then fell back to the web seed (11 copies from the
 // server against 6) and the run took as long; at N = 30 it changed
-// nothing (cmd/swarmbench/TUNING.md, session 17). The default keeps
+// nothing (cmd/swarmbench/TUNING.md, 2026-11-24). The default keeps
 // runs comparable with earlier ones; the option is there for a host
 // that starves the server.
 const DefaultClientNice = 0
