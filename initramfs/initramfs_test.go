@@ -5,44 +5,14 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 	"github.com/klauspost/compress/zstd"
 	"github.com/u-root/u-root/pkg/cpio"
 )
-
-var (
-	selfOnce sync.Once
-	selfPath string
-	selfErr  error
-)
-
-// staticBinary builds the real boottorrent command, static and stripped,
-// once per test run.
-func staticBinary(t *testing.T) string {
-	t.Helper()
-	selfOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "bt-initramfs-test-")
-		if err != nil {
-			selfErr = err
-			return
-		}
-		selfPath = filepath.Join(dir, "boottorrent")
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", selfPath, "github.com/boottorrent/boottorrent/cmd/boottorrent")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			selfErr = errors.New(string(out))
-		}
-	})
-	if selfErr != nil {
-		t.Fatalf("build boottorrent: %v", selfErr)
-	}
-	return selfPath
-}
 
 // hostKernel finds a Debian kernel and its modules, or skips.
 func hostKernel(t *testing.T) (kernel, modules string) {
@@ -59,20 +29,14 @@ func hostKernel(t *testing.T) (kernel, modules string) {
 	return "", ""
 }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if selfPath != "" {
-		os.RemoveAll(filepath.Dir(selfPath))
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // TestBuildReproducibleAndCached: two builds in different folders give
 // the same bytes; a second Build in the same folder is a cache hit;
 // changing an input rebuilds; the image holds /init and the drivers.
 func TestBuildReproducibleAndCached(t *testing.T) {
 	kernel, modules := hostKernel(t)
-	self := staticBinary(t)
+	self := nstest.Static(t, nstest.Boottorrent)
 	ctx := context.Background()
 	o := Options{Kernel: kernel, Modules: modules, Self: self, OutDir: t.TempDir()}
 	if _, err := Inspect(o); !errors.Is(err, ErrNotBuilt) {
@@ -185,7 +149,7 @@ func TestRefusesDynamicBinary(t *testing.T) {
 // TestUnknownExtraModule names the bad config entry.
 func TestUnknownExtraModule(t *testing.T) {
 	kernel, modules := hostKernel(t)
-	_, err := Build(context.Background(), Options{Kernel: kernel, Modules: modules, Self: staticBinary(t), OutDir: t.TempDir(), ExtraModules: []string{"no_such_nic"}})
+	_, err := Build(context.Background(), Options{Kernel: kernel, Modules: modules, Self: nstest.Static(t, nstest.Boottorrent), OutDir: t.TempDir(), ExtraModules: []string{"no_such_nic"}})
 	if err == nil || !strings.Contains(err.Error(), "client.extra_modules") {
 		t.Fatalf("err %v, want a client.extra_modules error", err)
 	}

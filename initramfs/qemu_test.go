@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 	"github.com/klauspost/compress/zstd"
 	"github.com/u-root/u-root/pkg/cpio"
 )
@@ -25,7 +26,7 @@ func TestQEMUPacked(t *testing.T) {
 		t.Skip("needs qemu-system-x86_64: apt-get install qemu-system-x86")
 	}
 	kernel, modules := hostKernel(t)
-	r, err := Build(context.Background(), Options{Kernel: kernel, Modules: modules, Self: staticBinary(t), OutDir: t.TempDir(), QEMU: true})
+	r, err := Build(context.Background(), Options{Kernel: kernel, Modules: modules, Self: nstest.Static(t, nstest.Boottorrent), OutDir: t.TempDir(), QEMU: true})
 	if err != nil {
 		t.Fatal(err)
 	}

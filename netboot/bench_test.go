@@ -9,10 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"net/netip"
-
 	"github.com/boottorrent/boottorrent/config"
-	"github.com/boottorrent/boottorrent/netboot/netns"
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 )
 
 // BenchmarkTFTPOverLAN measures what atftp, on another host of a virtual
@@ -20,25 +18,12 @@ import (
 // `boottorrent start` starts it: 32 MiB, blksize 512 (RFC 1350 clients)
 // and 1468 (what iPXE and EDK II negotiate on Ethernet).
 func BenchmarkTFTPOverLAN(b *testing.B) {
-	if err := netns.Available(); err != nil {
-		b.Skip(err)
-	}
+	nstest.Skip(b)
 	if _, err := exec.LookPath("atftp"); err != nil {
 		b.Skip("needs atftp: apt-get install atftp")
 	}
-	lan, err := netns.NewLAN()
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { lan.Close() })
-	srvNS, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.79.0.1/24"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	cliNS, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.79.0.2/24"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, hosts := nstest.LAN(b, "10.79.0.1/24", "10.79.0.2/24")
+	srvNS, cliNS := hosts[0], hosts[1]
 	dir := b.TempDir()
 	big := make([]byte, 32<<20)
 	rand.Read(big)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/boottorrent/boottorrent/config"
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 )
 
 // fakeCatalog is a Catalog with fixed answers.
@@ -448,7 +449,7 @@ func TestBootScriptGolden(t *testing.T) {
 
 func TestBadInputLogsAreRateLimited(t *testing.T) {
 	s, _ := testServer(t)
-	var buf syncBuffer
+	var buf nstest.Buffer
 	s.log = slog.New(slog.NewTextHandler(&buf, nil))
 	h := s.Handler()
 	for range 100 {
@@ -467,7 +468,7 @@ func TestBadInputLogsAreRateLimited(t *testing.T) {
 // TestRegistryLogs: one line per stage change, progress at most every
 // progressLogEvery while downloading.
 func TestRegistryLogs(t *testing.T) {
-	var buf syncBuffer
+	var buf nstest.Buffer
 	r := NewRegistry(slog.New(slog.NewTextHandler(&buf, nil)), 0, map[string]string{"52:54:00:00:00:01": "pc1"})
 	now := time.Unix(1000, 0)
 	r.now = func() time.Time { return now }

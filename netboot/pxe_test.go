@@ -2,7 +2,6 @@ package netboot
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,31 +22,11 @@ import (
 	"github.com/boottorrent/boottorrent/config"
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
 	"github.com/boottorrent/boottorrent/netboot/netns"
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 	"github.com/boottorrent/boottorrent/netboot/vm"
 )
 
-func TestMain(m *testing.M) {
-	netns.Sweep()
-	os.Exit(m.Run())
-}
-
-// syncBuffer is a log sink shared by the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // lab is a virtual LAN with our server on it at 10.77.0.1, as
 // `boottorrent start` would run it, serving the test OS as the boot client.
@@ -57,7 +36,7 @@ type lab struct {
 	srv   *Server
 	proj  *config.Project
 	tos   *vm.TestOS
-	logs  *syncBuffer
+	logs  *nstest.Buffer
 	base  string
 }
 
@@ -92,23 +71,14 @@ func needVM(t *testing.T, fws ...vm.Firmware) {
 // withheldMachines machines have been refused it (see releaseKernel).
 func newLab(t *testing.T, mode, marker string, withhold bool) *lab {
 	t.Helper()
-	l := &lab{logs: &syncBuffer{}}
+	l := &lab{logs: &nstest.Buffer{}}
 	tos, err := vm.BuildTestOS(t.TempDir(), marker)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.tos = tos
-	lan, err := netns.NewLAN()
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.lan = lan
-	t.Cleanup(func() { lan.Close() })
-	srvNS, _, err := lan.AddHost("eth0", netip.MustParsePrefix(labServer+"/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.srvNS = srvNS
+	lan, hosts := nstest.LAN(t, labServer+"/24")
+	l.lan, l.srvNS = lan, hosts[0]
 
 	c := config.Default()
 	c.Server.Interface = "eth0"
@@ -133,7 +103,7 @@ func newLab(t *testing.T, mode, marker string, withhold bool) *lab {
 	l.srv = srv
 	ctx, cancel := context.WithCancel(context.Background())
 	var hs *http.Server
-	err = srvNS.Do(func() error {
+	err = l.srvNS.Do(func() error {
 		if err := srv.Start(ctx); err != nil {
 			return err
 		}
@@ -208,7 +178,7 @@ func (l *lab) siteDHCP(t *testing.T) string {
 		"--interface=eth0", "--bind-interfaces", "--no-resolv", "--no-hosts", "--log-dhcp",
 		"--dhcp-range="+siteFirst+","+siteLast+",255.255.255.0,1h",
 		"--dhcp-leasefile="+leases, "--pid-file="+filepath.Join(dir, "pid"))
-	out := &syncBuffer{}
+	out := &nstest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/net/ipv6"
 
 	"github.com/boottorrent/boottorrent/netboot/netns"
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 )
 
 // TestRouterAdvertsAnswerOnlyAccepted: a machine the answer function
@@ -22,18 +22,8 @@ import (
 // 134, router lifetime 0, unicast to its link-local address); one it
 // does not accept gets nothing; after Close nobody does.
 func TestRouterAdvertsAnswerOnlyAccepted(t *testing.T) {
-	if err := netns.Available(); err != nil {
-		t.Skip(err)
-	}
-	lan, err := netns.NewLAN()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lan.Close() })
-	srv, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.78.0.1/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	lan, hosts := nstest.LAN(t, "10.78.0.1/24")
+	srv := hosts[0]
 	type machine struct {
 		ns   *netns.NS
 		mac  string
@@ -42,12 +32,10 @@ func TestRouterAdvertsAnswerOnlyAccepted(t *testing.T) {
 	}
 	var ms []*machine
 	for i := range 2 {
-		ns, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.78.0."+strconv.Itoa(10+i)+"/24"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		ns := nstest.Host(t, lan, "10.78.0."+strconv.Itoa(10+i)+"/24")
 		m := &machine{ns: ns}
-		err = ns.Do(func() error {
+		err := ns.Do(func() error {
+			var err error
 			if m.ifi, err = net.InterfaceByName("eth0"); err != nil {
 				return err
 			}

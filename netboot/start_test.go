@@ -17,7 +17,7 @@ import (
 
 	"github.com/boottorrent/boottorrent/config"
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
-	"github.com/boottorrent/boottorrent/netboot/netns"
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 )
 
 // TestStartInNamespace starts the server in a namespace (proxy DHCP + TFTP
@@ -26,9 +26,7 @@ import (
 // script and the client kernel. A second server on the same host must
 // refuse to start instead of sharing the ports.
 func TestStartInNamespace(t *testing.T) {
-	if err := netns.Available(); err != nil {
-		t.Skip(err)
-	}
+	nstest.Skip(t)
 	for _, tool := range [][2]string{{"atftp", "atftp"}, {"busybox", "busybox-static"}} {
 		if _, err := exec.LookPath(tool[0]); err != nil {
 			t.Skipf("needs %s: apt-get install %s", tool[0], tool[1])
@@ -37,25 +35,14 @@ func TestStartInNamespace(t *testing.T) {
 	if _, err := os.Stat("/usr/lib/ipxe/undionly.kpxe"); err != nil {
 		t.Skip("needs /usr/lib/ipxe: apt-get install ipxe")
 	}
-	lan, err := netns.NewLAN()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lan.Close() })
-	srvNS, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.78.0.1/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cliNS, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.78.0.20/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, hosts := nstest.LAN(t, "10.78.0.1/24", "10.78.0.20/24")
+	srvNS, cliNS := hosts[0], hosts[1]
 	c := config.Default()
 	c.Server.Interface, c.Server.Address = "eth0", "10.78.0.1"
 	dir := t.TempDir()
 	kernel := filepath.Join(dir, "vmlinuz")
 	os.WriteFile(kernel, []byte(strings.Repeat("kernel!", 5000)), 0o644)
-	logs := &syncBuffer{}
+	logs := &nstest.Buffer{}
 	proj := &config.Project{Dir: t.TempDir(), Config: &c, Prefix: netip.MustParsePrefix("10.78.0.0/24")}
 	mk := func() *Server {
 		s, err := New(Options{Project: proj, ClientKernel: kernel, ClientInitramfs: kernel,

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,12 +20,10 @@ import (
 
 	"github.com/boottorrent/boottorrent/config"
 	"github.com/boottorrent/boottorrent/netboot/netns"
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 )
 
-func TestMain(m *testing.M) {
-	netns.Sweep()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // needTools skips the test unless every tool is installed.
 func needTools(t testing.TB, tools map[string]string) {
@@ -55,26 +52,12 @@ const lanServer = "10.77.0.1"
 
 func newLANEnv(t *testing.T, nClients int, oses ...testOS) *lanEnv {
 	t.Helper()
-	if err := netns.Available(); err != nil {
-		t.Skip(err)
-	}
-	lan, err := netns.NewLAN()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lan.Close() })
-	e := &lanEnv{lan: lan}
-	e.srv, _, err = lan.AddHost("eth0", netip.MustParsePrefix(lanServer+"/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	addrs := []string{lanServer + "/24"}
 	for i := range nClients {
-		ns, _, err := lan.AddHost("eth0", netip.MustParsePrefix(fmt.Sprintf("10.77.0.%d/24", 11+i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.clients = append(e.clients, ns)
+		addrs = append(addrs, fmt.Sprintf("10.77.0.%d/24", 11+i))
 	}
+	lan, hosts := nstest.LAN(t, addrs...)
+	e := &lanEnv{lan: lan, srv: hosts[0], clients: hosts[1:]}
 	e.p = makeProject(t, lanServer, 8080, oses...)
 	var l net.Listener
 	if err := e.srv.Do(func() (err error) { l, err = net.Listen("tcp", lanServer+":8080"); return err }); err != nil {
@@ -188,8 +171,7 @@ func runTransmission(t *testing.T, ns *netns.NS, dir, torrentURL string, limit t
 	os.WriteFile(script, []byte("#!/bin/sh\ntouch "+marker+"\n"), 0o755)
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	var out strings.Builder
-	var mu sync.Mutex
+	var out nstest.Buffer
 	start := time.Now()
 	// transmission-cli 3.00, Debian's, sometimes dies of a segmentation
 	// fault while it downloads from a web seed (its web seed code had
@@ -197,7 +179,7 @@ func runTransmission(t *testing.T, ns *netns.NS, dir, torrentURL string, limit t
 	// issues 2728 and 3561). It resumes from what it has, once.
 	for attempt := 1; ; attempt++ {
 		cmd := ns.Command(ctx, "transmission-cli", "-g", cfg, "-w", dir, "-f", script, "-M", "-p", "51413", torrentURL)
-		cmd.Stdout = &lockedWriter{w: &out, mu: &mu}
+		cmd.Stdout = &out
 		cmd.Stderr = cmd.Stdout
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -207,9 +189,7 @@ func runTransmission(t *testing.T, ns *netns.NS, dir, torrentURL string, limit t
 		d, err := waitTransmission(ctx, cmd, done, marker, start)
 		if err == nil {
 			if os.Getenv("SEEDER_TEST_VERBOSE") != "" {
-				mu.Lock()
 				t.Logf("transmission-cli output:\n%s", out.String())
-				mu.Unlock()
 			}
 			return d
 		}
@@ -217,7 +197,6 @@ func runTransmission(t *testing.T, ns *netns.NS, dir, torrentURL string, limit t
 			t.Logf("transmission-cli 3.00 crashed (%v); starting it again on what it has", err)
 			continue
 		}
-		mu.Lock()
 		t.Fatalf("%v\n%s", err, tail(out.String(), 3000))
 	}
 }
@@ -254,17 +233,6 @@ func waitTransmission(ctx context.Context, cmd *exec.Cmd, done chan error, marke
 			}
 		}
 	}
-}
-
-type lockedWriter struct {
-	w  *strings.Builder
-	mu *sync.Mutex
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
 }
 
 // TestRealClients has Debian's aria2c and transmission-cli, each in its own

@@ -15,7 +15,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 
-	"github.com/boottorrent/boottorrent/netboot/netns"
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 	"github.com/boottorrent/boottorrent/netboot/vm"
 )
 
@@ -40,22 +40,8 @@ func TestDirectScript(t *testing.T) {
 // in the demo range and the script's URL, and HTTP serves the script and
 // the demo OS's files byte for byte.
 func TestDirectServer(t *testing.T) {
-	if err := netns.Available(); err != nil {
-		t.Skip(err)
-	}
-	lan, err := netns.NewLAN()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lan.Close() })
-	srv, _, err := lan.AddHost("eth0", serverPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	machine, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.0.0.9/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, hosts := nstest.LAN(t, serverPrefix.String(), "10.0.0.9/24")
+	srv, machine := hosts[0], hosts[1]
 	osDir := t.TempDir()
 	files := map[string][]byte{demoKernel: bytes.Repeat([]byte("k"), 300<<10), demoInitrd: []byte("initrd")}
 	for name, b := range files {

@@ -6,60 +6,26 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
-	"github.com/boottorrent/boottorrent/netboot/netns"
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 )
 
-var binary string // the static boottorrent built by TestMain
-
-func TestMain(m *testing.M) {
-	netns.Sweep()
-	dir, err := os.MkdirTemp("", "boottorrent-bin")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "boottorrent")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", binary, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build boottorrent: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // logBuffer collects a process's stderr and lets a test wait for a line.
 type logBuffer struct {
-	mu     sync.Mutex
-	buf    bytes.Buffer
+	nstest.Buffer
 	exited chan struct{} // closed when the process ends, if set
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 func (l *logBuffer) waitFor(t *testing.T, s string, d time.Duration) {
@@ -97,25 +63,13 @@ func get(t *testing.T, c *http.Client, url string) []byte {
 // namespace, that a second instance refuses to start, and that SIGTERM
 // stops it cleanly; then that a restart reuses the cached work.
 func TestStartLifecycle(t *testing.T) {
-	if err := netns.Available(); err != nil {
-		t.Skip(err)
-	}
+	nstest.Skip(t)
 	if m, _ := filepath.Glob("/boot/vmlinuz-*"); len(m) == 0 {
 		t.Skip("needs a kernel for the boot client: apt-get install linux-image-amd64")
 	}
-	lan, err := netns.NewLAN()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lan.Close() })
-	srv, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.77.0.1/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.77.0.2/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	binary := nstest.Static(t, nstest.Boottorrent)
+	_, hosts := nstest.LAN(t, "10.77.0.1/24", "10.77.0.2/24")
+	srv, cli := hosts[0], hosts[1]
 
 	dir := t.TempDir()
 	write := func(p string, data []byte) {

@@ -18,6 +18,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 
 	"github.com/boottorrent/boottorrent/netboot/netns"
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 )
 
 // TestDHCPLeaseIgnoresProxyOffer takes a lease on a test LAN where a
@@ -29,7 +30,7 @@ func TestDHCPLeaseIgnoresProxyOffer(t *testing.T) {
 	if _, err := exec.LookPath("dnsmasq"); err != nil {
 		t.Skip("needs dnsmasq: apt-get install dnsmasq-base")
 	}
-	hosts := testLAN(t, "10.81.0.1/24", "10.81.0.2/24", "")
+	_, hosts := nstest.LAN(t, "10.81.0.1/24", "10.81.0.2/24", "")
 	srv, proxy, cli := hosts[0], hosts[1], hosts[2]
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -37,7 +38,7 @@ func TestDHCPLeaseIgnoresProxyOffer(t *testing.T) {
 	dm := srv.Command(ctx, "dnsmasq", "--no-daemon", "--port=0", "--interface=eth0", "--bind-interfaces",
 		"--dhcp-range=10.81.0.50,10.81.0.60,1h", "--dhcp-reply-delay=1", "--leasefile-ro", "--no-resolv", "--no-hosts",
 		"--pid-file=", "--log-dhcp")
-	var dmLog syncBuf
+	var dmLog nstest.Buffer
 	dm.Stdout, dm.Stderr = &dmLog, &dmLog
 	if err := dm.Start(); err != nil {
 		t.Fatal(err)
@@ -120,7 +121,7 @@ func TestHasAddrIn(t *testing.T) {
 // a routed network would need: one machine that waits 4 s makes a whole
 // class of booting machines wait for it.
 func TestDHCPRetransmitsLostDiscover(t *testing.T) {
-	hosts := testLAN(t, "10.82.0.1/24", "")
+	_, hosts := nstest.LAN(t, "10.82.0.1/24", "")
 	srv, cli := hosts[0], hosts[1]
 	serverIP, clientIP := net.IPv4(10, 82, 0, 1), net.IPv4(10, 82, 0, 50)
 	var mu sync.Mutex
@@ -177,34 +178,6 @@ func TestDHCPRetransmitsLostDiscover(t *testing.T) {
 		t.Fatalf("eth0 has not the leased 10.82.0.50: %s", out)
 	}
 	t.Logf("DISCOVER sent again after %v; %s", gap.Round(time.Millisecond), strings.TrimSpace(string(out)))
-}
-
-// testLAN builds a LAN of network namespaces for the test, one host per
-// address ("" for none, as a DHCP client starts), each with eth0 on the
-// bridge, removed when the test ends.
-func testLAN(t *testing.T, addrs ...string) []*netns.NS {
-	t.Helper()
-	if err := netns.Available(); err != nil {
-		t.Skip(err)
-	}
-	lan, err := netns.NewLAN()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lan.Close() })
-	var hosts []*netns.NS
-	for _, a := range addrs {
-		var p netip.Prefix
-		if a != "" {
-			p = netip.MustParsePrefix(a)
-		}
-		h, _, err := lan.AddHost("eth0", p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hosts = append(hosts, h)
-	}
-	return hosts
 }
 
 // serveDHCP runs a DHCP server on ns's eth0 until the test ends: reply

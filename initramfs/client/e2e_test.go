@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,13 +20,11 @@ import (
 
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
 	"github.com/boottorrent/boottorrent/netboot/netns"
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 	"github.com/boottorrent/boottorrent/netboot/vm"
 )
 
-func TestMain(m *testing.M) {
-	netns.Sweep()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // e2eServer is the real `boottorrent start` in a namespace of a test LAN.
 type e2eServer struct {
@@ -38,28 +35,13 @@ type e2eServer struct {
 	base   string
 	mu     sync.Mutex
 	cmd    *exec.Cmd
-	log    *lockedBuf
+	log    *nstest.Buffer
 	done   chan struct{}
 }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-	t  *testing.T
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.Write(p)
-	return len(p), nil
-}
-
-func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
 func (s *e2eServer) start() {
 	s.t.Helper()
-	lb := &lockedBuf{t: s.t}
+	lb := &nstest.Buffer{}
 	cmd := s.ns.Command(context.Background(), s.binary, "start", "--dir", s.dir)
 	cmd.Stdout, cmd.Stderr = lb, lb
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -119,17 +101,6 @@ func (s *e2eServer) machines() (map[string]bootapi.Machine, error) {
 		out[m.MAC] = m
 	}
 	return out, err
-}
-
-func buildStatic(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "boottorrent")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "github.com/boottorrent/boottorrent/cmd/boottorrent")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build boottorrent: %v\n%s", err, out)
-	}
-	return bin
 }
 
 func writeFile(t *testing.T, p string, data []byte) {
@@ -200,17 +171,9 @@ func TestQEMUBoot(t *testing.T) {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	binary := buildStatic(t)
-
-	lan, err := netns.NewLAN()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lan.Close() })
-	srvNS, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.79.0.1/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	binary := nstest.Static(t, nstest.Boottorrent)
+	lan, hosts := nstest.LAN(t, "10.79.0.1/24")
+	srvNS := hosts[0]
 
 	dir := t.TempDir()
 	marker := "TESTOS-" + fmt.Sprint(time.Now().UnixNano()) + "-REACHED"

@@ -29,6 +29,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 	"github.com/boottorrent/boottorrent/seeder"
 	"github.com/boottorrent/boottorrent/seeder/tracker"
 )
@@ -208,7 +209,7 @@ func runClient(t *testing.T, ctx context.Context, s *testServer, mac string, mod
 	if mod != nil {
 		mod(cfg)
 	}
-	var console, result syncBuf
+	var console, result nstest.Buffer
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(&console, testWriter{t}), nil))
 	err := Run(ctx, cfg, log, &console, &result)
 	if err == nil {
@@ -233,14 +234,6 @@ func runClient(t *testing.T, ctx context.Context, s *testServer, mac string, mod
 	}
 	return &r, console.String(), err
 }
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 type testWriter struct{ t *testing.T }
 

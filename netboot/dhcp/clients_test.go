@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,12 +17,10 @@ import (
 	"time"
 
 	"github.com/boottorrent/boottorrent/netboot/netns"
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 )
 
-func TestMain(m *testing.M) {
-	netns.Sweep()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // testLAN is a bridge with our server's namespace on it (10.0.0.1/24, eth0).
 type testLAN struct {
@@ -33,28 +30,14 @@ type testLAN struct {
 
 func newTestLAN(t *testing.T) *testLAN {
 	t.Helper()
-	if err := netns.Available(); err != nil {
-		t.Skip("needs network namespaces: " + err.Error())
-	}
-	lan, err := netns.NewLAN()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lan.Close() })
-	srv, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.0.0.1/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testLAN{lan: lan, server: srv}
+	lan, hosts := nstest.LAN(t, "10.0.0.1/24")
+	return &testLAN{lan: lan, server: hosts[0]}
 }
 
 // client adds a namespace with an unconfigured eth0 and returns it with its MAC.
 func (l *testLAN) client(t *testing.T) (*netns.NS, string) {
 	t.Helper()
-	ns, _, err := l.lan.AddHost("eth0", netip.Prefix{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := nstest.Host(t, l.lan, "")
 	out, err := ns.Run("cat", "/sys/class/net/eth0/address")
 	if err != nil {
 		t.Fatal(err)
@@ -66,21 +49,9 @@ func (l *testLAN) client(t *testing.T) (*netns.NS, string) {
 type running struct {
 	*Server
 	done    chan error
-	logs    *syncBuffer
+	logs    *nstest.Buffer
 	stopped sync.Once
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // start runs a server with opt in the server namespace, on real sockets
 // opened by Listen.
@@ -92,7 +63,7 @@ func (l *testLAN) start(t *testing.T, opt Options) *running {
 // startTap is start with a tap that sees every received datagram.
 func (l *testLAN) startTap(t *testing.T, opt Options, tap func(port int, data []byte)) *running {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &nstest.Buffer{}
 	opt.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opt.Interface = "eth0"
 	s, err := New(opt)
@@ -145,7 +116,7 @@ func (r *running) stop(t *testing.T) {
 type dhcpClient struct {
 	cmd    *exec.Cmd
 	events string
-	out    *syncBuffer
+	out    *nstest.Buffer
 	done   chan struct{}
 }
 
@@ -194,7 +165,7 @@ func startClient(t *testing.T, ns *netns.NS, kind string, dir string, extra ...s
 			"-pf", filepath.Join(dir, "dhclient.pid")}, extra...)
 		args = append(args, "eth0")
 	}
-	c := &dhcpClient{events: filepath.Join(dir, kind+".events"), out: &syncBuffer{}, done: make(chan struct{})}
+	c := &dhcpClient{events: filepath.Join(dir, kind+".events"), out: &nstest.Buffer{}, done: make(chan struct{})}
 	os.Remove(c.events)
 	c.cmd = ns.Command(context.Background(), prog, args...)
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out

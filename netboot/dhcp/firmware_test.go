@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/boottorrent/boottorrent/netboot/netns"
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata: firmware captures (needs root and QEMU) and golden replies")
@@ -265,15 +265,12 @@ func TestFirmware(t *testing.T) {
 // DHCP server (10.0.0.2, addresses .50-.99, no PXE options).
 func startSiteDHCP(t *testing.T, l *netns.LAN, dir string) {
 	t.Helper()
-	ns, _, err := l.AddHost("eth0", netip.MustParsePrefix("10.0.0.2/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := nstest.Host(t, l, "10.0.0.2/24")
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := ns.Command(ctx, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root",
 		"--interface=eth0", "--bind-interfaces", "--dhcp-range=10.0.0.50,10.0.0.99,255.255.255.0,1h",
 		"--dhcp-leasefile="+filepath.Join(dir, "dnsmasq.leases"), "--pid-file="+filepath.Join(dir, "dnsmasq.pid"), "--log-dhcp")
-	var out syncBuffer
+	var out nstest.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		cancel()

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/boottorrent/boottorrent/netboot/netns"
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
 )
@@ -33,9 +33,7 @@ import (
 // PERFDHCP_RATE (default 0 = as fast as possible), PERFDHCP_SECONDS
 // (default 10) and PERFDHCP_CLIENTS (default 20000) tune it.
 func BenchmarkPerfdhcp(b *testing.B) {
-	if err := netns.Available(); err != nil {
-		b.Skip("needs network namespaces: " + err.Error())
-	}
+	nstest.Skip(b)
 	if _, err := exec.LookPath("perfdhcp"); err != nil {
 		b.Skip("needs Kea's perfdhcp: apt-get install kea-admin")
 	}
@@ -43,19 +41,8 @@ func BenchmarkPerfdhcp(b *testing.B) {
 	seconds := envInt("PERFDHCP_SECONDS", 10)
 	clients := envInt("PERFDHCP_CLIENTS", 20000)
 
-	lan, err := netns.NewLAN()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer lan.Close()
-	srvNS, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.0.0.1/16"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	cliNS, _, err := lan.AddHost("eth0", netip.MustParsePrefix("10.0.0.2/16"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, hosts := nstest.LAN(b, "10.0.0.1/16", "10.0.0.2/16")
+	srvNS, cliNS := hosts[0], hosts[1]
 	dir := b.TempDir()
 	opt := Options{
 		Mode: ModeFull, Interface: "eth0", ServerIP: mustAddr("10.0.0.1"), Prefix: netip.MustParsePrefix("10.0.0.0/16"),

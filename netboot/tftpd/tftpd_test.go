@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 )
 
 // fixture is a folder like /usr/lib/ipxe: a regular file, a symlink to a
@@ -29,12 +30,12 @@ type fixture struct {
 	done    []Transfer
 	srv     *Server
 	addr    *net.UDPAddr
-	logsBuf *bytes.Buffer
+	logsBuf *nstest.Buffer
 }
 
 func newFixture(t testing.TB, anticipate uint, extra map[string][]byte) *fixture {
 	t.Helper()
-	f := &fixture{dir: t.TempDir(), logsBuf: &bytes.Buffer{}}
+	f := &fixture{dir: t.TempDir(), logsBuf: &nstest.Buffer{}}
 	other := t.TempDir()
 	f.bios = randBytes(74213)
 	f.uefi = randBytes(850528)
@@ -49,9 +50,8 @@ func newFixture(t testing.TB, anticipate uint, extra map[string][]byte) *fixture
 		os.WriteFile(filepath.Join(f.dir, name), data, 0o644)
 		files = append(files, name)
 	}
-	var mu sync.Mutex
 	srv, err := New(Options{Dir: f.dir, Files: files, Anticipate: anticipate,
-		Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, f.logsBuf}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger: slog.New(slog.NewTextHandler(f.logsBuf, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		OnTransfer: func(tr Transfer) {
 			f.mu.Lock()
 			f.done = append(f.done, tr)
@@ -82,17 +82,6 @@ func (f *fixture) wait(t testing.TB, n int) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 func randBytes(n int) []byte {

@@ -7,13 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/boottorrent/boottorrent/netboot/netns"
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 )
 
-func TestMain(m *testing.M) {
-	netns.Sweep()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // TestDirectBoot boots the test OS with QEMU's -kernel (no network boot):
 // the harness captures the console, finds the marker, types on the
@@ -29,11 +26,7 @@ func TestDirectBoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lan, err := netns.NewLAN()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lan.Close() })
+	lan, _ := nstest.LAN(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	v, err := Start(ctx, Config{LAN: lan, Firmware: BIOS, Dir: t.TempDir(), ExtraArgs: []string{

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/boottorrent/boottorrent/netboot/netns"
+	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 )
 
 func TestMain(m *testing.M) {
@@ -19,10 +19,7 @@ func TestMain(m *testing.M) {
 	if h := os.Getenv(HelperEnv); h != "" {
 		os.Exit(Helper(h, os.Args[1:], os.Stdout, os.Stderr))
 	}
-	if netns.Available() == nil {
-		netns.Sweep()
-	}
-	os.Exit(m.Run())
+	nstest.Main(m)
 }
 
 // ourNamespaces lists the namespaces this process created.
@@ -42,9 +39,7 @@ func ourNamespaces(t *testing.T) []string {
 // naming what is missing (CI runs as root with every tool installed).
 func needLAN(t *testing.T) {
 	t.Helper()
-	if err := netns.Available(); err != nil {
-		t.Skip(err)
-	}
+	nstest.Skip(t)
 	for _, tool := range []string{"tc", "ethtool", "nft"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("needs %s: apt-get install iproute2 ethtool nftables", tool)
