@@ -1,0 +1,121 @@
+package distro
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+// Source describes the medium a plan was made from, for config.yaml's
+// comment.
+type Source struct {
+	File     string // the ISO's file name (base name)
+	VolumeID string
+	Size     int64
+	SHA256   string // hex; "" when not computed
+}
+
+// Config renders the OS folder's config.yaml: a comment saying what was
+// detected and from what, then the keys. dispname is the menu entry.
+func (p *Plan) Config(src Source, dispname string) []byte {
+	var b strings.Builder
+	c := func(format string, args ...any) {
+		for _, line := range strings.Split(fmt.Sprintf(format, args...), "\n") {
+			b.WriteString(strings.TrimRight("# "+line, " ") + "\n")
+		}
+	}
+	first := fmt.Sprintf("Written by 'boottorrent add' from %s (%s", clean(src.File), sizeText(src.Size))
+	if src.VolumeID != "" {
+		first += fmt.Sprintf(", volume id %q", clean(src.VolumeID))
+	}
+	c("%s).", first)
+	if src.SHA256 != "" {
+		c("SHA-256 %s", src.SHA256)
+	}
+	c("Detected: %s (%s).", p.Family.Name, p.Family.ID)
+	c("Kernel %s, initrd %s.", p.Kernel, p.Initrd)
+	if len(p.InitrdFiles) > 0 {
+		c("initrd_files: the boot client appends these files to the initrd, under")
+		c("%s unless 'as' says otherwise, and the command line tells the", Prefix)
+		c("distribution's initramfs where they are: %s.", p.Family.Source)
+	}
+	if p.WholeISO != "" {
+		c("%s is the whole medium, copied as it is.", p.WholeISO)
+	}
+	for _, g := range p.Generated {
+		c("%s %s.", g.Path, g.Why)
+	}
+	for _, n := range p.Notes {
+		c("%s", n)
+	}
+	b.WriteString("\n")
+	fmt.Fprintf(&b, "dispname: %s\n", yamlString(dispname))
+	b.WriteString("method: kexec\n")
+	fmt.Fprintf(&b, "kernel: %s\n", yamlString(p.Kernel))
+	fmt.Fprintf(&b, "initrd: %s\n", yamlString(p.Initrd))
+	if p.Cmdline != "" {
+		fmt.Fprintf(&b, "cmdline: %s\n", yamlString(p.Cmdline))
+	}
+	if len(p.InitrdFiles) > 0 {
+		b.WriteString("initrd_files:\n")
+		for _, f := range p.InitrdFiles {
+			if f.As == "" {
+				fmt.Fprintf(&b, "  - %s\n", yamlString(f.File))
+			} else {
+				fmt.Fprintf(&b, "  - file: %s\n    as: %s\n", yamlString(f.File), yamlString(f.As))
+			}
+		}
+	}
+	return []byte(b.String())
+}
+
+// plainRe is what YAML reads as a plain string without quotes here.
+var plainRe = regexp.MustCompile(`^[A-Za-z0-9_./][A-Za-z0-9_./+=: -]*$`)
+
+// yamlString writes s as a YAML scalar: plain when that reads back as the
+// same string, else double-quoted (Go's escapes are YAML's).
+func yamlString(s string) string {
+	if plainRe.MatchString(s) && !strings.HasSuffix(s, " ") && !strings.Contains(s, ": ") && !strings.HasSuffix(s, ":") &&
+		!reserved[strings.ToLower(s)] {
+		return s
+	}
+	return strconv.Quote(s)
+}
+
+var reserved = map[string]bool{"true": true, "false": true, "yes": true, "no": true, "on": true, "off": true,
+	"null": true, "~": true, "y": true, "n": true}
+
+// clean makes text from the medium safe in a comment line.
+func clean(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+func sizeText(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// DisplayName turns a volume id into a menu entry, or "" when it is not
+// usable (empty, or not one printable line of at most 80 characters).
+func DisplayName(volumeID string) string {
+	s := strings.TrimSpace(volumeID)
+	if s == "" || len(s) > 80 || strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return ""
+	}
+	return s
+}
