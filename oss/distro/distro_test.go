@@ -53,7 +53,7 @@ func TestDetect(t *testing.T) {
 		{name: "live-boot several images with a module list",
 			fsys:   mapFS("live/vmlinuz", "live/initrd.img", "live/filesystem.squashfs", "live/extra.squashfs", "live/filesystem.module"),
 			family: "live-boot", kernel: "live/vmlinuz", initrd: "live/initrd.img",
-			copy: []string{"live/vmlinuz", "live/initrd.img", "live/extra.squashfs", "live/filesystem.squashfs", "live/filesystem.module"},
+			copy:        []string{"live/vmlinuz", "live/initrd.img", "live/extra.squashfs", "live/filesystem.squashfs", "live/filesystem.module"},
 			initrdFiles: []InitrdFile{{File: "live/extra.squashfs"}, {File: "live/filesystem.squashfs"}, {File: "live/filesystem.module"}},
 			cmdline:     "boot=live live-media=/boottorrent"},
 		{name: "ubuntu layered",
