@@ -14,7 +14,6 @@ type Source struct {
 	File     string // the ISO's file name (base name)
 	VolumeID string
 	Size     int64
-	SHA256   string // hex; "" when not computed
 }
 
 // Config renders the OS folder's config.yaml: a comment saying what was
@@ -22,7 +21,7 @@ type Source struct {
 func (p *Plan) Config(src Source, dispname string) []byte {
 	var b strings.Builder
 	c := func(format string, args ...any) {
-		for _, line := range strings.Split(fmt.Sprintf(format, args...), "\n") {
+		for _, line := range wrap(fmt.Sprintf(format, args...), 76) {
 			b.WriteString(strings.TrimRight("# "+line, " ") + "\n")
 		}
 	}
@@ -31,9 +30,6 @@ func (p *Plan) Config(src Source, dispname string) []byte {
 		first += fmt.Sprintf(", volume id %q", clean(src.VolumeID))
 	}
 	c("%s).", first)
-	if src.SHA256 != "" {
-		c("SHA-256 %s", src.SHA256)
-	}
 	c("Detected: %s (%s).", p.Family.Name, p.Family.ID)
 	c("Kernel %s, initrd %s.", p.Kernel, p.Initrd)
 	if len(p.InitrdFiles) > 0 {
@@ -118,4 +114,22 @@ func DisplayName(volumeID string) string {
 		return ""
 	}
 	return s
+}
+
+// wrap breaks text into lines of at most width bytes at spaces (a longer
+// word stays whole).
+func wrap(text string, width int) []string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(text) {
+		if line != "" && len(line)+1+len(w) > width {
+			lines = append(lines, line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += w
+	}
+	return append(lines, line)
 }

@@ -76,7 +76,7 @@ var Families = []*Family{
 	},
 	{
 		ID: "dracut-live", Name: "Fedora and other dracut live media (dmsquash-live)",
-		Looks:  "LiveOS/squashfs.img with images/pxeboot/vmlinuz + images/pxeboot/initrd.img (or isolinux/vmlinuz + isolinux/initrd.img)",
+		Looks:  "LiveOS/squashfs.img, images/pxeboot/vmlinuz, images/pxeboot/initrd.img (or isolinux/vmlinuz, isolinux/initrd.img)",
 		Source: "dracut modules.d/90dmsquash-live/dmsquash-live-root.sh: a root=live: path that is a file in the initramfs is used as the image, \"no mount needed\"",
 		plan:   planDracut,
 	},
@@ -120,7 +120,7 @@ func Detect(fsys fs.FS) (*Plan, error) {
 func LookedFor() string {
 	var b strings.Builder
 	for _, f := range Families {
-		fmt.Fprintf(&b, "  %-17s %s: %s\n", f.ID, f.Name, f.Looks)
+		fmt.Fprintf(&b, "  %s: %s\n      %s\n", f.ID, f.Name, f.Looks)
 	}
 	return b.String()
 }

@@ -41,6 +41,8 @@ func commands() []command {
 			usage: "boottorrent init DIR", run: runInit},
 		{name: "check", summary: "validate the project and print what start would do",
 			usage: "boottorrent check [--dir DIR]", run: runCheck},
+		{name: "add", summary: "add an OS from a distribution's ISO image",
+			usage: "boottorrent add [--dir DIR] FILE.iso NAME", run: runAdd},
 		{name: "start", summary: "run the appliance: DHCP, TFTP, HTTP, tracker and seeder",
 			usage: "boottorrent start [--dir DIR] [--log-level LEVEL]", run: runStart},
 		{name: "version", summary: "print the version", usage: "boottorrent version", run: runVersion},
