@@ -30,7 +30,7 @@ func (p *Plan) Config(src Source, dispname string) []byte {
 		first += fmt.Sprintf(", volume id %q", clean(src.VolumeID))
 	}
 	c("%s).", first)
-	c("Detected: %s (%s).", p.Family.Name, p.Family.ID)
+	c("Detected: %s (%s).", p.Family.ID, p.Family.Name)
 	c("Kernel %s, initrd %s.", p.Kernel, p.Initrd)
 	if len(p.InitrdFiles) > 0 {
 		c("initrd_files: the boot client appends these files to the initrd, under")

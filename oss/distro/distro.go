@@ -69,19 +69,19 @@ type Family struct {
 // specific; the Debian installer last because live media carry one too.
 var Families = []*Family{
 	{
-		ID: "archiso", Name: "Arch Linux (archiso)",
+		ID: "archiso", Name: "Arch Linux",
 		Looks:  "arch/boot/x86_64/vmlinuz-linux, arch/boot/x86_64/initramfs-linux.img, arch/x86_64/airootfs.sfs (or .erofs)",
 		Source: "archiso's initcpio hooks archiso (archisodevice, archisobasedir, copytoram) in archlinux/mkinitcpio-archiso",
 		plan:   planArchiso,
 	},
 	{
-		ID: "dracut-live", Name: "Fedora and other dracut live media (dmsquash-live)",
+		ID: "dracut-live", Name: "Fedora and other dracut (dmsquash-live) live media",
 		Looks:  "LiveOS/squashfs.img, images/pxeboot/vmlinuz, images/pxeboot/initrd.img (or isolinux/vmlinuz, isolinux/initrd.img)",
 		Source: "dracut modules.d/90dmsquash-live/dmsquash-live-root.sh: a root=live: path that is a file in the initramfs is used as the image, \"no mount needed\"",
 		plan:   planDracut,
 	},
 	{
-		ID: "casper", Name: "Ubuntu and its flavours (casper)",
+		ID: "casper", Name: "Ubuntu and its flavours",
 		Looks:  "casper/vmlinuz*, casper/initrd*, casper/*.squashfs",
 		Source: "casper scripts/casper: live-media= names the medium, casper/ under it holds the images (every layer of a layered image)",
 		plan:   planCasper,
@@ -100,10 +100,15 @@ var Families = []*Family{
 	},
 }
 
-// Detect finds the medium's family and plans its OS folder.
+// Detect finds the medium's family and plans its OS folder. When no
+// family is recognised and a path looked at could not be read for another
+// reason than its absence (a link leading out of the medium, a truncated
+// image), that error is returned instead of ErrUnrecognised: it is the
+// reason.
 func Detect(fsys fs.FS) (*Plan, error) {
+	rec := &recordingFS{FS: fsys}
 	for _, f := range Families {
-		p, err := f.plan(fsys)
+		p, err := f.plan(rec)
 		if err != nil {
 			return nil, fmt.Errorf("%s layout: %w", f.ID, err)
 		}
@@ -112,7 +117,34 @@ func Detect(fsys fs.FS) (*Plan, error) {
 			return p, nil
 		}
 	}
+	if rec.err != nil {
+		return nil, rec.err
+	}
 	return nil, ErrUnrecognised
+}
+
+// recordingFS keeps the first error other than "does not exist" that a
+// Stat met, so that detection can treat the path as absent and still tell
+// why nothing was recognised.
+type recordingFS struct {
+	fs.FS
+	err error
+}
+
+func (r *recordingFS) Stat(name string) (fs.FileInfo, error) {
+	fi, err := fs.Stat(r.FS, name)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && r.err == nil {
+		r.err = err
+	}
+	return fi, err
+}
+
+func (r *recordingFS) ReadDir(name string) ([]fs.DirEntry, error) {
+	ents, err := fs.ReadDir(r.FS, name)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && r.err == nil {
+		r.err = err
+	}
+	return ents, err
 }
 
 // LookedFor lists every family and the paths it needs, one per line, for

@@ -111,6 +111,7 @@ type Entry struct {
 	Size   int64       // bytes of a regular file (all extents)
 	Target string      // a symbolic link's target, as written
 	ext    []extent
+	bad    error // why the entry cannot be read (its data lies past the end)
 }
 
 // IsDir reports whether the entry is a directory.
@@ -249,9 +250,6 @@ func (im *Image) record(rec []byte, joliet bool) (*Entry, error) {
 	flags := rec[25]
 	start := int64(binary.LittleEndian.Uint32(rec[2:6])) * sectorSize
 	length := int64(binary.LittleEndian.Uint32(rec[10:14]))
-	if start > im.size || length > im.size-start {
-		return nil, fmt.Errorf("%w: data of %q (%d bytes at offset %d) lies past the image's end (%d bytes; truncated?)", ErrMalformed, id, length, start, im.size)
-	}
 	e := &Entry{ext: []extent{{start, length}}, Size: length, Mode: 0o444}
 	if flags&0x02 != 0 {
 		e.Mode = fs.ModeDir | 0o555
@@ -283,6 +281,9 @@ func (im *Image) record(rec []byte, joliet bool) (*Entry, error) {
 		}
 	}
 	if dot {
+		if start > im.size || length > im.size-start {
+			return nil, fmt.Errorf("%w: a directory's data lies past the image's end (truncated?)", ErrMalformed)
+		}
 		return e, nil // the caller tells "." from ".."
 	}
 	if e.Name == "" || e.Name == "." || e.Name == ".." || strings.ContainsAny(e.Name, "/\x00") {
@@ -290,6 +291,12 @@ func (im *Image) record(rec []byte, joliet bool) (*Entry, error) {
 	}
 	if flags&0x80 != 0 {
 		e.Mode |= modeMoreExtents
+	}
+	// Data past the end is an error of this entry only, reported when it is
+	// opened: the rest of its directory stays readable.
+	if start > im.size || length > im.size-start {
+		e.bad = fmt.Errorf("%w: the data of %s (%d bytes at offset %d) lies past the image's end (%d bytes; truncated?)", ErrMalformed, e.Name, length, start, im.size)
+		e.ext = nil
 	}
 	return e, nil
 }
@@ -499,6 +506,9 @@ func (im *Image) readDir(dir *Entry) ([]*Entry, error) {
 			}
 			open.ext = append(open.ext, e.ext...)
 			open.Size += e.Size
+			if e.bad != nil {
+				open.bad = e.bad
+			}
 			if e.Mode&modeMoreExtents == 0 {
 				open = nil
 			}
@@ -557,6 +567,9 @@ func (im *Image) lookup(p string, follow bool) (*Entry, error) {
 			}
 			if next == nil {
 				return nil, &fs.PathError{Op: "open", Path: p, Err: fs.ErrNotExist}
+			}
+			if next.bad != nil {
+				return nil, &fs.PathError{Op: "open", Path: path.Join(parts[:i+1]...), Err: next.bad}
 			}
 			last := i == len(parts)-1
 			if next.Mode&fs.ModeSymlink != 0 && (!last || follow) {
