@@ -508,6 +508,11 @@ func (im *Image) readDir(dir *Entry) ([]*Entry, error) {
 			if e.bad != nil {
 				open.bad = e.bad
 			}
+			// Extents may overlap in a crafted image; a file larger than the
+			// image holding it is refused, which bounds what reading it costs.
+			if open.Size > im.size && open.bad == nil {
+				open.bad = fmt.Errorf("%w: %s claims %d bytes in an image of %d", ErrMalformed, open.Name, open.Size, im.size)
+			}
 			if e.Mode&modeMoreExtents == 0 {
 				open = nil
 			}

@@ -279,7 +279,7 @@ func FuzzImage(f *testing.F) {
 			}
 			if d.Type().IsRegular() {
 				if f, err := fsys.Open(p); err == nil {
-					io.Copy(io.Discard, io.LimitReader(f, 1<<20))
+					io.Copy(io.Discard, io.LimitReader(f, 64<<10))
 					f.Close()
 				}
 			}
