@@ -51,7 +51,7 @@ func mustWrite(t *testing.T, path, content string) {
 }
 
 func TestHelp(t *testing.T) {
-	for _, args := range [][]string{{"--help"}, {"help"}, {"init", "--help"}, {"check", "--help"}, {"start", "--help"}, {"version", "--help"}, {"help", "start"}} {
+	for _, args := range [][]string{{"--help"}, {"help"}, {"init", "--help"}, {"check", "--help"}, {"start", "--help"}, {"version", "--help"}, {"add", "--help"}, {"help", "start"}} {
 		env, out, _ := testEnv(t, t.TempDir())
 		if code := Main(args, env); code != 0 {
 			t.Errorf("%v: exit %d", args, code)
