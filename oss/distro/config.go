@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Source describes the medium a plan was made from, for config.yaml's
@@ -21,13 +22,13 @@ type Source struct {
 func (p *Plan) Config(src Source, dispname string) []byte {
 	var b strings.Builder
 	c := func(format string, args ...any) {
-		for _, line := range wrap(fmt.Sprintf(format, args...), 76) {
+		for _, line := range wrap(clean(fmt.Sprintf(format, args...)), 76) {
 			b.WriteString(strings.TrimRight("# "+line, " ") + "\n")
 		}
 	}
-	first := fmt.Sprintf("Written by 'boottorrent add' from %s (%s", clean(src.File), sizeText(src.Size))
+	first := fmt.Sprintf("Written by 'boottorrent add' from %s (%s", src.File, sizeText(src.Size))
 	if src.VolumeID != "" {
-		first += fmt.Sprintf(", volume id %q", clean(src.VolumeID))
+		first += fmt.Sprintf(", volume id %q", src.VolumeID)
 	}
 	c("%s).", first)
 	c("Detected: %s (%s).", p.Family.ID, p.Family.Name)
@@ -83,14 +84,15 @@ func yamlString(s string) string {
 var reserved = map[string]bool{"true": true, "false": true, "yes": true, "no": true, "on": true, "off": true,
 	"null": true, "~": true, "y": true, "n": true}
 
-// clean makes text from the medium safe in a comment line.
+// clean makes text from the medium safe in a comment line: YAML allows
+// only printable characters there, and a line break would end the comment.
 func clean(s string) string {
 	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
+		if !unicode.IsPrint(r) && r != ' ' || r == utf8.RuneError || r == '\uFEFF' {
 			return '?'
 		}
 		return r
-	}, s)
+	}, strings.ToValidUTF8(s, "?"))
 }
 
 func sizeText(n int64) string {

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Prefix is where the boot client places initrd_files inside the OS's
@@ -114,6 +115,13 @@ func Detect(fsys fs.FS) (*Plan, error) {
 		}
 		if p != nil {
 			p.Family = f
+			for _, name := range append(p.Copy, p.Kernel, p.Initrd) {
+				// config.yaml is text: a name that is not UTF-8 cannot be
+				// written in it and read back as the same bytes.
+				if !utf8.ValidString(name) {
+					return nil, fmt.Errorf("%s layout: the file name %q is not UTF-8; copy and rename it by hand", f.ID, name)
+				}
+			}
 			return p, nil
 		}
 	}

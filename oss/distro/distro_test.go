@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -104,6 +105,9 @@ func TestDetect(t *testing.T) {
 		{name: "squashfs that is a directory", fsys: fstest.MapFS{"casper/vmlinuz": {}, "casper/initrd": {}, "casper/x.squashfs/y": {}}},
 		{name: "windows", fsys: mapFS("sources/install.wim", "bootmgr")},
 		{name: "empty", fsys: fstest.MapFS{}},
+		// fs.ValidPath refuses names that are not UTF-8: such files are not
+		// there for detection (config.yaml could not name them).
+		{name: "kernel name not UTF-8", fsys: mapFS("live/vmlinuz-\xff", "live/initrd.img-\xff", "live/filesystem.squashfs")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := Detect(tc.fsys)
@@ -187,4 +191,30 @@ func TestDisplayName(t *testing.T) {
 			t.Errorf("DisplayName(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// FuzzConfig writes config.yaml from hostile names (file names and the
+// volume id come from the medium) and reads it back: each stays one value.
+func FuzzConfig(f *testing.F) {
+	f.Add("live/vmlinuz", "d-live 12.5.0 st amd64", "true")
+	f.Add("a: b #c", "\n- x", "\"'")
+	f.Fuzz(func(t *testing.T, file, volid, disp string) {
+		p := &Plan{Family: Families[0], Kernel: file, Initrd: file + "2", Cmdline: "x",
+			InitrdFiles: []InitrdFile{{File: file}, {File: file, As: disp}}}
+		out := p.Config(Source{File: volid, VolumeID: volid, Size: 1}, disp)
+		var got struct {
+			DispName    string `yaml:"dispname"`
+			Kernel      string `yaml:"kernel"`
+			InitrdFiles []any  `yaml:"initrd_files"`
+		}
+		if !utf8.ValidString(file) || !utf8.ValidString(disp) {
+			return // Detect refuses names that are not UTF-8, DisplayName too
+		}
+		if err := yaml.Unmarshal(out, &got); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if got.DispName != disp || got.Kernel != file || len(got.InitrdFiles) != 2 {
+			t.Fatalf("read back %+v from\n%s", got, out)
+		}
+	})
 }
