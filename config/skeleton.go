@@ -102,6 +102,10 @@ Each folder here is one operating system the boot menu offers. The folder
 name (letters, digits, '.', '_', '-') is its name in Boottorrent.yaml
 (boot.default_os, boot.menu, machines:) and in URLs.
 
+From a distribution's ISO (Debian live, Ubuntu, Fedora live, Arch, the
+Debian installer), 'boottorrent add FILE.iso NAME' writes the folder and
+its config.yaml. By hand:
+
 A folder holds the OS's files and a config.yaml:
 
     oss/debian/

@@ -104,7 +104,8 @@ Commands:
 	}
 	fmt.Fprint(w, `
 Quick start:
-  boottorrent init lab      # then copy a kernel + initrd into lab/oss/NAME/
+  boottorrent init lab      # then copy a kernel + initrd into lab/oss/NAME/,
+  boottorrent add --dir lab debian-live-12.8.0-amd64-standard.iso debian   # or add an ISO
   cd lab && boottorrent check
   sudo boottorrent start
 
@@ -204,7 +205,8 @@ to add an operating system. Refuses to overwrite an existing project.`)
 		fmt.Fprintln(env.Stdout, "No LAN interface with an IPv4 address was found: set server.interface and server.address.")
 	}
 	fmt.Fprintf(env.Stdout, `Next:
-  1. add an OS: mkdir %[1]s/oss/NAME, copy its kernel and initrd there, and
+  1. add an OS: boottorrent add --dir %[1]s FILE.iso NAME (from a distribution's
+     ISO), or mkdir %[1]s/oss/NAME, copy its kernel and initrd there, and
      write %[1]s/oss/NAME/config.yaml (see %[1]s/oss/README.md)
   2. cd %[1]s && boottorrent check
   3. sudo boottorrent start
