@@ -110,7 +110,11 @@ distributions"). Refuses to replace an existing oss/NAME.`)
 		}
 		fmt.Fprintf(env.Stdout, ", handed to the initramfs: %s", strings.Join(names, ", "))
 	}
-	fmt.Fprintf(env.Stdout, ".\nCommand line: %s\nNext: boottorrent check (when %s lists boot.menu, add %s to it).\n", plan.Cmdline, config.FileName, name)
+	cmdline := plan.Cmdline
+	if cmdline == "" {
+		cmdline = "(none)"
+	}
+	fmt.Fprintf(env.Stdout, ".\nCommand line: %s\nNext: boottorrent check (when %s lists boot.menu, add %s to it).\n", cmdline, config.FileName, name)
 	return nil
 }
 

@@ -251,3 +251,19 @@ func TestAddRefusals(t *testing.T) {
 		noLeftovers(t, dir)
 	})
 }
+
+// TestProgressLog checks the log lines written when stderr is not a
+// terminal: only large files, one line when they start and one at the end.
+func TestProgressLog(t *testing.T) {
+	var b bytes.Buffer
+	p := newProgress(&b)
+	p("live/vmlinuz", 100, 100)
+	for done := int64(0); done < 100<<20; done += 4 << 20 {
+		p("live/filesystem.squashfs", done+4<<20, 100<<20)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "copying live/filesystem.squashfs (100.0 MiB)") ||
+		!strings.HasPrefix(lines[1], "copied live/filesystem.squashfs (100.0 MiB) in ") {
+		t.Errorf("log:\n%s", b.String())
+	}
+}
