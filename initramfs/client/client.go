@@ -28,7 +28,7 @@ import (
 
 	"github.com/anacrolix/torrent/metainfo"
 
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 )
 
 // Config is the client's settings: flags, or the kernel command line in
