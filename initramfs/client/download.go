@@ -97,6 +97,9 @@ type dlOptions struct {
 	// MemLimit, when >0, refuses images larger than this many bytes
 	// (RAM left for the download in init mode).
 	MemLimit int64
+	// TrackerAfter is how long Peers may fail before the torrent's
+	// trackers are asked instead (0: defaultTrackerAfter).
+	TrackerAfter time.Duration
 }
 
 // peerReqq is the most chunk requests this machine keeps outstanding at
@@ -181,6 +184,9 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		return nil, err
 	}
+	if o.TrackerAfter <= 0 {
+		o.TrackerAfter = defaultTrackerAfter
+	}
 	d := &torrentDL{o: o, started: time.Now(), np: info.NumPieces()}
 	d.lastData.Store(time.Now().UnixNano())
 	if o.Peers != nil {
@@ -254,7 +260,7 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 	if o.Peers != nil {
 		// The boot API hands out the peers (refreshPeers); the
 		// tracker is the fallback for when it stops answering
-		// (trackerAfter). The tracker's answers are every machine
+		// (TrackerAfter). The tracker's answers are every machine
 		// in random order, and with them the library kept dialling
 		// machines that were full and refused it: at N = 100 (8 MiB,
 		// 4 Mbit/s) the machines accepted 8,400 connections and
@@ -335,9 +341,9 @@ func (d *torrentDL) refreshPeers(ctx context.Context) {
 			}
 			failing = true
 			wait = 3 * time.Second
-			if len(d.trackers) > 0 && time.Since(failingSince) >= trackerAfter {
+			if len(d.trackers) > 0 && time.Since(failingSince) >= d.o.TrackerAfter {
 				if d.o.Logger != nil {
-					d.o.Logger.Warn("peer list unavailable: asking the tracker for peers", "stage", "download", "after", trackerAfter)
+					d.o.Logger.Warn("peer list unavailable: asking the tracker for peers", "stage", "download", "after", d.o.TrackerAfter)
 				}
 				d.t.AddTrackers(d.trackers)
 				d.trackers = nil
@@ -393,10 +399,10 @@ func (d *torrentDL) refreshPeers(ctx context.Context) {
 	}
 }
 
-// trackerAfter is how long the boot API may fail to answer before the
-// client announces to the torrent's trackers for peers instead (a
-// variable for the tests).
-var trackerAfter = 15 * time.Second
+// defaultTrackerAfter is how long the boot API may fail to answer before
+// the client announces to the torrent's trackers for peers instead
+// (Config.TrackerAfter overrides it).
+const defaultTrackerAfter = 15 * time.Second
 
 // peersKey says what in a Peers answer refreshPeers acts on: the share
 // and the set of peers, not their order. Servers used to list the peers
@@ -448,7 +454,7 @@ const (
 // it and the server sent 15 copies of the image. With 64 owners sharing
 // a 1 Mbit/s uplink a 64 KiB piece takes 34 s, past the 15 s that used
 // to count as a stall whatever the connection did: in such a run the web
-// seed sent 3 copies (cmd/swarmbench/TUNING.md, sessions 6 and 13). A
+// seed sent 3 copies (cmd/swarmbench/TUNING.md). A
 // machine without requests on the seeder (no share, waiting for the
 // owners) is waiting, not stalled.
 func webSeedDue(sinceData, sinceSeeder, seederStalled time.Duration) bool {

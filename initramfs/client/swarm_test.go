@@ -326,7 +326,7 @@ func TestSwarmShares(t *testing.T) {
 		maxSeederCopies float64
 	}{
 		// The bound on server egress. On a quiet host 1.1–1.2;
-		// on one ten times slower, 1.32 once (session 12), as steal
+		// on one ten times slower, 1.32 once, as steal
 		// takes pieces a slow peer has not passed on yet.
 		{"all shares owned", 3, 3, 1.5},
 		{"one owner missing", 2, 3, 1.7},
@@ -422,14 +422,12 @@ func TestWebSeedFallback(t *testing.T) {
 }
 
 // TestTrackerFallback: a client takes its peers from the boot API, not
-// from the torrent's tracker; when the peer list fails for trackerAfter,
+// from the torrent's tracker; when the peer list fails for TrackerAfter,
 // it announces to the tracker after all and finds the seeder there. (No
 // web seed: without the tracker nothing could bring the data. Without
 // the boot API the client has no share either, so the seeder offers it
 // pieces only after noShareAfter.)
 func TestTrackerFallback(t *testing.T) {
-	defer func(d time.Duration) { trackerAfter = d }(trackerAfter)
-	trackerAfter = time.Second
 	const size = 2 << 20
 	s := newTestServer(t, size, true)
 	s.noPeers = true
@@ -446,7 +444,7 @@ func TestTrackerFallback(t *testing.T) {
 	s.boot.SeedMS = 1000
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	r, console, err := runClient(t, ctx, s, "52:54:00:00:00:13", nil)
+	r, console, err := runClient(t, ctx, s, "52:54:00:00:00:13", func(c *Config) { c.TrackerAfter = time.Second })
 	if err != nil {
 		t.Fatal(err)
 	}

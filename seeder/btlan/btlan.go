@@ -100,26 +100,31 @@ func SeederConfig(host string, port int, uploadLimit int64) *torrent.ClientConfi
 	if a, err := netip.ParseAddr(host); err == nil && a.Is4() {
 		cfg.DisableIPv6 = true
 	}
-	// Booting machines arrive together: accept them all, keep them all.
-	cfg.EstablishedConnsPerTorrent = 1000
-	cfg.HalfOpenConnsPerTorrent = 100
-	cfg.TotalHalfOpenConns = 400
-	cfg.TorrentPeersHighWater = 2000
-	cfg.DisableAcceptRateLimiting = true
-	cfg.DialRateLimiter = rate.NewLimiter(200, 200)
+	ManyPeers(cfg)
 	cfg.DropDuplicatePeerIds = true
 	cfg.HandshakesTimeout = 10 * time.Second
 	// Header obfuscation (MSE) costs a Diffie-Hellman exchange per
 	// connection and hides nothing on a lab LAN: plain handshakes, while
 	// still accepting obfuscated ones from other clients.
 	cfg.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false, RequirePreferred: false}
-	// Piece requests are 16 KiB (ChunkSize from boot clients); let a peer
-	// queue a few MiB so one connection can fill a gigabit link.
-	cfg.MaxAllocPeerRequestDataPerConn = 4 << 20
 	if uploadLimit > 0 {
 		cfg.UploadRateLimiter = rate.NewLimiter(rate.Limit(uploadLimit), int(max(uploadLimit, 4<<20)))
 	}
 	return cfg
+}
+
+// ManyPeers sets cfg up for a seeder that every booting machine dials at
+// once: accept them all, keep them all, and let each queue a few MiB of
+// requests (16 KiB, or ChunkSize from boot clients) so that one connection
+// can fill a gigabit link.
+func ManyPeers(cfg *torrent.ClientConfig) {
+	cfg.EstablishedConnsPerTorrent = 1000
+	cfg.HalfOpenConnsPerTorrent = 100
+	cfg.TotalHalfOpenConns = 400
+	cfg.TorrentPeersHighWater = 2000
+	cfg.DisableAcceptRateLimiting = true
+	cfg.DialRateLimiter = rate.NewLimiter(200, 200)
+	cfg.MaxAllocPeerRequestDataPerConn = 4 << 20
 }
 
 // StealGrace is how long a chunk request stays with the connection it was

@@ -21,7 +21,6 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	pp "github.com/anacrolix/torrent/peer_protocol"
 	"github.com/anacrolix/torrent/storage"
-	"golang.org/x/time/rate"
 
 	"github.com/boottorrent/boottorrent/seeder/btlan"
 )
@@ -60,13 +59,7 @@ func labConfig(dir string, port int, seeder bool) *torrent.ClientConfig {
 	})
 	cfg.Logger = cfg.Logger.WithFilterLevel(alog.Warning)
 	if seeder {
-		cfg.EstablishedConnsPerTorrent = 1000
-		cfg.HalfOpenConnsPerTorrent = 100
-		cfg.TotalHalfOpenConns = 400
-		cfg.TorrentPeersHighWater = 2000
-		cfg.DisableAcceptRateLimiting = true
-		cfg.DialRateLimiter = rate.NewLimiter(200, 200)
-		cfg.MaxAllocPeerRequestDataPerConn = 4 << 20
+		btlan.ManyPeers(cfg)
 	}
 	if v := os.Getenv("SWARMBENCH_LAB_MAXREQ"); v != "" {
 		n, _ := strconv.Atoi(v)
