@@ -112,7 +112,11 @@ func kernelRelease() string {
 	return strings.TrimSpace(string(b))
 }
 
-// Project is a loaded, validated project folder.
+// Project is a loaded, validated project folder. It bundles the settings
+// with the OS folders (package oss) because validation crosses them:
+// boot.default_os, boot.menu and machines: name OSes, and every problem of
+// both is reported at once. The server's parts get typed options mapped
+// from it in cmd/internal/cli, not the Project (the seeder excepted).
 type Project struct {
 	Dir      string // absolute
 	File     string // path of Boottorrent.yaml

@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/boottorrent/boottorrent/config"
+	"github.com/boottorrent/boottorrent/netboot/dhcp"
 	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 )
 
@@ -28,11 +28,10 @@ func BenchmarkTFTPOverLAN(b *testing.B) {
 	big := make([]byte, 32<<20)
 	rand.Read(big)
 	os.WriteFile(filepath.Join(dir, "big.bin"), big, 0o644)
-	c := config.Default()
-	c.Server.Interface, c.Server.Address = "eth0", "10.79.0.1"
-	c.DHCP.Mode = config.DHCPOff
-	c.IPXE = config.IPXE{Dir: dir, BIOS: "big.bin", UEFI: "big.bin"}
-	s, err := New(Options{Project: &config.Project{Dir: b.TempDir(), Config: &c}})
+	o := labOptions("eth0", "10.79.0.1/24")
+	o.DHCP.Mode = dhcp.ModeOff
+	o.IPXE = IPXE{Dir: dir, BIOS: "big.bin", UEFI: "big.bin"}
+	s, err := New(o)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,82 +1,58 @@
 package netboot
 
 import (
-	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/boottorrent/boottorrent/config"
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 	"github.com/boottorrent/boottorrent/netboot/dhcp"
 )
 
-// LeaseFileName is the full-mode lease file, under the project's out/.
+// LeaseFileName is the full-mode lease file's name, under the project's
+// out/ (cmd/internal/cli sets DHCP.LeaseFile).
 const LeaseFileName = "leases.json"
 
-// dhcpOptions maps the project's settings onto the DHCP server's.
+// dhcpOptions maps the server's options onto the DHCP server's.
 func (s *Server) dhcpOptions() (dhcp.Options, error) {
-	c := s.cfg
+	o := &s.opts
 	machines := map[string]string{}
-	for mac, m := range c.Machines {
-		hw, err := net.ParseMAC(mac)
-		if err != nil {
-			continue // config validation reported it
-		}
+	for mac, m := range o.Machines {
 		name := m.Name
 		if name == "" {
-			name = strings.ReplaceAll(hw.String(), ":", "")
+			name = strings.ReplaceAll(mac.String(), ":", "")
 		}
-		machines[strings.ToLower(hw.String())] = name
+		machines[mac.String()] = name
 	}
-	o := dhcp.Options{
-		Mode:      c.DHCP.Mode,
-		Interface: c.Server.Interface,
-		ServerIP:  c.ServerAddr(),
-		Prefix:    s.opts.Project.Prefix,
-		First:     c.DHCP.First,
-		Last:      c.DHCP.Last,
-		LeaseTime: c.DHCP.LeaseTime.Duration,
+	d := dhcp.Options{
+		Mode:      o.DHCP.Mode,
+		Interface: o.Interface,
+		ServerIP:  o.Address,
+		Prefix:    o.Prefix,
+		First:     o.DHCP.First,
+		Last:      o.DHCP.Last,
+		LeaseTime: o.DHCP.LeaseTime,
+		Netmask:   o.DHCP.Netmask,
+		Router:    o.DHCP.Router,
+		DNS:       o.DHCP.DNS,
 		Machines:  machines,
-		BIOSFile:  c.IPXE.BIOS,
-		UEFIFile:  c.IPXE.UEFI,
-		TFTP:      c.TFTP.Enabled,
+		BIOSFile:  o.IPXE.BIOS,
+		UEFIFile:  o.IPXE.UEFI,
+		TFTP:      o.TFTP,
 		HTTPBase:  s.base,
 		Logger:    s.log.With("service", "dhcp"),
 		OnEvent:   s.queueDHCPEvent,
 	}
-	var errs []error
-	parse := func(field, v string) netip.Addr {
-		if v == "" {
-			return netip.Addr{}
+	if o.DHCP.Mode == dhcp.ModeFull && o.DHCP.LeaseFile != "" {
+		dir := filepath.Dir(o.DHCP.LeaseFile)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return d, fmt.Errorf("create %s for the lease file: %w", dir, err)
 		}
-		a, err := netip.ParseAddr(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s %q: %w", field, v, err))
-		}
-		return a
+		d.LeaseFile = o.DHCP.LeaseFile
 	}
-	o.Netmask = parse("dhcp.netmask", c.DHCP.Netmask)
-	o.Router = parse("dhcp.router", c.DHCP.Router)
-	for _, d := range c.DHCP.DNS {
-		if a := parse("dhcp.dns", d); a.IsValid() {
-			o.DNS = append(o.DNS, a)
-		}
-	}
-	if c.DHCP.Mode == config.DHCPFull {
-		out := s.opts.Project.OutDir()
-		if s.opts.Project.Dir != "" {
-			if err := os.MkdirAll(out, 0o755); err != nil {
-				errs = append(errs, fmt.Errorf("create %s for the lease file: %w", out, err))
-			}
-			o.LeaseFile = filepath.Join(out, LeaseFileName)
-		}
-	}
-	return o, errors.Join(errs...)
+	return d, nil
 }
 
 // dhcpEvent records what the DHCP server answered. Only the firmware's own
@@ -122,7 +98,7 @@ func (s *Server) queueDHCPEvent(ev dhcp.Event) {
 	case s.dhcpEvents <- ev:
 	default:
 		n := s.dhcpEventsDropped.Add(1)
-		s.limit.warn(s.log, "dhcp events", "registry behind the DHCP server, machine event dropped", "mac", ev.MAC.String(), "dropped_total", n)
+		s.limit.Warn(s.log, "dhcp events", "registry behind the DHCP server, machine event dropped", "mac", ev.MAC.String(), "dropped_total", n)
 	}
 }
 
@@ -144,22 +120,22 @@ func (s *Server) startDHCP() error {
 	s.dhcpEvents = make(chan dhcp.Event, dhcpEventQueue)
 	o, err := s.dhcpOptions()
 	if err != nil {
-		return fmt.Errorf("netboot: dhcp settings: %w", err)
+		return fmt.Errorf("dhcp settings: %w", err)
 	}
 	srv, err := dhcp.New(o)
 	if err != nil {
-		return fmt.Errorf("netboot: %w", err)
+		return err
 	}
 	c67, err := dhcp.Listen(o.Interface, dhcp.ServerPort)
 	if err != nil {
 		srv.Close()
-		return fmt.Errorf("netboot: %w", err)
+		return err
 	}
 	c4011, err := dhcp.Listen(o.Interface, dhcp.PXEServerPort)
 	if err != nil {
 		c67.Close()
 		srv.Close()
-		return fmt.Errorf("netboot: %w", err)
+		return err
 	}
 	done := make(chan struct{})
 	s.wg.Add(2)

@@ -3,18 +3,29 @@ package netboot
 import (
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/boottorrent/boottorrent/netboot/dhcp"
+	"github.com/boottorrent/boottorrent/netboot/registry"
 )
 
 // TestDHCPEventDoesNotWaitForRegistry: the DHCP server's event callback
-// returns while the registry's lock is held (by boot API requests, under
-// load), and the registry records the event once the lock is free; a
-// full queue drops events instead of blocking.
+// returns while the registry is busy (its lock held by boot API requests,
+// under load; here its clock blocks), and the registry records the event
+// once it is free; a full queue drops events instead of blocking.
 func TestDHCPEventDoesNotWaitForRegistry(t *testing.T) {
-	s, _ := testServer(t)
+	busy := make(chan struct{})
+	var free sync.Once
+	release := func() { free.Do(func() { close(busy) }) }
+	defer release()
+	o := testOptions()
+	o.Registry = registry.New(registry.Options{Now: func() time.Time { <-busy; return time.Now() }})
+	s, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.dhcpEvents = make(chan dhcp.Event, 2)
 	done := make(chan struct{})
 	stopped := make(chan struct{})
@@ -23,7 +34,6 @@ func TestDHCPEventDoesNotWaitForRegistry(t *testing.T) {
 
 	mac := net.HardwareAddr{0x52, 0x54, 0, 0, 0, 1}
 	ev := dhcp.Event{MAC: mac, IP: netip.MustParseAddr("10.0.0.100"), Message: "ack"}
-	s.reg.mu.Lock()
 	returned := make(chan struct{})
 	go func() {
 		for range 10 { // the consumer takes one and blocks; 2 wait; the rest drop
@@ -34,10 +44,10 @@ func TestDHCPEventDoesNotWaitForRegistry(t *testing.T) {
 	select {
 	case <-returned:
 	case <-time.After(5 * time.Second):
-		s.reg.mu.Unlock()
-		t.Fatal("queueDHCPEvent blocked while the registry's lock was held")
+		release()
+		t.Fatal("queueDHCPEvent blocked while the registry was busy")
 	}
-	s.reg.mu.Unlock()
+	release()
 	if d := s.dhcpEventsDropped.Load(); d < 7 {
 		t.Errorf("%d events dropped, want at least 7 of 10 with a queue of 2", d)
 	}

@@ -1,57 +1,11 @@
 package netboot
 
 import (
-	"errors"
 	"fmt"
-	"net"
-	"net/url"
 	"strings"
 
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 )
-
-// ErrBadMAC is returned for a mac= query value that is not an Ethernet MAC.
-var ErrBadMAC = errors.New("not an Ethernet MAC address")
-
-// ParseMAC reads a MAC from a query string value, as iPXE sends it
-// (${net0/mac} gives 52:54:00:12:34:56, ${mac:hexhyp} 52-54-00-12-34-56)
-// and returns it lower-case with colons. Only 6-byte MACs are accepted:
-// the value comes from the network and ends up in logs, the registry and
-// the boot script.
-func ParseMAC(s string) (string, error) {
-	if len(s) != 17 {
-		return "", fmt.Errorf("%w: %q", ErrBadMAC, truncate(s, 40))
-	}
-	hw, err := net.ParseMAC(s)
-	if err != nil || len(hw) != 6 {
-		return "", fmt.Errorf("%w: %q", ErrBadMAC, truncate(s, 40))
-	}
-	return strings.ToLower(hw.String()), nil
-}
-
-// MACFromQuery returns the validated mac= value of a raw query string. A
-// missing mac gives "", nil; a malformed one ErrBadMAC.
-func MACFromQuery(rawQuery string) (string, error) {
-	if len(rawQuery) > 2048 {
-		return "", fmt.Errorf("%w: query too long", ErrBadMAC)
-	}
-	q, err := url.ParseQuery(rawQuery)
-	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrBadMAC, err)
-	}
-	v, ok := q["mac"]
-	if !ok || len(v) == 0 || v[0] == "" {
-		return "", nil
-	}
-	return ParseMAC(v[0])
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
-}
 
 // ScriptOptions is what the boot script is made of.
 type ScriptOptions struct {

@@ -1,16 +1,18 @@
 // Package netboot takes PXE machines from their firmware to the boot
 // client: DHCP (package dhcp: proxy or full), TFTP (package tftpd: iPXE for
-// firmware that is not iPXE already), and over HTTP the iPXE boot script,
-// the client's kernel and initramfs and the boot API the client talks to.
-// It keeps the registry of machines: the one place that knows every
-// machine's stage, address and download progress.
+// firmware that is not iPXE already), IPv6 router advertisements that end
+// iPXE's waiting, and over HTTP the iPXE boot script and the client's
+// kernel and initramfs. It feeds what it sees into the machine registry
+// (netboot/registry) and carries the boot API (netboot/bootserver) on its
+// routes. It takes typed options and must not read the project's
+// configuration (cmd/internal/cli maps it) nor decide the swarm.
 //
 // The command wires it up as:
 //
-//	nb, err := netboot.New(netboot.Options{Project: p, Logger: log, Catalog: seeder,
+//	nb, err := netboot.New(netboot.Options{Address: a, DHCP: …, Catalog: seeder,
 //		ClientKernel: k, ClientInitramfs: i})
-//	err = nb.Start(ctx)                   // DHCP + TFTP sockets
-//	mux.Handle("/", nb.Handler())         // next to the seeder's handler
+//	err = nb.Start(ctx)        // DHCP + TFTP sockets
+//	nb.Register(surface.Handle) // its routes and the boot API's, on the one listener
 //	defer nb.Close()
 package netboot
 
@@ -23,33 +25,67 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/boottorrent/boottorrent/config"
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/logging"
+	"github.com/boottorrent/boottorrent/netboot/bootserver"
 	"github.com/boottorrent/boottorrent/netboot/dhcp"
+	"github.com/boottorrent/boottorrent/netboot/registry"
 	"github.com/boottorrent/boottorrent/netboot/tftpd"
 	"golang.org/x/sys/unix"
 )
 
 // Catalog is what the seeder offers (the seeder implements it).
-type Catalog interface {
-	// OSes are the menu entries with their info hashes.
-	OSes() []bootapi.OS
-	// Peers lists up to n peers for os, the seeder first, then tracker
-	// peers, without exclude.
-	Peers(os string, exclude netip.Addr, n int) []netip.AddrPort
+type Catalog = bootserver.Catalog
+
+// Machine is a machine the administrator named (config machines:).
+type Machine = bootserver.Machine
+
+// DHCP configures the DHCP server (config dhcp:).
+type DHCP struct {
+	Mode dhcp.Mode // ModeOff starts no DHCP server
+	// First and Last bound the full-mode lease range (inclusive).
+	First, Last netip.Addr
+	LeaseTime   time.Duration
+	Netmask     netip.Addr   // optional override of Options.Prefix's mask
+	Router      netip.Addr   // sent only when valid
+	DNS         []netip.Addr // sent only when set
+	// LeaseFile persists full-mode leases; empty keeps them in memory.
+	// Its folder is created when missing.
+	LeaseFile string
+}
+
+// IPXE names the first-stage iPXE binaries served over TFTP.
+type IPXE struct {
+	Dir, BIOS, UEFI string
 }
 
 // Options configures a Server.
 type Options struct {
-	// Project is loaded and validated: Config (server, dhcp, tftp, boot,
-	// ipxe, machines), OSes, OutDir(), Prefix.
-	Project *config.Project
+	// Interface and Address are the LAN interface and the server's IPv4
+	// address on it; Prefix is the interface's network.
+	Interface string
+	Address   netip.Addr
+	Prefix    netip.Prefix
+	// HTTPPort is the one HTTP listener's port (the boot script's URLs).
+	HTTPPort int
+	DHCP     DHCP
+	// TFTP serves IPXE's files on port 69 (TFTPPort).
+	TFTP bool
+	IPXE IPXE
+	// Cmdline is appended to the boot client's kernel command line.
+	Cmdline string
+	// Machines are the machines the administrator named.
+	Machines map[bootapi.MAC]Machine
+	// Boot is what the boot API tells the clients (menu, timeouts,
+	// trackers); its Registry, Catalog, Logger and Machines are set by
+	// New.
+	Boot bootserver.Options
+
 	Logger  *slog.Logger
 	Catalog Catalog
 	// ClientKernel and ClientInitramfs are the files served at
@@ -58,11 +94,18 @@ type Options struct {
 
 	// TFTPPort overrides port 69 (tests, unprivileged demos); 0 = 69.
 	TFTPPort int
-	// MaxMachines bounds the registry (DefaultMaxMachines).
+	// MaxMachines bounds the registry (registry.DefaultMax).
 	MaxMachines int
+	// Registry, when set, is used instead of a new one (tests).
+	Registry *registry.Registry
 	// NoRouterAdverts turns off the IPv6 router advertisements that end
 	// iPXE's router discovery early (see RouterAdverts).
 	NoRouterAdverts bool
+}
+
+// HTTPBase is the HTTP listener's URL, http://ADDRESS:PORT.
+func (o *Options) HTTPBase() string {
+	return "http://" + netip.AddrPortFrom(o.Address, uint16(o.HTTPPort)).String()
 }
 
 // Sentinel errors of Start, for callers that branch (errors.Is).
@@ -77,11 +120,11 @@ var (
 // Server is the netboot side of boottorrent.
 type Server struct {
 	opts  Options
-	cfg   *config.Config
 	log   *slog.Logger
-	reg   *Registry
+	reg   *registry.Registry
+	api   *bootserver.Server
 	base  string // http://IP:PORT
-	limit *rateLog
+	limit *logging.Limiter
 	arp   atomic.Pointer[neighbors] // set by Start; read without s.mu (Close holds it while transfers end)
 	// dhcpEvents carries the DHCP server's events to the registry
 	// (startDHCP, recordDHCPEvents); nil before Start.
@@ -96,29 +139,36 @@ type Server struct {
 }
 
 // New checks the options and builds a server; nothing is opened until
-// Start, but Handler works at once.
+// Start, but the routes work at once.
 func New(o Options) (*Server, error) {
-	if o.Project == nil || o.Project.Config == nil {
-		return nil, errors.New("netboot: Options.Project is required")
+	if !o.Address.Is4() {
+		return nil, fmt.Errorf("server address %v is not an IPv4 address", o.Address)
 	}
-	c := o.Project.Config
-	if !c.ServerAddr().IsValid() {
-		return nil, fmt.Errorf("netboot: server.address %q is not an address", c.Server.Address)
+	names := map[bootapi.MAC]string{}
+	for mac, m := range o.Machines {
+		names[mac] = m.Name
 	}
-	names := map[string]string{}
-	for mac, m := range c.Machines {
-		if hw, err := net.ParseMAC(mac); err == nil {
-			names[strings.ToLower(hw.String())] = m.Name
-		}
+	log := logging.OrDiscard(o.Logger).With("component", "netboot")
+	s := &Server{opts: o, log: log, base: o.HTTPBase(), limit: logging.NewLimiter(5 * time.Second)}
+	s.reg = o.Registry
+	if s.reg == nil {
+		s.reg = registry.New(registry.Options{Logger: log, Max: o.MaxMachines, Names: names})
 	}
-	log := newLogger(o.Logger).With("component", "netboot")
-	s := &Server{opts: o, cfg: c, log: log, base: c.HTTPBase(), limit: newRateLog(5 * time.Second)}
-	s.reg = NewRegistry(log, o.MaxMachines, names)
+	b := o.Boot
+	b.Registry, b.Catalog, b.Logger, b.Limiter, b.Machines = s.reg, o.Catalog, log, s.limit, o.Machines
+	api, err := bootserver.New(b)
+	if err != nil {
+		return nil, err
+	}
+	s.api = api
 	return s, nil
 }
 
 // Registry is the server's machine registry (read-only use expected).
-func (s *Server) Registry() *Registry { return s.reg }
+func (s *Server) Registry() *registry.Registry { return s.reg }
+
+// API is the server side of the boot API.
+func (s *Server) API() *bootserver.Server { return s.api }
 
 // Machines is a snapshot of the registry.
 func (s *Server) Machines() []bootapi.Machine { return s.reg.Snapshot() }
@@ -137,30 +187,30 @@ func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started {
-		return errors.New("netboot: already started")
+		return errors.New("already started")
 	}
 	s.started = true
-	c := s.cfg
-	if _, err := net.InterfaceByName(c.Server.Interface); err != nil {
-		return fmt.Errorf("netboot: %w: %q (server.interface); check `ip link` and the setting", ErrNoInterface, c.Server.Interface)
+	o := &s.opts
+	if _, err := net.InterfaceByName(o.Interface); err != nil {
+		return fmt.Errorf("%w: %q (server.interface); check `ip link` and the setting", ErrNoInterface, o.Interface)
 	}
 	arp := openNeighbors()
 	s.arp.Store(arp)
 	s.closers = append(s.closers, arp.close)
-	if c.TFTP.Enabled {
+	if o.TFTP {
 		if err := s.startTFTP(); err != nil {
 			s.closeLocked()
 			return err
 		}
 	}
-	if c.DHCP.Mode != config.DHCPOff {
+	if o.DHCP.Mode != dhcp.ModeOff {
 		if err := s.startDHCP(); err != nil {
 			s.closeLocked()
 			return err
 		}
 	}
 	if !s.opts.NoRouterAdverts {
-		if err := s.startRouterAdverts(c.Server.Interface); err != nil {
+		if err := s.startRouterAdverts(o.Interface); err != nil {
 			s.log.Warn(raError(err))
 		}
 	}
@@ -175,24 +225,24 @@ func (s *Server) Start(ctx context.Context) error {
 func ListenError(proto string, port int, what string, err error) error {
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
-		return fmt.Errorf("netboot: %s port %d (%s): %w: another program serves it (another boottorrent, dnsmasq, a TFTP or DHCP server); stop it (ss -ulpn 'sport = :%d' shows which) or turn this service off in Boottorrent.yaml",
+		return fmt.Errorf("%s port %d (%s): %w: another program serves it (another boottorrent, dnsmasq, a TFTP or DHCP server); stop it (ss -ulpn 'sport = :%d' shows which) or turn this service off in Boottorrent.yaml",
 			proto, port, what, ErrPortInUse, port)
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		return fmt.Errorf("netboot: %s port %d (%s): %w: ports below 1024 need root or CAP_NET_BIND_SERVICE (sudo boottorrent start, or setcap cap_net_bind_service,cap_net_raw+ep on the binary)",
+		return fmt.Errorf("%s port %d (%s): %w: ports below 1024 need root or CAP_NET_BIND_SERVICE (sudo boottorrent start, or setcap cap_net_bind_service,cap_net_raw+ep on the binary)",
 			proto, port, what, ErrPermission)
 	}
-	return fmt.Errorf("netboot: %s port %d (%s): %w", proto, port, what, err)
+	return fmt.Errorf("%s port %d (%s): %w", proto, port, what, err)
 }
 
 func (s *Server) startTFTP() error {
-	c := s.cfg
+	x := s.opts.IPXE
 	port := s.opts.TFTPPort
 	if port == 0 {
 		port = 69
 	}
 	srv, err := tftpd.New(tftpd.Options{
-		Dir:      c.IPXE.Dir,
-		Files:    []string{c.IPXE.BIOS, c.IPXE.UEFI},
+		Dir:      x.Dir,
+		Files:    []string{x.BIOS, x.UEFI},
 		Logger:   s.log.With("service", "tftp"),
 		Identify: s.macFor,
 		OnTransfer: func(t tftpd.Transfer) {
@@ -210,12 +260,12 @@ func (s *Server) startTFTP() error {
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("netboot: %w (ipxe.dir, ipxe.bios, ipxe.uefi; apt-get install ipxe)", err)
+		return fmt.Errorf("%w (ipxe.dir, ipxe.bios, ipxe.uefi; apt-get install ipxe)", err)
 	}
 	// Bound to the server's address: TFTP requests are unicast to it,
 	// and pin/tftp opens each transfer's socket on the address the
 	// request came to.
-	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(c.ServerAddr(), uint16(port))))
+	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(s.opts.Address, uint16(port))))
 	if err != nil {
 		srv.Close()
 		return ListenError("udp", port, "TFTP", err)
@@ -224,7 +274,7 @@ func (s *Server) startTFTP() error {
 	if err != nil {
 		conn.Close()
 		srv.Close()
-		return fmt.Errorf("netboot: %w", err)
+		return err
 	}
 	s.wg.Add(1)
 	go func() {
@@ -239,7 +289,7 @@ func (s *Server) startTFTP() error {
 		srv.Serve(conn)
 	}()
 	s.closers = append(s.closers, srv.Close)
-	s.log.Info("tftp listening", "addr", conn.LocalAddr().String(), "files", []string{c.IPXE.BIOS, c.IPXE.UEFI}, "dir", c.IPXE.Dir)
+	s.log.Info("tftp listening", "addr", conn.LocalAddr().String(), "files", []string{x.BIOS, x.UEFI}, "dir", x.Dir)
 	return nil
 }
 

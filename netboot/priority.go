@@ -4,10 +4,8 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"strings"
 	"syscall"
 
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
 	"github.com/boottorrent/boottorrent/netboot/dhcp"
 )
 
@@ -22,41 +20,50 @@ import (
 type connKey struct{}
 
 // ConnContext is an http.Server ConnContext that keeps the connection, so
-// that ControlPriority can mark it.
+// that the Surface can mark it.
 func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, connKey{}, c)
 }
 
-// controlPaths are the answers marked as control traffic.
-var controlPaths = map[string]bool{
-	bootapi.PathBoot: true, bootapi.PathPeers: true, bootapi.PathReport: true,
-	bootapi.PathAnnounce: true, bootapi.PathScrape: true, bootapi.PathBootScript: true,
-	bootapi.PathOSList: true,
+// Surface is the appliance's one HTTP surface: every part (netboot, the
+// boot API, the seeder) registers its routes on it with Handle, saying as
+// it registers each one whether its answers are control traffic. A control
+// answer leaves its connection marked DSCP CS6, any other unmarked (a
+// kept-alive connection may carry both). The marks need ConnContext on the
+// http.Server; without it, none are set.
+type Surface struct {
+	mux *http.ServeMux
 }
 
-// isControl says whether the answer to path is control traffic: the
-// boot API, the tracker, the boot script and the .torrent files (a few
-// KiB each; a boot client cannot start its download without one).
-func isControl(path string) bool {
-	return controlPaths[path] || strings.HasPrefix(path, bootapi.PathTorrents) && strings.HasSuffix(path, ".torrent")
+// NewSurface returns a Surface whose unregistered paths are unmarked 404s.
+func NewSurface() *Surface {
+	m := &Surface{mux: http.NewServeMux()}
+	m.Handle("/", http.NotFoundHandler(), false)
+	return m
 }
 
-// ControlPriority wraps the listener's handler: requests for the boot API,
-// the tracker, the boot script and .torrent files are answered with the connection marked
-// DSCP CS6, everything else unmarked (a kept-alive connection may carry
-// both). It needs ConnContext on the server; without it, it does nothing.
-func ControlPriority(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// Handle registers h for pattern (an http.ServeMux pattern, with its
+// method); control marks its answers as network control.
+func (m *Surface) Handle(pattern string, h http.Handler, control bool) {
+	tos := 0
+	if control {
+		tos = dhcp.TOSNetworkControl
+	}
+	m.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if c, ok := r.Context().Value(connKey{}).(syscall.Conn); ok {
-			tos := 0
-			if isControl(r.URL.Path) {
-				tos = dhcp.TOSNetworkControl
-			}
 			setTOS(c, tos)
 		}
 		h.ServeHTTP(w, r)
-	})
+	}))
 }
+
+// Pattern is the pattern that serves r ("" when none does).
+func (m *Surface) Pattern(r *http.Request) string {
+	_, p := m.mux.Handler(r)
+	return p
+}
+
+func (m *Surface) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.mux.ServeHTTP(w, r) }
 
 // setTOS sets an IPv4 connection's TOS byte (best effort).
 func setTOS(c syscall.Conn, tos int) {

@@ -8,14 +8,15 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 	"github.com/boottorrent/boottorrent/netboot/dhcp"
 )
 
-// TestControlPriority: the boot API's answers leave marked DSCP CS6, the
-// web seed's unmarked, also on one kept-alive connection.
+// TestControlPriority: the answers of routes registered as control leave
+// marked DSCP CS6, the others' unmarked, also on one kept-alive
+// connection.
 func TestControlPriority(t *testing.T) {
-	srv := httptest.NewUnstartedServer(ControlPriority(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := r.Context().Value(connKey{}).(syscall.Conn)
 		raw, err := c.SyscallConn()
 		if err != nil {
@@ -25,7 +26,15 @@ func TestControlPriority(t *testing.T) {
 		tos := -1
 		raw.Control(func(fd uintptr) { tos, _ = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_TOS) })
 		io.WriteString(w, strconv.Itoa(tos))
-	})))
+	})
+	m := NewSurface()
+	m.Handle("GET "+bootapi.PathPeers, echo, true)
+	m.Handle("GET "+bootapi.PathWebSeed, echo, false)
+	m.Handle("GET "+bootapi.PathBoot, echo, true)
+	m.Handle("GET "+bootapi.PathClientInitramfs, echo, false)
+	m.Handle("GET "+bootapi.PathTorrents+"{file}", echo, true)
+	m.Handle("GET "+bootapi.PathOSList, echo, true)
+	srv := httptest.NewUnstartedServer(m)
 	srv.Config.ConnContext = ConnContext
 	srv.Start()
 	defer srv.Close()
@@ -38,7 +47,6 @@ func TestControlPriority(t *testing.T) {
 		{bootapi.PathBoot, dhcp.TOSNetworkControl},
 		{bootapi.PathClientInitramfs, 0},
 		{bootapi.PathTorrents + "a.torrent", dhcp.TOSNetworkControl},
-		{bootapi.PathTorrents + "a.iso", 0},
 		{bootapi.PathOSList, dhcp.TOSNetworkControl},
 	} {
 		resp, err := srv.Client().Get(srv.URL + c.path)

@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/boottorrent/boottorrent/config"
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
+	"github.com/boottorrent/boottorrent/netboot/dhcp"
 	"github.com/boottorrent/boottorrent/netboot/netns"
 	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 	"github.com/boottorrent/boottorrent/netboot/vm"
@@ -31,13 +31,13 @@ func TestMain(m *testing.M) { nstest.Main(m) }
 // lab is a virtual LAN with our server on it at 10.77.0.1, as
 // `boottorrent start` would run it, serving the test OS as the boot client.
 type lab struct {
-	lan   *netns.LAN
-	srvNS *netns.NS
-	srv   *Server
-	proj  *config.Project
-	tos   *vm.TestOS
-	logs  *nstest.Buffer
-	base  string
+	lan    *netns.LAN
+	srvNS  *netns.NS
+	srv    *Server
+	outDir string // the project's out/
+	tos    *vm.TestOS
+	logs   *nstest.Buffer
+	base   string
 }
 
 const (
@@ -69,7 +69,7 @@ func needVM(t *testing.T, fws ...vm.Firmware) {
 // newLab builds the LAN and starts the server in mode; marker is what the
 // test OS prints. With withhold, the client kernel is missing until
 // withheldMachines machines have been refused it (see releaseKernel).
-func newLab(t *testing.T, mode, marker string, withhold bool) *lab {
+func newLab(t *testing.T, mode dhcp.Mode, marker string, withhold bool) *lab {
 	t.Helper()
 	l := &lab{logs: &nstest.Buffer{}}
 	tos, err := vm.BuildTestOS(t.TempDir(), marker)
@@ -80,23 +80,22 @@ func newLab(t *testing.T, mode, marker string, withhold bool) *lab {
 	lan, hosts := nstest.LAN(t, labServer+"/24")
 	l.lan, l.srvNS = lan, hosts[0]
 
-	c := config.Default()
-	c.Server.Interface = "eth0"
-	c.Server.Address = labServer
-	c.DHCP.Mode = mode
-	c.Client.Cmdline = vm.GuestArgs
-	if mode == config.DHCPFull {
-		c.DHCP.Range = fullFirst + "-" + fullLast
-		c.DHCP.First, c.DHCP.Last = netip.MustParseAddr(fullFirst), netip.MustParseAddr(fullLast)
+	o := labOptions("eth0", labServer+"/24")
+	o.DHCP.Mode = mode
+	o.Cmdline = vm.GuestArgs
+	l.outDir = filepath.Join(t.TempDir(), "out")
+	if mode == dhcp.ModeFull {
+		o.DHCP.First, o.DHCP.Last = netip.MustParseAddr(fullFirst), netip.MustParseAddr(fullLast)
+		o.DHCP.LeaseFile = filepath.Join(l.outDir, LeaseFileName)
 	}
-	l.proj = &config.Project{Dir: t.TempDir(), Config: &c, Prefix: netip.MustParsePrefix(labPrefix)}
-	l.base = c.HTTPBase()
+	l.base = o.HTTPBase()
 	log := slog.New(slog.NewTextHandler(l.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	kernel := tos.Kernel
 	if withhold {
 		kernel = filepath.Join(t.TempDir(), "vmlinuz")
 	}
-	srv, err := New(Options{Project: l.proj, Logger: log, ClientKernel: kernel, ClientInitramfs: tos.Initramfs})
+	o.Logger, o.ClientKernel, o.ClientInitramfs = log, kernel, tos.Initramfs
+	srv, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +106,7 @@ func newLab(t *testing.T, mode, marker string, withhold bool) *lab {
 		if err := srv.Start(ctx); err != nil {
 			return err
 		}
-		ln, err := net.Listen("tcp4", net.JoinHostPort(labServer, fmt.Sprint(c.Server.HTTPPort)))
+		ln, err := net.Listen("tcp4", net.JoinHostPort(labServer, fmt.Sprint(o.HTTPPort)))
 		if err != nil {
 			return err
 		}
@@ -331,7 +330,7 @@ func inRange(ip, first, last string) bool {
 // then iPXE, then HTTP) boot at once to the test OS.
 func TestPXEProxy(t *testing.T) {
 	needVM(t, vm.BIOS, vm.UEFIPXE)
-	l := newLab(t, config.DHCPProxy, "BOOTTORRENT-PXE-PROXY-OK", false)
+	l := newLab(t, dhcp.ModeProxy, "BOOTTORRENT-PXE-PROXY-OK", false)
 	leases := l.siteDHCP(t)
 	res := l.bootVMs(t, vm.BIOS, vm.UEFIPXE)
 
@@ -349,7 +348,7 @@ func TestPXEProxy(t *testing.T) {
 	if b, err := os.ReadFile(leases); err != nil || !strings.Contains(string(b), res[0].mac) || !strings.Contains(string(b), res[1].mac) {
 		t.Errorf("site DHCP leases: %v\n%s", err, b)
 	}
-	if _, err := os.Stat(filepath.Join(l.proj.OutDir(), LeaseFileName)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(l.outDir, LeaseFileName)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("proxy mode wrote a lease file: %v", err)
 	}
 	logs := l.logs.String()
@@ -368,7 +367,7 @@ func TestPXEProxy(t *testing.T) {
 // (imgfree, sleep, a fresh dhcp, load again) must bring both through.
 func TestPXEFull(t *testing.T) {
 	needVM(t, vm.UEFI, vm.UEFIPXE)
-	l := newLab(t, config.DHCPFull, "BOOTTORRENT-PXE-FULL-OK", true)
+	l := newLab(t, dhcp.ModeFull, "BOOTTORRENT-PXE-FULL-OK", true)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	released := make(chan struct{})
@@ -391,7 +390,7 @@ func TestPXEFull(t *testing.T) {
 			t.Errorf("%s arch = %q", m.MAC, m.Arch)
 		}
 	}
-	b, err := os.ReadFile(filepath.Join(l.proj.OutDir(), LeaseFileName))
+	b, err := os.ReadFile(filepath.Join(l.outDir, LeaseFileName))
 	if err != nil || !strings.Contains(string(b), res[0].mac) || !strings.Contains(string(b), res[1].mac) {
 		t.Errorf("lease file: %v\n%s", err, b)
 	}

@@ -14,8 +14,6 @@ import (
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv6"
-
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
 )
 
 // ICMPv6 message types (RFC 4861 section 4).
@@ -108,8 +106,8 @@ func (ra *RouterAdverts) Close() error {
 // startRouterAdverts answers the machines the registry saw booting
 // within raWindow.
 func (s *Server) startRouterAdverts(ifname string) error {
-	ra, err := StartRouterAdverts(ifname, func(mac string) bool { return s.reg.recentlyBooting(mac, raWindow) }, s.log,
-		func(msg string, args ...any) { s.limit.warn(s.log, "ra send", msg, args...) })
+	ra, err := StartRouterAdverts(ifname, func(mac string) bool { return s.reg.RecentlyBooting(mac, raWindow) }, s.log,
+		func(msg string, args ...any) { s.limit.Warn(s.log, "ra send", msg, args...) })
 	if err != nil {
 		return err
 	}
@@ -200,22 +198,6 @@ func routerAdvertisement(hw net.HardwareAddr) []byte {
 		b.Write(hw)
 	}
 	return b.Bytes()
-}
-
-// recentlyBooting says whether mac is at an early boot stage (DHCP, TFTP,
-// boot script) and was seen within d.
-func (r *Registry) recentlyBooting(mac string, d time.Duration) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e, ok := r.byMAC[mac]
-	if !ok || r.now().Sub(e.m.LastSeen) > d {
-		return false
-	}
-	switch e.m.Stage {
-	case bootapi.StageDHCP, bootapi.StageTFTP, bootapi.StageIPXE:
-		return true
-	}
-	return false
 }
 
 // raError explains why the advertisements could not start; they only save

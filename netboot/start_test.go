@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,8 +14,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/boottorrent/boottorrent/config"
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 )
 
@@ -37,16 +35,16 @@ func TestStartInNamespace(t *testing.T) {
 	}
 	_, hosts := nstest.LAN(t, "10.78.0.1/24", "10.78.0.20/24")
 	srvNS, cliNS := hosts[0], hosts[1]
-	c := config.Default()
-	c.Server.Interface, c.Server.Address = "eth0", "10.78.0.1"
+	o := labOptions("eth0", "10.78.0.1/24")
 	dir := t.TempDir()
 	kernel := filepath.Join(dir, "vmlinuz")
 	os.WriteFile(kernel, []byte(strings.Repeat("kernel!", 5000)), 0o644)
 	logs := &nstest.Buffer{}
-	proj := &config.Project{Dir: t.TempDir(), Config: &c, Prefix: netip.MustParsePrefix("10.78.0.0/24")}
 	mk := func() *Server {
-		s, err := New(Options{Project: proj, ClientKernel: kernel, ClientInitramfs: kernel,
-			Logger: slog.New(slog.NewTextHandler(logs, nil))})
+		o := o
+		o.ClientKernel, o.ClientInitramfs = kernel, kernel
+		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
+		s, err := New(o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,9 +124,9 @@ func TestStartInNamespace(t *testing.T) {
 	}
 	t.Logf("second server: %v", err)
 	// Without TFTP, the DHCP ports are the ones taken.
-	c2 := c
-	c2.TFTP.Enabled = false
-	third, err := New(Options{Project: &config.Project{Dir: proj.Dir, Config: &c2, Prefix: proj.Prefix}})
+	o2 := o
+	o2.TFTP = false
+	third, err := New(o2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,9 +145,7 @@ func must(b []byte, err error) []byte {
 }
 
 func TestStartErrors(t *testing.T) {
-	c := config.Default()
-	c.Server.Interface, c.Server.Address = "bt-no-such-if0", "10.78.0.1"
-	s, err := New(Options{Project: &config.Project{Config: &c}})
+	s, err := New(labOptions("bt-no-such-if0", "10.78.0.1/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,6 +157,6 @@ func TestStartErrors(t *testing.T) {
 		t.Errorf("EACCES: %v", err)
 	}
 	if _, err := New(Options{}); err == nil {
-		t.Error("New without a project")
+		t.Error("New without an address")
 	}
 }

@@ -13,9 +13,8 @@
 //
 //	s, err := seeder.New(seeder.Options{Project: p, Logger: log})
 //	defer s.Close()
-//	mux.Handle(bootapi.PathTorrents, s.Handler()) // and PathOSList, PathWebSeed,
-//	mux.Handle(bootapi.PathAnnounce, s.Handler()) // PathAnnounce, PathScrape
-//	go httpServer.Serve(l)                         // clients may ask while hashing
+//	s.Register(surface.Handle) // .torrent files, OS index, web seed, tracker
+//	go httpServer.Serve(l)     // clients may ask while hashing
 //	if err := s.Start(ctx); errors.Is(err, seeder.ErrCorrupt) {
 //		// the other OSes are served; the error names OS and file
 //	} else if err != nil {
@@ -40,7 +39,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,11 +50,12 @@ import (
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
-	"golang.org/x/time/rate"
 
 	"github.com/boottorrent/boottorrent/config"
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/logging"
 	"github.com/boottorrent/boottorrent/oss"
+	"github.com/boottorrent/boottorrent/seeder/btlan"
 	"github.com/boottorrent/boottorrent/seeder/tracker"
 	"github.com/boottorrent/boottorrent/seeder/webseed"
 )
@@ -160,7 +159,7 @@ func (s *Seeder) logPeerDone(pc *torrent.PeerConn) {
 // nothing is read from the images until Start.
 func New(opts Options) (*Seeder, error) {
 	if opts.Project == nil || opts.Project.Config == nil {
-		return nil, errors.New("seeder: no project")
+		return nil, errors.New("no project")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -170,7 +169,7 @@ func New(opts Options) (*Seeder, error) {
 		opts.ListenAddr = net.JoinHostPort(c.Server.Address, strconv.Itoa(c.Server.TorrentPort))
 	}
 	if _, _, err := net.SplitHostPort(opts.ListenAddr); err != nil {
-		return nil, fmt.Errorf("seeder: listen address %q: %w", opts.ListenAddr, err)
+		return nil, fmt.Errorf("listen address %q: %w", opts.ListenAddr, err)
 	}
 	log := opts.Logger.With("component", "seeder")
 	s := &Seeder{
@@ -186,19 +185,25 @@ func New(opts Options) (*Seeder, error) {
 		s.byName[o.Name] = st
 	}
 	s.mux = http.NewServeMux()
-	s.mux.Handle(bootapi.PathTorrents, http.HandlerFunc(s.serveTorrent))
-	s.mux.Handle(bootapi.PathOSList, http.HandlerFunc(s.serveOSList))
-	if !opts.NoWebSeed {
-		s.mux.Handle(bootapi.PathWebSeed, s.web)
-	}
-	s.mux.Handle(bootapi.PathAnnounce, s.tracker.AnnounceHandler())
-	s.mux.Handle(bootapi.PathScrape, s.tracker.ScrapeHandler())
+	s.Register(func(pattern string, h http.Handler, _ bool) { s.mux.Handle(pattern, h) })
 	return s, nil
 }
 
-// Handler serves bootapi.PathTorrents, PathOSList, PathWebSeed,
-// PathAnnounce and PathScrape; mount it on those paths of the HTTP
-// listener (or as a fallback handler).
+// Register adds the seeder's routes through handle: the .torrent files,
+// the OS index and the tracker are short answers a booting machine waits
+// for (control traffic); the web seed is bulk data.
+func (s *Seeder) Register(handle func(pattern string, h http.Handler, control bool)) {
+	handle("GET "+bootapi.PathTorrents+"{file}", http.HandlerFunc(s.serveTorrent), true)
+	handle("GET "+bootapi.PathOSList, http.HandlerFunc(s.serveOSList), true)
+	if !s.opts.NoWebSeed {
+		handle("GET "+bootapi.PathWebSeed, s.web, false)
+	}
+	handle("GET "+bootapi.PathAnnounce, s.tracker.AnnounceHandler(), true)
+	handle("GET "+bootapi.PathScrape, s.tracker.ScrapeHandler(), true)
+}
+
+// Handler serves Register's routes alone (tests; the appliance mounts
+// them on its one HTTP surface).
 func (s *Seeder) Handler() http.Handler { return s.mux }
 
 // Tracker is the embedded tracker (metrics, tests).
@@ -229,7 +234,7 @@ func (s *Seeder) Start(ctx context.Context) error {
 	s.mu.Lock()
 	if s.started || s.closed {
 		s.mu.Unlock()
-		return errors.New("seeder: already started or closed")
+		return errors.New("already started or closed")
 	}
 	s.started = true
 	s.mu.Unlock()
@@ -257,12 +262,12 @@ func (s *Seeder) listen() error {
 	host, portStr, _ := net.SplitHostPort(s.opts.ListenAddr)
 	port, err := strconv.Atoi(portStr)
 	if err != nil {
-		return fmt.Errorf("seeder: listen port %q: %w", portStr, err)
+		return fmt.Errorf("listen port %q: %w", portStr, err)
 	}
 	if !s.opts.NoSeed {
 		cl, err := torrent.NewClient(s.clientConfig(host, port))
 		if err != nil {
-			return fmt.Errorf("seeder: BitTorrent client on %s: %w", s.opts.ListenAddr, err)
+			return fmt.Errorf("BitTorrent client on %s: %w", s.opts.ListenAddr, err)
 		}
 		port = cl.LocalPort()
 		s.mu.Lock()
@@ -271,7 +276,7 @@ func (s *Seeder) listen() error {
 	}
 	pc, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port)))
 	if err != nil {
-		return fmt.Errorf("seeder: UDP tracker on %s: %w (is another boottorrent running?)", net.JoinHostPort(host, strconv.Itoa(port)), err)
+		return fmt.Errorf("UDP tracker on %s: %w (is another boottorrent running?)", net.JoinHostPort(host, strconv.Itoa(port)), err)
 	}
 	s.mu.Lock()
 	s.udp = pc
@@ -293,40 +298,10 @@ func (s *Seeder) listen() error {
 	return nil
 }
 
-// clientConfig is the anacrolix client tuned for a LAN seeder facing
-// hundreds of machines that all boot at once.
+// clientConfig is the seeder's anacrolix client (btlan.SeederConfig)
+// with its storage, its per-connection log lines and the mask extension.
 func (s *Seeder) clientConfig(host string, port int) *torrent.ClientConfig {
-	cfg := torrent.NewDefaultClientConfig()
-	cfg.ListenHost = func(string) string { return host }
-	cfg.ListenPort = port
-	cfg.Seed = true
-	cfg.NoDHT = true                   // private torrents: the tracker and the boot API find peers
-	cfg.NoDefaultPortForwarding = true // no UPnP multicast on the lab LAN
-	cfg.DisableUTP = true              // uTP was 15-25x slower than TCP on a LAN here
-	cfg.DisableWebtorrent = true
-	cfg.DisableWebseeds = true // we have every byte; never fetch
-	if a, err := netip.ParseAddr(host); err == nil && a.Is4() {
-		cfg.DisableIPv6 = true
-	}
-	// Booting machines arrive together: accept them all, keep them all.
-	cfg.EstablishedConnsPerTorrent = 1000
-	cfg.HalfOpenConnsPerTorrent = 100
-	cfg.TotalHalfOpenConns = 400
-	cfg.TorrentPeersHighWater = 2000
-	cfg.DisableAcceptRateLimiting = true
-	cfg.DialRateLimiter = rate.NewLimiter(200, 200)
-	cfg.DropDuplicatePeerIds = true
-	cfg.HandshakesTimeout = 10 * time.Second
-	// Header obfuscation (MSE) costs a Diffie-Hellman exchange per
-	// connection and hides nothing on a lab LAN: plain handshakes, while
-	// still accepting obfuscated ones from other clients.
-	cfg.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false, RequirePreferred: false}
-	// Piece requests are 16 KiB (32 KiB from boot clients); let a peer
-	// queue a few MiB so one connection can fill a gigabit link.
-	cfg.MaxAllocPeerRequestDataPerConn = 4 << 20
-	if s.opts.UploadLimit > 0 {
-		cfg.UploadRateLimiter = rate.NewLimiter(rate.Limit(s.opts.UploadLimit), int(max(s.opts.UploadLimit, 4<<20)))
-	}
+	cfg := btlan.SeederConfig(host, port, s.opts.UploadLimit)
 	// No default storage is used (each torrent gets its own, in place),
 	// but keep the library's default from creating files in the cwd.
 	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{
@@ -340,55 +315,11 @@ func (s *Seeder) clientConfig(host string, port int) *torrent.ClientConfig {
 		s.connStart.Store(pc, time.Now())
 	}
 	cfg.Callbacks.PeerConnClosed = func(pc *torrent.PeerConn) { go s.logPeerDone(pc) }
-	AnswerMaskRequests(cfg)
-	cfg.Slogger = slog.New(levelAtLeast{s.log.Handler(), slog.LevelWarn}).With("part", "anacrolix")
+	btlan.AnswerMaskRequests(cfg)
+	// The library logs every connection at info level.
+	cfg.Slogger = slog.New(logging.MinLevel(s.log.Handler(), slog.LevelWarn)).With("part", "anacrolix")
 	cfg.Logger = cfg.Logger.WithFilterLevel(alog.Warning)
 	return cfg
-}
-
-// AnswerMaskRequests makes a client configured with cfg support
-// bootapi.MaskExtension: it advertises the extension on every connection
-// and answers its messages with an empty one. The payload is ignored.
-// Requests that arrive while a connection's answer is being written get
-// one more answer after it (the client only needs one answer after its
-// latest request): a peer that sends many gets at most as many answers, a
-// few bytes each, and holds at most one writing goroutine.
-func AnswerMaskRequests(cfg *torrent.ClientConfig) {
-	var pending sync.Map // *torrent.PeerConn → *atomic.Int32, requests not yet answered
-	cfg.Callbacks.PeerConnAdded = append(cfg.Callbacks.PeerConnAdded, advertiseMask)
-	cfg.Callbacks.PeerConnReadExtensionMessage = append(cfg.Callbacks.PeerConnReadExtensionMessage, func(ev torrent.PeerConnReadExtensionMessageEvent) {
-		pc := ev.PeerConn
-		if name, _, err := pc.LocalLtepProtocolMap.LookupId(ev.ExtensionNumber); err != nil || name != bootapi.MaskExtension {
-			return
-		}
-		v, _ := pending.LoadOrStore(pc, new(atomic.Int32))
-		n := v.(*atomic.Int32)
-		if n.Add(1) > 1 {
-			return // the writer below answers it
-		}
-		// The callback runs with the library's lock held, and writing
-		// takes it.
-		go func() {
-			for {
-				k := n.Load()
-				if pc.WriteExtendedMessage(bootapi.MaskExtension, nil) != nil || n.Add(-k) == 0 {
-					pending.Delete(pc)
-					return
-				}
-			}
-		}()
-	})
-}
-
-// advertiseMask is a PeerConnAdded callback that adds
-// bootapi.MaskExtension to what pc advertises, in a copy of the library's
-// list of extensions, which all connections share. (The boot client has
-// its own, initramfs/client advertiseMask: it may not import the server's
-// packages.)
-func advertiseMask(pc *torrent.PeerConn) {
-	m := &torrent.LocalLtepProtocolMap{Index: slices.Clone(pc.LocalLtepProtocolMap.Index), NumBuiltin: pc.LocalLtepProtocolMap.NumBuiltin}
-	m.AddUserProtocol(bootapi.MaskExtension)
-	pc.LocalLtepProtocolMap = m
 }
 
 // urls returns the announce tiers and the web seed URL for the torrents.
@@ -638,7 +569,7 @@ func (s *Seeder) RegisterPeer(osName string, addr netip.AddrPort, left int64) er
 	}
 	s.mu.Unlock()
 	if !ready {
-		return fmt.Errorf("seeder: OS %q is not being served", osName)
+		return fmt.Errorf("OS %q is not being served", osName)
 	}
 	return s.tracker.Register(tracker.Hash(ih), addr, left)
 }
@@ -736,21 +667,4 @@ func (s *Seeder) InfoHash(osName string) (string, bool) {
 		return "", false
 	}
 	return hex.EncodeToString(st.infoHash[:]), true
-}
-
-// levelAtLeast filters a handler to records at or above min (the library
-// logs every connection at info level).
-type levelAtLeast struct {
-	slog.Handler
-	min slog.Level
-}
-
-func (h levelAtLeast) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= h.min && h.Handler.Enabled(ctx, l)
-}
-func (h levelAtLeast) WithAttrs(a []slog.Attr) slog.Handler {
-	return levelAtLeast{h.Handler.WithAttrs(a), h.min}
-}
-func (h levelAtLeast) WithGroup(n string) slog.Handler {
-	return levelAtLeast{h.Handler.WithGroup(n), h.min}
 }

@@ -25,7 +25,7 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 
 	"github.com/boottorrent/boottorrent/config"
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 	"github.com/boottorrent/boottorrent/oss"
 )
 

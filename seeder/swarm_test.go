@@ -15,7 +15,7 @@ import (
 	"github.com/anacrolix/torrent/storage"
 
 	"github.com/boottorrent/boottorrent/config"
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/seeder/btlan"
 )
 
 // seedAlpha starts a seeder, without web seed and with its upload limited
@@ -139,7 +139,7 @@ func TestAnacrolixClientsExchange(t *testing.T) {
 }
 
 // TestSeederAnswersMaskRequests: the seeder advertises
-// bootapi.MaskExtension and answers each message of it with one of its
+// btlan.MaskExtension and answers each message of it with one of its
 // own, which is how a boot client changes the pieces it asks the seeder
 // for without a new connection (initramfs/client/share.go).
 func TestSeederAnswersMaskRequests(t *testing.T) {
@@ -148,9 +148,9 @@ func TestSeederAnswersMaskRequests(t *testing.T) {
 	_, s, _, mi := seedAlpha(t, map[string]int64{"vmlinuz": 8 << 20, "initrd.img": 1 << 20}, 64<<10)
 	answers := make(chan []byte, 100)
 	cfg := leecherConfig(t, "127.0.0.30")
-	cfg.Callbacks.PeerConnAdded = append(cfg.Callbacks.PeerConnAdded, advertiseMask)
+	cfg.Callbacks.PeerConnAdded = append(cfg.Callbacks.PeerConnAdded, btlan.AdvertiseMask)
 	cfg.Callbacks.PeerConnReadExtensionMessage = append(cfg.Callbacks.PeerConnReadExtensionMessage, func(ev torrent.PeerConnReadExtensionMessageEvent) {
-		if name, _, err := ev.PeerConn.LocalLtepProtocolMap.LookupId(ev.ExtensionNumber); err == nil && name == bootapi.MaskExtension {
+		if name, _, err := ev.PeerConn.LocalLtepProtocolMap.LookupId(ev.ExtensionNumber); err == nil && name == btlan.MaskExtension {
 			answers <- slices.Clone(ev.Payload)
 		}
 	})
@@ -164,7 +164,7 @@ func TestSeederAnswersMaskRequests(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for pc == nil && time.Now().Before(deadline) {
 		for _, c := range tt.PeerConns() {
-			if c.WriteExtendedMessage(bootapi.MaskExtension, []byte("ignored")) == nil {
+			if c.WriteExtendedMessage(btlan.MaskExtension, []byte("ignored")) == nil {
 				pc = c
 				break
 			}
@@ -190,7 +190,7 @@ func TestSeederAnswersMaskRequests(t *testing.T) {
 	// were asked for.
 	const burst = 20
 	for range burst {
-		if err := pc.WriteExtendedMessage(bootapi.MaskExtension, nil); err != nil {
+		if err := pc.WriteExtendedMessage(btlan.MaskExtension, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

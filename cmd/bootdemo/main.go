@@ -37,7 +37,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 	"github.com/boottorrent/boottorrent/netboot/netns"
 	"github.com/boottorrent/boottorrent/netboot/vm"
 )

@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 )
 
 // Limits on what the server may send: the client trusts nothing from the
@@ -248,6 +248,9 @@ func parsePeers(b []byte) (*bootapi.Peers, error) {
 	}
 	if p.ShareCount > 1 && p.ShareCount <= bootapi.MaxShareCount && p.ShareIndex >= 0 && p.ShareIndex < p.ShareCount {
 		out.ShareIndex, out.ShareCount = p.ShareIndex, p.ShareCount
+		if p.ShareOwners > 0 && p.ShareOwners <= bootapi.MaxShareCount {
+			out.ShareOwners = p.ShareOwners
+		}
 	}
 	if p.ReportMS > 0 && p.ReportMS <= maxReportMS {
 		out.ReportMS = p.ReportMS

@@ -10,7 +10,7 @@ import (
 
 	"github.com/u-root/u-root/pkg/boot/kexec"
 
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 )
 
 // errNoKexecHere refuses to replace the running system from a process

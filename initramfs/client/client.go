@@ -28,7 +28,7 @@ import (
 
 	"github.com/anacrolix/torrent/metainfo"
 
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 )
 
 // Config is the client's settings: flags, or the kernel command line in
@@ -48,6 +48,9 @@ type Config struct {
 	Init        bool   // running as PID 1
 	Verbose     bool
 	CPUProfile  string // file for a CPU profile of the run (outside /init)
+	// TrackerAfter is how long the boot API's peer list may fail before
+	// the torrent's trackers are asked (0: 15 s).
+	TrackerAfter time.Duration
 }
 
 // Main runs the client and returns the process exit code. args are the
@@ -260,13 +263,14 @@ func (e *realEnv) Download(ctx context.Context, b *bootapi.Boot, o *bootapi.OS) 
 		memLimit = memAvailable() - 64<<20
 	}
 	d, err := startTorrent(ctx, mi, dlOptions{
-		DataDir:    dataDir,
-		ListenPort: e.cfg.ListenPort,
-		ListenHost: e.cfg.ListenHost,
-		ServerHost: e.api.host(),
-		Peers:      func(ctx context.Context) (*bootapi.Peers, error) { return e.api.Peers(ctx, o.Name) },
-		Logger:     e.log,
-		MemLimit:   memLimit,
+		DataDir:      dataDir,
+		ListenPort:   e.cfg.ListenPort,
+		ListenHost:   e.cfg.ListenHost,
+		ServerHost:   e.api.host(),
+		Peers:        func(ctx context.Context) (*bootapi.Peers, error) { return e.api.Peers(ctx, o.Name) },
+		Logger:       e.log,
+		MemLimit:     memLimit,
+		TrackerAfter: e.cfg.TrackerAfter,
 	})
 	if err != nil {
 		return nil, err

@@ -23,7 +23,9 @@ import (
 	pp "github.com/anacrolix/torrent/peer_protocol"
 	"github.com/anacrolix/torrent/storage"
 
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/logging"
+	"github.com/boottorrent/boottorrent/seeder/btlan"
 )
 
 // peerIDPrefix marks boottorrent clients (BEP 20), so that bytes from
@@ -95,6 +97,9 @@ type dlOptions struct {
 	// MemLimit, when >0, refuses images larger than this many bytes
 	// (RAM left for the download in init mode).
 	MemLimit int64
+	// TrackerAfter is how long Peers may fail before the torrent's
+	// trackers are asked instead (0: defaultTrackerAfter).
+	TrackerAfter time.Duration
 }
 
 // peerReqq is the most chunk requests this machine keeps outstanding at
@@ -107,37 +112,6 @@ type dlOptions struct {
 // second sooner (16 KiB chunks, 32 MiB at 20 Mbit/s,
 // cmd/swarmbench/TUNING.md).
 const peerReqq = 8
-
-// ChunkSize is how much one request asks a peer for (BitTorrent's
-// usual 16 KiB). The library (v1.61) refills a connection's requests only
-// when all have arrived, up to twice the number it added at its previous
-// update, and every HAVE of a wanted piece runs an update that usually
-// adds none or one: a connection therefore has one or two requests out
-// (counted with the library's request callbacks, cmd/swarmbench/TUNING.md),
-// and an uploader's socket often held nothing for a machine. The machines
-// that happened to have fewer requests out got less of every uploader:
-// with 16 KiB, at N = 20 and 5 Mbit/s, 3–4 machines finished 2–15 s after
-// the others (all done 1.42–1.52× the bound). 32 KiB doubles what is in
-// flight; all 20 finished within 1.5 s, at 1.28–1.31×. A request the
-// library moves to another connection is thrown away whole when it
-// arrives anyway: 5 % of the data with 16 KiB, 9 % with 32 KiB, 12 % with
-// 64 KiB (1.36×). Every boot client and the seeder accept it (the library
-// reads messages of up to four times its own chunk size); a client that
-// refuses requests over 16 KiB still has the seeder and the other
-// machines.
-const ChunkSize = 32 << 10
-
-// AddTorrent adds mi to cl with the boot client's request size
-// (ChunkSize).
-func AddTorrent(cl *torrent.Client, mi *metainfo.MetaInfo) (*torrent.Torrent, error) {
-	spec, err := torrent.TorrentSpecFromMetaInfoErr(mi)
-	if err != nil {
-		return nil, err
-	}
-	spec.ChunkSize = ChunkSize
-	t, _, err := cl.AddTorrentSpec(spec)
-	return t, err
-}
 
 // torrentDL downloads one OS over BitTorrent.
 type torrentDL struct {
@@ -160,10 +134,10 @@ type torrentDL struct {
 	// API answers (see refreshPeers).
 	trackers [][]string
 
-	// share is the share {index, count} of the pieces the server
-	// assigned this machine (nil: none yet); mask is what the seeder's connection is
+	// share is the share of the pieces the server assigned this
+	// machine (nil: none yet); mask is what the seeder's connection is
 	// made to advertise (nil: every piece). See shareLoop.
-	share    atomic.Pointer[[2]int]
+	share    atomic.Pointer[share]
 	reportMS atomic.Int64 // the last Peers answer's ReportMS
 	mask     atomic.Pointer[[]bool]
 	seederMu sync.Mutex
@@ -210,6 +184,9 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		return nil, err
 	}
+	if o.TrackerAfter <= 0 {
+		o.TrackerAfter = defaultTrackerAfter
+	}
 	d := &torrentDL{o: o, started: time.Now(), np: info.NumPieces()}
 	d.lastData.Store(time.Now().UnixNano())
 	if o.Peers != nil {
@@ -219,10 +196,10 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 		// shareLoop for when no answer comes.
 		d.mask.Store(shareMask(0, 0, info.NumPieces(), nil))
 	}
-	if err := CheckTorrentEnv(); err != nil {
+	if err := btlan.CheckTorrentEnv(); err != nil {
 		return nil, err
 	}
-	cfg := LANConfig(o.ListenPort)
+	cfg := btlan.LANConfig(o.ListenPort)
 	if o.ListenHost != "" {
 		cfg.ListenHost = func(string) string { return o.ListenHost }
 	}
@@ -233,7 +210,7 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 	if o.Logger != nil {
 		// The library's warnings ("unlock handlers took a long time")
 		// would bury the progress line on the console: errors only.
-		cfg.Slogger = slog.New(minLevel{o.Logger.Handler(), slog.LevelError}).With("part", "torrent")
+		cfg.Slogger = slog.New(logging.MinLevel(o.Logger.Handler(), slog.LevelError)).With("part", "torrent")
 	}
 	cfg.Callbacks.ReceivedUsefulData = append(cfg.Callbacks.ReceivedUsefulData, func(ev torrent.ReceivedUsefulDataEvent) {
 		n := int64(len(ev.Message.Piece))
@@ -249,8 +226,8 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 	})
 	cfg.Callbacks.ReadMessage = d.readMessage
 	d.requests.register(cfg, func(p *torrent.Peer) bool { return d.source(p) == srcSeeder })
-	cfg.Callbacks.PeerConnAdded = append(cfg.Callbacks.PeerConnAdded, advertiseMask)
-	seederReqq := max(8, int(info.PieceLength/ChunkSize))
+	cfg.Callbacks.PeerConnAdded = append(cfg.Callbacks.PeerConnAdded, btlan.AdvertiseMask)
+	seederReqq := max(8, int(info.PieceLength/btlan.ChunkSize))
 	cfg.Callbacks.ReadExtendedHandshake = func(pc *torrent.PeerConn, m *pp.ExtendedHandshakeMessage) {
 		// An uploader serves a connection's queued requests in no
 		// particular order. With the library's deep queue (up to ~1000
@@ -283,7 +260,7 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 	if o.Peers != nil {
 		// The boot API hands out the peers (refreshPeers); the
 		// tracker is the fallback for when it stops answering
-		// (trackerAfter). The tracker's answers are every machine
+		// (TrackerAfter). The tracker's answers are every machine
 		// in random order, and with them the library kept dialling
 		// machines that were full and refused it: at N = 100 (8 MiB,
 		// 4 Mbit/s) the machines accepted 8,400 connections and
@@ -291,7 +268,7 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 		d.trackers = bare.UpvertedAnnounceList()
 		bare.Announce, bare.AnnounceList = "", nil
 	}
-	t, err := AddTorrent(cl, &bare)
+	t, err := btlan.AddTorrent(cl, &bare)
 	if err != nil {
 		cl.Close()
 		d.storage.Close()
@@ -364,9 +341,9 @@ func (d *torrentDL) refreshPeers(ctx context.Context) {
 			}
 			failing = true
 			wait = 3 * time.Second
-			if len(d.trackers) > 0 && time.Since(failingSince) >= trackerAfter {
+			if len(d.trackers) > 0 && time.Since(failingSince) >= d.o.TrackerAfter {
 				if d.o.Logger != nil {
-					d.o.Logger.Warn("peer list unavailable: asking the tracker for peers", "stage", "download", "after", trackerAfter)
+					d.o.Logger.Warn("peer list unavailable: asking the tracker for peers", "stage", "download", "after", d.o.TrackerAfter)
 				}
 				d.t.AddTrackers(d.trackers)
 				d.trackers = nil
@@ -398,8 +375,9 @@ func (d *torrentDL) refreshPeers(ctx context.Context) {
 		d.seederMu.Lock()
 		d.seeder = seeder
 		d.seederMu.Unlock()
-		if d.share.Swap(&[2]int{ans.ShareIndex, ans.ShareCount}) == nil {
-			from, to := shareRange(ans.ShareIndex, ans.ShareCount, d.t.NumPieces())
+		sh := &share{ans.ShareIndex, ans.ShareCount, ans.Owners()}
+		if d.share.Swap(sh) == nil {
+			from, to := sh.pieces(d.t.NumPieces())
 			// The first share applies before the seeder is dialled
 			// (dropping a connection the tracker may have made);
 			// later changes go through shareLoop.
@@ -421,10 +399,10 @@ func (d *torrentDL) refreshPeers(ctx context.Context) {
 	}
 }
 
-// trackerAfter is how long the boot API may fail to answer before the
-// client announces to the torrent's trackers for peers instead (a
-// variable for the tests).
-var trackerAfter = 15 * time.Second
+// defaultTrackerAfter is how long the boot API may fail to answer before
+// the client announces to the torrent's trackers for peers instead
+// (Config.TrackerAfter overrides it).
+const defaultTrackerAfter = 15 * time.Second
 
 // peersKey says what in a Peers answer refreshPeers acts on: the share
 // and the set of peers, not their order. Servers used to list the peers
@@ -476,7 +454,7 @@ const (
 // it and the server sent 15 copies of the image. With 64 owners sharing
 // a 1 Mbit/s uplink a 64 KiB piece takes 34 s, past the 15 s that used
 // to count as a stall whatever the connection did: in such a run the web
-// seed sent 3 copies (cmd/swarmbench/TUNING.md, sessions 6 and 13). A
+// seed sent 3 copies (cmd/swarmbench/TUNING.md). A
 // machine without requests on the seeder (no share, waiting for the
 // owners) is waiting, not stalled.
 func webSeedDue(sinceData, sinceSeeder, seederStalled time.Duration) bool {
@@ -810,97 +788,3 @@ func (d *httpDL) Progress() Progress {
 
 func (d *httpDL) Seed(context.Context, time.Duration) {}
 func (d *httpDL) Close()                              { d.cancel() }
-
-// minLevel drops records below a level.
-type minLevel struct {
-	slog.Handler
-	min slog.Level
-}
-
-func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= h.min && h.Handler.Enabled(ctx, l)
-}
-
-func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
-	return minLevel{h.Handler.WithAttrs(as), h.min}
-}
-func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.WithGroup(n), h.min} }
-
-// LANConfig is the anacrolix/torrent configuration every boot client uses
-// on a lab LAN (../shared/LIBRARIES.md): always upload (Seed; a
-// non-seeding client stops uploading to a peer it is ahead of), no DHT,
-// IPv6, uTP (15–25× slower than TCP here), UPnP, webtorrent, header
-// obfuscation or peer exchange, and one connection per pair of peers.
-// The swarm benchmark's lab engine starts from it too, so that it
-// measures the product's settings.
-func LANConfig(port int) *torrent.ClientConfig {
-	cfg := torrent.NewDefaultClientConfig()
-	cfg.Seed = true
-	cfg.NoDHT = true
-	cfg.DisableIPv6 = true
-	cfg.DisableUTP = true
-	cfg.NoDefaultPortForwarding = true
-	cfg.DisableWebtorrent = true
-	cfg.DropDuplicatePeerIds = true
-	// Peer exchange would spread every machine's address to every
-	// other: the boot API already hands each machine its own stable set
-	// of peers, and machines that dialled beyond it found their peers
-	// full (see download's tracker fallback).
-	cfg.DisablePEX = true
-	// Header obfuscation (MSE) hides nothing on a LAN and costs a
-	// Diffie-Hellman exchange per connection. Plain handshakes only, in
-	// both directions: when a plain handshake fails (a duplicate
-	// connection dropped mid-handshake), the library would otherwise
-	// dial again with MSE, and those exchanges were still 8–9 % of every
-	// boot client's CPU with 20 machines. Every peer of a boot client is
-	// another boot client or our seeder.
-	cfg.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false, RequirePreferred: true}
-	cfg.ListenPort = port
-	// The boot API lists the seeder and at most 19 machines
-	// (netboot.MaxPeers), and those machines list this one back
-	// (netboot.Registry.Peers): 25 connections leave room for peers that
-	// are not boot clients, without the HAVE traffic and request
-	// updates of the library's 50 (at N = 100, 5.7–5.9× T* with 50
-	// against 3.5–3.8×). When a machine is dialled beyond the limit
-	// anyway, keepSeeder gets the seeder's connection back.
-	cfg.EstablishedConnsPerTorrent = 25
-	if os.Getenv(stealGraceEnv) == "" {
-		cfg.StealRequestGrace = stealGrace
-	}
-	return cfg
-}
-
-// CheckTorrentEnv reports a malformed TORRENT_STEAL_REQUEST_GRACE as an
-// error naming the variable. The library parses it in
-// NewDefaultClientConfig and panics when it does not parse; as /init,
-// a panic would stop the machine (the kernel passes unknown
-// NAME=value words of its command line to init as environment).
-// Call it before LANConfig or torrent.NewDefaultClientConfig.
-func CheckTorrentEnv() error {
-	v := os.Getenv(stealGraceEnv)
-	if v == "" {
-		return nil
-	}
-	if _, err := time.ParseDuration(v); err != nil {
-		return fmt.Errorf("environment variable %s=%q is not a duration (for example 3s or 500ms): correct it or unset it", stealGraceEnv, v)
-	}
-	return nil
-}
-
-// stealGrace is how long a chunk request stays with the connection it was
-// sent on before the library may move it to a connection with fewer
-// requests out (ClientConfig.StealRequestGrace, anacrolix/torrent v1.62;
-// without it, v1.61 moved requests whenever queue depths differed by one).
-// A moved request is cancelled, and if its chunk is already on the wire
-// it arrives anyway and is thrown away. On a lab LAN a chunk crosses a
-// busy connection in well under a second at 20 Mbit/s but in seconds on
-// slow links shared by many uploaders: at N = 20, 8 MiB, 1 Mbit/s the
-// machines threw away 37 MiB without a grace, 30 MiB with 3 s and 20 MiB
-// with 8 s (cmd/swarmbench/TUNING.md, session 14).
-const stealGrace = 8 * time.Second
-
-// stealGraceEnv is the library's own override of the grace
-// (a time.ParseDuration value); when it is set and not empty, LANConfig
-// keeps the library's reading of it, so swarmbench can sweep the grace
-// with --client-env.
-const stealGraceEnv = "TORRENT_STEAL_REQUEST_GRACE"

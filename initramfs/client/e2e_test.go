@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 	"github.com/boottorrent/boottorrent/netboot/netns"
 	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 	"github.com/boottorrent/boottorrent/netboot/vm"

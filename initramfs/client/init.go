@@ -18,8 +18,8 @@ import (
 	"github.com/u-root/u-root/pkg/libinit"
 	"golang.org/x/sys/unix"
 
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 	"github.com/boottorrent/boottorrent/initramfs/kmod"
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
 )
 
 // consoles are the terminals the client writes to and reads keys from in

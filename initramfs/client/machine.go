@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 )
 
 // env is everything the client's state machine does to the outside
@@ -49,6 +49,9 @@ type machine struct {
 	result  io.Writer // machine-readable final line
 	now     func() time.Time
 	sleep   func(ctx context.Context, d time.Duration) error
+	// tick is how often watch updates the console and checks whether a
+	// report is due (0: every second).
+	tick time.Duration
 
 	reportMu   sync.Mutex
 	reportFail bool
@@ -324,14 +327,10 @@ func (m *machine) progressReport(stage string, o *bootapi.OS, p Progress, rate f
 		Peers: p.Peers + p.Seeders, RateBps: rate}
 }
 
-// watchTick is how often watch updates the console and checks whether a
-// report is due (a variable for the tests).
-var watchTick = time.Second
-
 // jitter is a random factor between 0.75 and 1.25. A class switched on
 // at once would otherwise report and ask for peers in the same second,
 // every time: at N = 100 those bursts were the server's busiest seconds
-// (cmd/swarmbench/TUNING.md, session 19).
+// (cmd/swarmbench/TUNING.md).
 func jitter() float64 { return 0.75 + rand.Float64()/2 }
 
 // jittered returns d times jitter().
@@ -354,7 +353,11 @@ func (m *machine) watch(ctx context.Context, b *bootapi.Boot, o *bootapi.OS, sta
 		f, err := fn(ctx)
 		done <- res{f, err}
 	}()
-	tick := time.NewTicker(watchTick)
+	every := m.tick
+	if every <= 0 {
+		every = time.Second
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	lastReport := m.now()
 	spread := jitter() // this report's share of the interval

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 )
 
 // fakeEnv scripts the outside world for the state machine.
@@ -279,8 +279,6 @@ func (d *reportDL) Progress() Progress {
 // While downloading, watch reports at the interval of the last Peers
 // answer when there is one, else at the Boot answer's.
 func TestWatchReportInterval(t *testing.T) {
-	defer func(old time.Duration) { watchTick = old }(watchTick)
-	watchTick = 5 * time.Millisecond
 	b := testBoot()
 	b.ReportMS = 10
 	for _, c := range []struct {
@@ -289,6 +287,7 @@ func TestWatchReportInterval(t *testing.T) {
 	}{{0, 5, 60}, {time.Hour, 0, 0}} {
 		f := &fakeEnv{}
 		m, _, _ := newTestMachine(f, nil)
+		m.tick = 5 * time.Millisecond
 		dl := &reportDL{every: c.every}
 		m.watch(context.Background(), b, &b.Menu[0], bootapi.StageDownload, dl, func(context.Context) (*Fetched, error) {
 			time.Sleep(300 * time.Millisecond)

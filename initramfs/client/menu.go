@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 )
 
 // key is one decoded key press on the console.

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 )
 
 func TestDecodeKeys(t *testing.T) {

@@ -8,7 +8,8 @@ import (
 	"github.com/anacrolix/torrent"
 	pp "github.com/anacrolix/torrent/peer_protocol"
 
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
+	"github.com/boottorrent/boottorrent/seeder/btlan"
 )
 
 // Sharing the seeder's pieces.
@@ -72,27 +73,16 @@ func idleToHelp(sinceData time.Duration, peersDownloading bool) bool {
 	return sinceData >= helpAfter
 }
 
-// maxOwners bounds how many machines fetch a share from the seeder; the
-// others get every piece from the machines. An owner receives its share
-// at 1/owners of the server's uplink and must pass each piece to the N−1
-// other machines, which takes (N−1)/owners of its own uplink (with equal
-// links): owners fewer than N−1 are overloaded and the rest of the
-// machines wait on them. With 16, N = 30 at 10 Mbit/s took 1.81× the bound
-// (median machine) against 1.52× with 64. The bound keeps a share's
-// pieces from arriving too slowly to start the swarm: with 100 owners each
-// got 1/100 of the uplink, and the first 64 KiB piece anyone could pass
-// on took 13 s at 4 Mbit/s.
-const maxOwners = 64
+// share is this machine's share of the pieces, as the server assigned it
+// (bootapi.Peers): its rank index among count machines fetching the OS,
+// of which owners own a share.
+type share struct{ index, count, owners int }
 
-// shareRange is the piece range [from, to) this machine asks the seeder
-// for, share index of count (bootapi.Peers): empty for a machine ranked
-// beyond maxOwners, everything when there is no split.
-func shareRange(index, count, pieces int) (from, to int) {
-	owners := min(count, maxOwners)
-	if count > 1 && index >= owners {
-		return 0, 0
-	}
-	return bootapi.Share(index, owners, pieces)
+// pieces is the piece range [from, to) this machine asks the seeder for
+// (bootapi.OwnedShare).
+func (s *share) pieces(np int) (from, to int) {
+	owners := (&bootapi.Peers{ShareCount: s.count, ShareOwners: s.owners}).Owners()
+	return bootapi.OwnedShare(s.index, s.count, owners, np)
 }
 
 // shareMask returns the bitfield the seeder's connection advertises:
@@ -111,60 +101,19 @@ func shareMask(from, to, pieces int, extra []bool) *[]bool {
 	return &bf
 }
 
-// maskSeeder rewrites a message from the seeder (see readMessage): its
-// Bitfield or HaveAll to the current mask before the library reads it,
-// and its answer to a mask request (bootapi.MaskExtension, see setMask)
-// to a Bitfield of the current mask. It runs with the library's lock
-// held, so it must not call into the client.
+// maskSeeder rewrites a message from the seeder (see readMessage) to the
+// current mask (btlan.MaskMessage). It runs with the library's lock held,
+// so it must not call into the client.
 func (d *torrentDL) maskSeeder(pc *torrent.PeerConn, m *pp.Message) {
-	if m.Type == pp.Extended && m.ExtendedID != pp.HandshakeExtendedID {
-		if name, _, err := pc.LocalLtepProtocolMap.LookupId(m.ExtendedID); err == nil && name == bootapi.MaskExtension {
-			*m = pp.Message{Type: pp.Bitfield, Bitfield: maskOrAll(d.mask.Load(), d.np)}
-		}
-		return
+	var mask []bool
+	if p := d.mask.Load(); p != nil {
+		mask = *p
 	}
-	if m.Type != pp.Bitfield && m.Type != pp.HaveAll {
-		return
-	}
-	mask := d.mask.Load()
-	if mask == nil {
-		return
-	}
-	bf := slices.Clone(*mask)
-	if m.Type == pp.Bitfield {
-		// Advertise only what the seeder really has.
-		for i := range bf {
-			bf[i] = bf[i] && i < len(m.Bitfield) && m.Bitfield[i]
-		}
-	}
-	m.Type, m.Bitfield = pp.Bitfield, bf
-}
-
-// maskOrAll is mask as a Bitfield message carries it, or every piece of
-// np when mask is nil.
-func maskOrAll(mask *[]bool, np int) []bool {
-	if mask != nil {
-		return slices.Clone(*mask)
-	}
-	bf := make([]bool, (np+7)/8*8)
-	for i := range np {
-		bf[i] = true
-	}
-	return bf
-}
-
-// advertiseMask is a PeerConnAdded callback: every connection offers
-// bootapi.MaskExtension, so that the seeder can answer a mask request
-// (the seeder's side is seeder.AnswerMaskRequests). It changes a copy of
-// the library's list of extensions, which all connections share.
-func advertiseMask(pc *torrent.PeerConn) {
-	m := &torrent.LocalLtepProtocolMap{Index: slices.Clone(pc.LocalLtepProtocolMap.Index), NumBuiltin: pc.LocalLtepProtocolMap.NumBuiltin}
-	m.AddUserProtocol(bootapi.MaskExtension)
-	pc.LocalLtepProtocolMap = m
+	btlan.MaskMessage(pc, m, mask, d.np)
 }
 
 // setMask makes mask what the seeder advertises (nil: every piece). On a
-// connection to a seeder that supports bootapi.MaskExtension it sends a
+// connection to a seeder that supports btlan.MaskExtension it sends a
 // mask request, and maskSeeder turns the answer into a Bitfield of the
 // new mask: the connection and its requests in flight stay. Otherwise
 // (a seeder without the extension) it closes the connections to the
@@ -179,7 +128,7 @@ func (d *torrentDL) setMask(mask *[]bool) {
 		if d.source(&pc.Peer) != srcSeeder {
 			continue
 		}
-		if pc.WriteExtendedMessage(bootapi.MaskExtension, nil) == nil {
+		if btlan.RequestMask(pc) == nil {
 			redial = false
 			continue
 		}
@@ -216,7 +165,7 @@ func (d *torrentDL) shareLoop(ctx context.Context) {
 			// No answer from the boot API: take the seeder's every
 			// piece rather than wait on it (the web seed is the next
 			// fallback).
-			if d.share.CompareAndSwap(nil, &[2]int{0, 1}) && d.o.Logger != nil {
+			if d.share.CompareAndSwap(nil, &share{0, 1, 1}) && d.o.Logger != nil {
 				d.o.Logger.Warn("no share from the server: asking the seeder for any piece", "stage", "download", "after", noShareAfter)
 			}
 			sh = d.share.Load()
@@ -224,11 +173,10 @@ func (d *torrentDL) shareLoop(ctx context.Context) {
 		if sh == nil {
 			continue // no answer from the server yet
 		}
-		index, count := sh[0], sh[1]
-		from, to := shareRange(index, count, np)
+		from, to := sh.pieces(np)
 		cur := d.mask.Load()
 		if cur != nil && time.Since(lastRedial) >= remaskEvery {
-			if next, ok := d.steal(index, count, extra); ok {
+			if next, ok := d.steal(*sh, extra); ok {
 				if d.o.Logger != nil {
 					d.o.Logger.Debug("own share complete: asking the server for pieces no peer has yet", "stage", "download", "pieces", trues(next))
 				}
@@ -416,9 +364,9 @@ const ownerReserve = 2
 // stolen is the current extra set; steal returns the next one and true
 // when it should change: the stolen pieces are all here or held by a
 // peer, and there are more to take.
-func (d *torrentDL) steal(index, count int, stolen []bool) ([]bool, bool) {
+func (d *torrentDL) steal(sh share, stolen []bool) ([]bool, bool) {
 	np := d.t.NumPieces()
-	st := stealState{index: index, count: count, stolen: stolen,
+	st := stealState{index: sh.index, count: sh.count, owners: sh.owners, stolen: stolen,
 		complete: d.completed(), held: make([]bool, np)}
 	for _, pc := range d.t.PeerConns() {
 		if d.source(&pc.Peer) == srcSeeder {
@@ -442,6 +390,7 @@ func (d *torrentDL) steal(index, count int, stolen []bool) ([]bool, bool) {
 // (idleToHelp) and the current extra set.
 type stealState struct {
 	index, count   int
+	owners         int // 0: bootapi.DefaultShareOwners' cap
 	complete, held []bool
 	downloading    bool
 	idle           bool
@@ -452,7 +401,9 @@ type stealState struct {
 func pickSteal(st stealState) ([]bool, bool) {
 	np := len(st.complete)
 	complete, held := st.complete, st.held
-	from, to := shareRange(st.index, st.count, np)
+	sh := share{st.index, st.count, st.owners}
+	owners := (&bootapi.Peers{ShareCount: sh.count, ShareOwners: sh.owners}).Owners()
+	from, to := sh.pieces(np)
 	if from == 0 && to == np {
 		return nil, false // no split: the seeder offers everything already
 	}
@@ -498,7 +449,6 @@ func pickSteal(st stealState) ([]bool, bool) {
 		}
 		return next, true
 	}
-	owners := min(st.count, maxOwners)
 	// Share j is helped by the machines before it: the one at distance k
 	// takes the k-th batch of its missing pieces counted from the end, so
 	// machines that see the same bitfields never pick the same piece. The

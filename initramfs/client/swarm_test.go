@@ -28,9 +28,9 @@ import (
 	"github.com/anacrolix/torrent/storage"
 	"golang.org/x/time/rate"
 
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
-	"github.com/boottorrent/boottorrent/seeder"
+	"github.com/boottorrent/boottorrent/seeder/btlan"
 	"github.com/boottorrent/boottorrent/seeder/tracker"
 )
 
@@ -54,7 +54,7 @@ type testServer struct {
 	// noPeers makes the boot API's peer list fail (503).
 	noPeers bool
 	// noMask makes the seeder a plain one, without
-	// bootapi.MaskExtension (an older server).
+	// btlan.MaskExtension (an older server).
 	noMask bool
 	// uploadBps limits the seeder's upload (0: unlimited).
 	uploadBps int
@@ -165,7 +165,7 @@ func (s *testServer) startSeeder() {
 	cfg.ListenPort = 0
 	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{ClientBaseDir: s.dir, PieceCompletion: storage.NewMapPieceCompletion(), UsePartFiles: generics.Some(false)})
 	if !s.noMask {
-		seeder.AnswerMaskRequests(cfg)
+		btlan.AnswerMaskRequests(cfg)
 	}
 	cl, err := torrent.NewClient(cfg)
 	if err != nil {
@@ -319,7 +319,7 @@ func TestSwarmShares(t *testing.T) {
 		maxSeederCopies float64
 	}{
 		// The bound on server egress. On a quiet host 1.1–1.2;
-		// on one ten times slower, 1.32 once (session 12), as steal
+		// on one ten times slower, 1.32 once, as steal
 		// takes pieces a slow peer has not passed on yet.
 		{"all shares owned", 3, 3, 1.5},
 		{"one owner missing", 2, 3, 1.7},
@@ -360,8 +360,8 @@ func TestShareRange(t *testing.T) {
 		{64, 100, 512, 0, 0},     // beyond maxOwners: everything from the peers
 		{99, 100, 512, 0, 0},
 	} {
-		if from, to := shareRange(c.index, c.count, c.pieces); from != c.from || to != c.to {
-			t.Errorf("shareRange(%d, %d, %d) = [%d, %d), want [%d, %d)", c.index, c.count, c.pieces, from, to, c.from, c.to)
+		if from, to := bootapi.OwnedShare(c.index, c.count, bootapi.DefaultShareOwners, c.pieces); from != c.from || to != c.to {
+			t.Errorf("OwnedShare(%d, %d, 64, %d) = [%d, %d), want [%d, %d)", c.index, c.count, c.pieces, from, to, c.from, c.to)
 		}
 	}
 }
@@ -415,14 +415,12 @@ func TestWebSeedFallback(t *testing.T) {
 }
 
 // TestTrackerFallback: a client takes its peers from the boot API, not
-// from the torrent's tracker; when the peer list fails for trackerAfter,
+// from the torrent's tracker; when the peer list fails for TrackerAfter,
 // it announces to the tracker after all and finds the seeder there. (No
 // web seed: without the tracker nothing could bring the data. Without
 // the boot API the client has no share either, so the seeder offers it
 // pieces only after noShareAfter.)
 func TestTrackerFallback(t *testing.T) {
-	defer func(d time.Duration) { trackerAfter = d }(trackerAfter)
-	trackerAfter = time.Second
 	const size = 2 << 20
 	s := newTestServer(t, size, true)
 	s.noPeers = true
@@ -439,7 +437,7 @@ func TestTrackerFallback(t *testing.T) {
 	s.boot.SeedMS = 1000
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	r, console, err := runClient(t, ctx, s, "52:54:00:00:00:13", nil)
+	r, console, err := runClient(t, ctx, s, "52:54:00:00:00:13", func(c *Config) { c.TrackerAfter = time.Second })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -489,54 +487,6 @@ func TestSeederLateRecovers(t *testing.T) {
 	}
 	if !warned {
 		t.Error("the stall was not reported to the server")
-	}
-}
-
-// TestLANConfigPlainHandshakes: a boot client neither offers nor accepts
-// header obfuscation. Allowing it as a fallback let the library dial
-// again with MSE after every failed plain handshake (a duplicate
-// connection dropped mid-handshake), and those Diffie-Hellman exchanges
-// were 8–9 % of each client's CPU in swarmbench.
-func TestLANConfigPlainHandshakes(t *testing.T) {
-	cfg := LANConfig(0)
-	if cfg.HeaderObfuscationPolicy.Preferred || !cfg.HeaderObfuscationPolicy.RequirePreferred {
-		t.Errorf("HeaderObfuscationPolicy = %+v, want plain handshakes required", cfg.HeaderObfuscationPolicy)
-	}
-	if !cfg.Seed || !cfg.DropDuplicatePeerIds || !cfg.DisableUTP || !cfg.NoDHT {
-		t.Errorf("LANConfig lost a LAN setting: Seed %v DropDuplicatePeerIds %v DisableUTP %v NoDHT %v",
-			cfg.Seed, cfg.DropDuplicatePeerIds, cfg.DisableUTP, cfg.NoDHT)
-	}
-}
-
-// TestLANConfigStealGrace: a boot client lets a chunk request stay with
-// its connection for stealGrace before the library may move it, unless
-// the library's environment variable asks for another grace (swarmbench's
-// --client-env), which then wins.
-func TestLANConfigStealGrace(t *testing.T) {
-	t.Setenv(stealGraceEnv, "") // restored after the test
-	if err := CheckTorrentEnv(); err != nil {
-		t.Errorf("CheckTorrentEnv with %s empty: %v", stealGraceEnv, err)
-	}
-	if got := LANConfig(0).StealRequestGrace; got != stealGrace {
-		t.Errorf("StealRequestGrace = %v with %s empty, want %v", got, stealGraceEnv, stealGrace)
-	}
-	os.Unsetenv(stealGraceEnv)
-	if got := LANConfig(0).StealRequestGrace; got != stealGrace {
-		t.Errorf("StealRequestGrace = %v without %s, want %v", got, stealGraceEnv, stealGrace)
-	}
-	t.Setenv(stealGraceEnv, "250ms")
-	if err := CheckTorrentEnv(); err != nil {
-		t.Errorf("CheckTorrentEnv with %s=250ms: %v", stealGraceEnv, err)
-	}
-	if got := LANConfig(0).StealRequestGrace; got != 250*time.Millisecond {
-		t.Errorf("StealRequestGrace = %v with %s=250ms, want 250ms", got, stealGraceEnv)
-	}
-	// The library panics on a value that does not parse; the check turns
-	// it into an error naming the variable and the fix.
-	t.Setenv(stealGraceEnv, "8 seconds")
-	err := CheckTorrentEnv()
-	if err == nil || !strings.Contains(err.Error(), stealGraceEnv) || !strings.Contains(err.Error(), "unset") {
-		t.Errorf("CheckTorrentEnv with %s=\"8 seconds\" = %v, want an error naming the variable and the fix", stealGraceEnv, err)
 	}
 }
 
@@ -684,7 +634,7 @@ func TestPickSteal(t *testing.T) {
 
 // TestSeederMaskChange: when the pieces this machine may ask the seeder
 // for change (its share, then pieces of other shares, see steal), a
-// seeder with bootapi.MaskExtension gets a mask request on the open
+// seeder with btlan.MaskExtension gets a mask request on the open
 // connection, and the library's view of the seeder changes to the new
 // mask on that same connection: the requests in flight stay. A seeder
 // without the extension (an older server) is dialled again instead, and
@@ -711,12 +661,12 @@ func TestSeederMaskChange(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			seederAddr := fmt.Sprintf("127.0.0.1:%d", s.seeder.LocalPort())
-			var share atomic.Pointer[[2]int] // what the server answers
-			share.Store(&[2]int{0, 2})
+			var answer atomic.Pointer[[2]int] // what the server answers
+			answer.Store(&[2]int{0, 2})
 			d, err := startTorrent(ctx, s.mi, dlOptions{
 				DataDir: t.TempDir(), ListenHost: "127.0.0.1", ServerHost: "127.0.0.1",
 				Peers: func(context.Context) (*bootapi.Peers, error) {
-					sh := share.Load()
+					sh := answer.Load()
 					return &bootapi.Peers{Peers: []string{seederAddr}, ShareIndex: sh[0], ShareCount: sh[1]}, nil
 				},
 			})
@@ -756,8 +706,8 @@ func TestSeederMaskChange(t *testing.T) {
 			// The server hands this machine the other share; shareLoop
 			// applies it (without waiting for the next peer list).
 			setShare := func(index, count int) {
-				share.Store(&[2]int{index, count})
-				d.share.Store(&[2]int{index, count})
+				answer.Store(&[2]int{index, count})
+				d.share.Store(&share{index, count, count})
 			}
 			setShare(1, 2)
 			second := seederView(np/2, np)

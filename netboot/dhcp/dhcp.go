@@ -49,12 +49,20 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/boottorrent/boottorrent/initramfs/logging"
 )
 
-// Modes, the same strings as config.DHCPProxy and config.DHCPFull.
+// Mode is how the appliance answers DHCP: the spellings of dhcp.mode in
+// Boottorrent.yaml (config.DHCPProxy, config.DHCPFull, config.DHCPOff).
+type Mode string
+
+// Modes. A Server serves ModeProxy or ModeFull; ModeOff means no DHCP
+// server is started (the site's DHCP points machines at iPXE itself).
 const (
-	ModeProxy = "proxy"
-	ModeFull  = "full"
+	ModeProxy Mode = "proxy"
+	ModeFull  Mode = "full"
+	ModeOff   Mode = "off"
 )
 
 // Ports: DHCP server, DHCP client, and the PXE boot-server port on which
@@ -84,7 +92,7 @@ var (
 // Options configure a Server. Zero values mean "not configured" unless a
 // default is stated.
 type Options struct {
-	Mode      string       // ModeProxy or ModeFull
+	Mode      Mode         // ModeProxy or ModeFull
 	Interface string       // the LAN interface, e.g. "eth0" (only for logs here; Listen binds)
 	ServerIP  netip.Addr   // our address on the LAN: server identifier, TFTP next-server
 	Prefix    netip.Prefix // the interface's network (full mode: netmask, range check)
@@ -125,6 +133,9 @@ type Options struct {
 	// is full the oldest is dropped (default 512). Workers take the
 	// newest first (see packetQueue).
 	Queue int
+	// MaxQueueWait is how long a packet may wait for a worker before it
+	// is dropped unanswered (default DefaultMaxQueueWait).
+	MaxQueueWait time.Duration
 }
 
 // Event describes one reply to a machine.
@@ -145,7 +156,7 @@ type Server struct {
 	pool   *pool // full mode only
 	mask   net.IPMask
 	now    func() time.Time
-	limits *limiter
+	limits *logging.Limiter
 
 	unsupported seenSet // MACs already logged for an architecture we cannot serve
 
@@ -169,7 +180,7 @@ type Server struct {
 // Stats are counters since New.
 type Stats struct {
 	Received  uint64 // packets read
-	Dropped   uint64 // packets dropped unanswered: the oldest when the queue was full, or after waiting over maxQueueWait
+	Dropped   uint64 // packets dropped unanswered: the oldest when the queue was full, or after waiting over MaxQueueWait
 	Malformed uint64 // packets that did not parse as DHCP requests
 	Answered  uint64 // replies sent
 	Panics    uint64 // handler panics recovered
@@ -203,6 +214,9 @@ func New(opt Options) (*Server, error) {
 	if opt.Workers <= 0 {
 		opt.Workers = max(4, runtime.GOMAXPROCS(0))
 	}
+	if opt.MaxQueueWait <= 0 {
+		opt.MaxQueueWait = DefaultMaxQueueWait
+	}
 	if opt.Queue <= 0 {
 		opt.Queue = 512
 	}
@@ -213,7 +227,7 @@ func New(opt Options) (*Server, error) {
 		opt:    opt,
 		log:    opt.Logger.With("iface", opt.Interface, "mode", opt.Mode),
 		now:    time.Now,
-		limits: newLimiter(5 * time.Second),
+		limits: logging.NewLimiter(5 * time.Second),
 		done:   make(chan struct{}),
 	}
 	s.unsupported.max = 4096
@@ -363,10 +377,10 @@ func (s *Server) Serve(conn67, conn4011 net.PacketConn) error {
 				if !ok {
 					return
 				}
-				if waited := time.Since(p.at); waited > maxQueueWait {
+				if waited := time.Since(p.at); waited > s.opt.MaxQueueWait {
 					bufPool.Put(p.buf)
 					s.dropped.Add(1)
-					s.limits.warn(s.log, "stale", "dhcp request waited too long for a worker, dropped (the server is overloaded; newer requests are answered first)",
+					s.limits.Warn(s.log, "stale", "dhcp request waited too long for a worker, dropped (the server is overloaded; newer requests are answered first)",
 						"port", p.port, "waited", waited.Round(time.Millisecond), "dropped_total", s.dropped.Load())
 					continue
 				}
@@ -414,7 +428,7 @@ func (s *Server) readLoop(conn net.PacketConn, port int, queue *packetQueue) err
 			if consecutive > 100 {
 				return fmt.Errorf("dhcp: reading port %d: %w", port, err)
 			}
-			s.limits.warn(s.log, "read error", "dhcp read error", "port", port, "err", err)
+			s.limits.Warn(s.log, "read error", "dhcp read error", "port", port, "err", err)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
@@ -423,7 +437,7 @@ func (s *Server) readLoop(conn net.PacketConn, port int, queue *packetQueue) err
 		if old, evicted := queue.push(packet{buf: bp, n: n, from: from, conn: conn, port: port, at: time.Now()}); evicted {
 			bufPool.Put(old.buf)
 			s.dropped.Add(1)
-			s.limits.warn(s.log, "queue full", "dhcp queue full, dropping the oldest requests (the server is overloaded; newer requests are answered first)",
+			s.limits.Warn(s.log, "queue full", "dhcp queue full, dropping the oldest requests (the server is overloaded; newer requests are answered first)",
 				"port", old.port, "dropped_total", s.dropped.Load())
 		}
 	}
@@ -468,7 +482,7 @@ func (s *Server) process(p packet) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.panics.Add(1)
-			s.limits.warn(s.log, "panic", "dhcp handler panic (packet dropped)", "from", p.from, "panic", fmt.Sprint(r))
+			s.limits.Warn(s.log, "panic", "dhcp handler panic (packet dropped)", "from", p.from, "panic", fmt.Sprint(r))
 		}
 	}()
 	data := (*p.buf)[:p.n]
@@ -478,7 +492,7 @@ func (s *Server) process(p packet) {
 	req, err := parseRequest(data)
 	if err != nil {
 		s.malformed.Add(1)
-		s.limits.warn(s.log, "malformed", "dhcp malformed packet dropped", "from", p.from, "port", p.port,
+		s.limits.Warn(s.log, "malformed", "dhcp malformed packet dropped", "from", p.from, "port", p.port,
 			"bytes", p.n, "err", err)
 		return
 	}
@@ -490,7 +504,7 @@ func (s *Server) process(p packet) {
 	send := func() {
 		if _, err := p.conn.WriteTo(out, r.to); err != nil {
 			if !s.isClosed() {
-				s.limits.warn(s.log, "write error", "dhcp reply not sent", "mac", req.ClientHWAddr, "to", r.to, "err", err)
+				s.limits.Warn(s.log, "write error", "dhcp reply not sent", "mac", req.ClientHWAddr, "to", r.to, "err", err)
 			}
 			return
 		}

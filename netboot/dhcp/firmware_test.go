@@ -196,8 +196,8 @@ func (c *capture) tap(port int, data []byte) {
 // server received are stored in testdata/firmware/ for the golden tests.
 func TestFirmware(t *testing.T) {
 	needQEMU(t)
-	for _, mode := range []string{ModeFull, ModeProxy} {
-		t.Run(mode, func(t *testing.T) {
+	for _, mode := range []Mode{ModeFull, ModeProxy} {
+		t.Run(string(mode), func(t *testing.T) {
 			l := newTestLAN(t)
 			dir := t.TempDir()
 			opt := testOptions(mode)
@@ -247,7 +247,7 @@ func TestFirmware(t *testing.T) {
 				capt.mu.Lock()
 				defer capt.mu.Unlock()
 				for _, vm := range vms {
-					p := filepath.Join("testdata", "firmware", mode+"-"+vm.name+".txt")
+					p := filepath.Join("testdata", "firmware", string(mode)+"-"+vm.name+".txt")
 					os.MkdirAll(filepath.Dir(p), 0o755)
 					body := fmt.Sprintf("# Requests %s firmware (QEMU %s, MAC %s) sent to our %s-mode server.\n# One per line: local port, packet in hex. Captured by TestFirmware -update.\n",
 						vm.name, map[bool]string{true: "OVMF", false: "SeaBIOS"}[vm.uefi], vm.mac, mode)

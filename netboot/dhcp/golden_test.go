@@ -73,7 +73,7 @@ func TestGoldenFirmwareReplies(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			pkts := readCapture(t, file)
 			var b strings.Builder
-			for _, mode := range []string{ModeProxy, ModeFull} {
+			for _, mode := range []Mode{ModeProxy, ModeFull} {
 				opt := testOptions(mode)
 				opt.Machines = map[string]string{"52:54:00:b7:00:01": "bios01"}
 				s := newTestServer(t, opt)

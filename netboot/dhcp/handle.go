@@ -198,7 +198,7 @@ func (s *Server) handleFull(req *dhcpv4.DHCPv4, fw firmware, now time.Time) *rep
 		// served, relays from other networks are not.
 		ga, _ := netip.AddrFromSlice(gi.To4())
 		if !s.opt.Prefix.Contains(ga) {
-			s.limits.warn(s.log, "relayed", "dhcp: request relayed from another network ignored (full mode serves only its own LAN)",
+			s.limits.Warn(s.log, "relayed", "dhcp: request relayed from another network ignored (full mode serves only its own LAN)",
 				"mac", req.ClientHWAddr.String(), "relay", gi.String())
 			return nil
 		}
@@ -220,7 +220,7 @@ func (s *Server) handleFull(req *dhcpv4.DHCPv4, fw firmware, now time.Time) *rep
 		}
 		ip, err := s.pool.offer(mac, requested, now)
 		if err != nil {
-			s.limits.warn(s.log, "exhausted", "dhcp: no address to offer", "mac", mac, "err", err)
+			s.limits.Warn(s.log, "exhausted", "dhcp: no address to offer", "mac", mac, "err", err)
 			return nil
 		}
 		return s.leaseReply(req, fw, dhcpv4.MessageTypeOffer, ip, file, "offer")
@@ -250,7 +250,7 @@ func (s *Server) handleFull(req *dhcpv4.DHCPv4, fw firmware, now time.Time) *rep
 			return s.nak(req, fw, why)
 		default:
 			if why != "" {
-				s.limits.warn(s.log, "ignore", "dhcp: request not answered", "mac", mac, "requested", ip.String(), "reason", why)
+				s.limits.Warn(s.log, "ignore", "dhcp: request not answered", "mac", mac, "requested", ip.String(), "reason", why)
 			}
 			return nil
 		}

@@ -13,7 +13,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 )
 
-func testOptions(mode string) Options {
+func testOptions(mode Mode) Options {
 	return Options{
 		Mode: mode, Interface: "eth0",
 		ServerIP: mustAddr("10.0.0.1"), Prefix: netip.MustParsePrefix("10.0.0.1/24"),
@@ -92,9 +92,9 @@ func TestBootFileChoice(t *testing.T) {
 		{"uefi arm64", iana.EFI_ARM64, "PXEClient:Arch:00011:UNDI:003000", false, true, ""},
 		{"uefi ia32", iana.EFI_IA32, "PXEClient:Arch:00006:UNDI:003000", false, true, ""},
 	}
-	for _, mode := range []string{ModeProxy, ModeFull} {
+	for _, mode := range []Mode{ModeProxy, ModeFull} {
 		for _, c := range cases {
-			t.Run(mode+"/"+c.name, func(t *testing.T) {
+			t.Run(string(mode)+"/"+c.name, func(t *testing.T) {
 				opt := testOptions(mode)
 				opt.TFTP = c.tftp
 				s := newTestServer(t, opt)
@@ -174,7 +174,7 @@ func TestProxyOffer(t *testing.T) {
 }
 
 func TestBootServerPort(t *testing.T) {
-	for _, mode := range []string{ModeProxy, ModeFull} {
+	for _, mode := range []Mode{ModeProxy, ModeFull} {
 		s := newTestServer(t, testOptions(mode))
 		rq := pxeDiscover(t, iana.EFI_X86_64, "PXEClient:Arch:00007:UNDI:003016", true)
 		rq.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeRequest))

@@ -5,13 +5,13 @@ import (
 	"time"
 )
 
-// maxQueueWait is how long a received packet may wait for a worker before
-// it is dropped unanswered. Every DHCP client sends again when its wait
-// runs out (PXE ROMs after 4, 8, 16 and 32 s, iPXE after 1–8 s, the boot
-// client after 1–16 s), so a packet that waited this long has a newer
-// copy, or its sender gave up; answering it only delays the newer ones.
-// (A variable for tests.)
-var maxQueueWait = 10 * time.Second
+// DefaultMaxQueueWait is how long a received packet may wait for a worker
+// before it is dropped unanswered (Options.MaxQueueWait). Every DHCP
+// client sends again when its wait runs out (PXE ROMs after 4, 8, 16 and
+// 32 s, iPXE after 1–8 s, the boot client after 1–16 s), so a packet that
+// waited this long has a newer copy, or its sender gave up; answering it
+// only delays the newer ones.
+const DefaultMaxQueueWait = 10 * time.Second
 
 // packetQueue holds received packets for the workers, newest first. Under
 // a burst the server cannot keep up with (a classroom powered on at once
@@ -22,7 +22,7 @@ var maxQueueWait = 10 * time.Second
 // nothing but stale copies (cmd/swarmbench/TUNING.md, 2026-11-24). So the
 // workers take the newest packet; when the queue is full the oldest is
 // dropped to make room, and a packet that waited longer than
-// maxQueueWait is dropped when a worker reaches it. When the server keeps
+// Options.MaxQueueWait is dropped when a worker reaches it. When the server keeps
 // up the queue holds a packet or two and the order does not matter: one
 // client's DHCP messages are answers to ours, never queued together.
 type packetQueue struct {

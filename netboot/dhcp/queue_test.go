@@ -88,10 +88,10 @@ func (c *gatedConn) WriteTo(b []byte, a net.Addr) (int, error) {
 
 // gatedServer serves a gatedConn with one worker and the given queue;
 // send queues a PXE discover with transaction ID xid.
-func gatedServer(t *testing.T, queue int) (*Server, *gatedConn, func(xid byte)) {
+func gatedServer(t *testing.T, queue int, maxWait time.Duration) (*Server, *gatedConn, func(xid byte)) {
 	t.Helper()
 	opt := testOptions(ModeProxy)
-	opt.Workers, opt.Queue = 1, queue
+	opt.Workers, opt.Queue, opt.MaxQueueWait = 1, queue, maxWait
 	s := newTestServer(t, opt)
 	c := &gatedConn{memConn: newMemConn(64), gate: make(chan struct{}), started: make(chan struct{})}
 	go s.Serve(c, nil)
@@ -108,7 +108,7 @@ func gatedServer(t *testing.T, queue int) (*Server, *gatedConn, func(xid byte)) 
 // since sent again (the FIFO it had before: N = 100 in the swarm
 // benchmark, replies 48–100 s late).
 func TestServeNewestFirst(t *testing.T) {
-	s, c, send := gatedServer(t, 4)
+	s, c, send := gatedServer(t, 4, 0)
 	send(1)
 	<-c.started // the worker is writing the reply to 1
 	for xid := byte(2); xid <= 10; xid++ {
@@ -141,12 +141,11 @@ func TestServeNewestFirst(t *testing.T) {
 	}
 }
 
-// TestServeDropsStale: a request that waited longer than maxQueueWait for
+// TestServeDropsStale: a request that waited longer than MaxQueueWait for
 // a worker is dropped unanswered; later ones are answered.
 func TestServeDropsStale(t *testing.T) {
-	defer func(w time.Duration) { maxQueueWait = w }(maxQueueWait)
-	maxQueueWait = 100 * time.Millisecond
-	s, c, send := gatedServer(t, 8)
+	const maxQueueWait = 100 * time.Millisecond
+	s, c, send := gatedServer(t, 8, maxQueueWait)
 	send(1)
 	<-c.started
 	send(2)

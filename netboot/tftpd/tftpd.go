@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/pin/tftp/v3"
+
+	"github.com/boottorrent/boottorrent/initramfs/logging"
 )
 
 // Defaults.
@@ -101,30 +103,12 @@ type Server struct {
 
 	closeOnce sync.Once
 
-	limitMu  sync.Mutex
-	lastWarn map[string]time.Time // fixed kinds, never input
-	suppr    map[string]int
+	limits *logging.Limiter
 }
 
 // warn logs one line per kind every 5 s at most, so that a flood of bad
-// requests cannot flood the log; the next line says how many were
-// suppressed.
-func (s *Server) warn(kind, msg string, args ...any) {
-	now := time.Now()
-	s.limitMu.Lock()
-	if t, ok := s.lastWarn[kind]; ok && now.Sub(t) < 5*time.Second {
-		s.suppr[kind]++
-		s.limitMu.Unlock()
-		return
-	}
-	n := s.suppr[kind]
-	s.lastWarn[kind], s.suppr[kind] = now, 0
-	s.limitMu.Unlock()
-	if n > 0 {
-		args = append(args, "suppressed", n)
-	}
-	s.log.Warn(msg, args...)
-}
+// requests cannot flood the log.
+func (s *Server) warn(kind, msg string, args ...any) { s.limits.Warn(s.log, kind, msg, args...) }
 
 // New checks the files and prepares a server. It fails when a file is
 // missing or unreadable, so the administrator learns at start, not when
@@ -143,7 +127,7 @@ func New(o Options) (*Server, error) {
 		o.Timeout = DefaultTimeout
 	}
 	s := &Server{opts: o, log: o.Logger, files: map[string]servedFile{}, sem: make(chan struct{}, o.MaxTransfers),
-		lastWarn: map[string]time.Time{}, suppr: map[string]int{}}
+		limits: logging.NewLimiter(5 * time.Second)}
 	for _, name := range o.Files {
 		if name == "" {
 			continue

@@ -15,11 +15,11 @@ import (
 
 	"github.com/boottorrent/boottorrent/config"
 	"github.com/boottorrent/boottorrent/initramfs"
-	clientpkg "github.com/boottorrent/boottorrent/initramfs/client"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 	"github.com/boottorrent/boottorrent/netboot"
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
 	"github.com/boottorrent/boottorrent/oss"
 	"github.com/boottorrent/boottorrent/seeder"
+	"github.com/boottorrent/boottorrent/seeder/btlan"
 )
 
 func runStart(env *Env, args []string) error {
@@ -78,7 +78,7 @@ func (a *appliance) close() {
 func serve(ctx context.Context, p *config.Project, log *slog.Logger) error {
 	// The seeder's BitTorrent client reads the library's environment and
 	// panics on a malformed value: say which one instead.
-	if err := clientpkg.CheckTorrentEnv(); err != nil {
+	if err := btlan.CheckTorrentEnv(); err != nil {
 		return err
 	}
 	c := p.Config
@@ -115,32 +115,23 @@ func serve(ctx context.Context, p *config.Project, log *slog.Logger) error {
 		return fmt.Errorf("build the boot client: %w", err)
 	}
 
-	sd, err := seeder.New(seeder.Options{Project: p, Logger: log})
+	sd, err := startSeeder(ctx, a, seeder.Options{Project: p, Logger: log})
 	if err != nil {
-		return fmt.Errorf("seeder: %w", err)
-	}
-	a.onClose("seeder", sd.Close)
-	if err := sd.Start(ctx); err != nil {
-		// A corrupted OS is left out of the menu and not seeded; the
-		// others still boot. Anything else stops the start.
-		if !errors.Is(err, seeder.ErrCorrupt) {
-			return fmt.Errorf("seeder: %w", err)
-		}
-		log.Error("not serving a corrupted OS: its files changed on disk after they were hashed, or are damaged; replace them (or touch them to re-hash) and restart", "err", err)
+		return err
 	}
 
-	nb, err := netboot.New(netboot.Options{Project: p, Logger: log, Catalog: sd,
-		ClientKernel: client.Kernel, ClientInitramfs: client.Initramfs})
+	nbo, err := netbootOptions(p)
 	if err != nil {
-		return fmt.Errorf("netboot: %w", err)
+		return err
 	}
-	a.onClose("netboot", nb.Close)
-	if err := nb.Start(ctx); err != nil {
-		return fmt.Errorf("netboot: %w", err)
+	nbo.Logger, nbo.Catalog, nbo.ClientKernel, nbo.ClientInitramfs = log, sd, client.Kernel, client.Initramfs
+	nb, err := startNetboot(ctx, a, nbo)
+	if err != nil {
+		return err
 	}
 
 	srv := &http.Server{
-		Handler:           netboot.ControlPriority(routes(nb.Handler(), sd.Handler())),
+		Handler:           surface(nb, sd),
 		ConnContext:       netboot.ConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -172,23 +163,53 @@ func serve(ctx context.Context, p *config.Project, log *slog.Logger) error {
 	return nil
 }
 
-// routes mounts both parts on the one listener.
-func routes(boot, seed http.Handler) http.Handler {
-	mux := http.NewServeMux()
-	for _, p := range []string{bootapi.PathBootScript, bootapi.PathClientKernel, bootapi.PathClientInitramfs,
-		bootapi.PathBoot, bootapi.PathPeers, bootapi.PathReport, bootapi.PathMachines} {
-		mux.Handle(p, boot)
+// startSeeder starts the seeder; its errors name the part once.
+func startSeeder(ctx context.Context, a *appliance, o seeder.Options) (*seeder.Seeder, error) {
+	sd, err := seeder.New(o)
+	if err != nil {
+		return nil, fmt.Errorf("seeder: %w", err)
 	}
-	for _, p := range []string{bootapi.PathOSList, bootapi.PathTorrents, bootapi.PathWebSeed,
-		bootapi.PathAnnounce, bootapi.PathScrape} {
-		mux.Handle(p, seed)
+	a.onClose("seeder", sd.Close)
+	if err := sd.Start(ctx); err != nil {
+		// A corrupted OS is left out of the menu and not seeded; the
+		// others still boot. Anything else stops the start.
+		if !errors.Is(err, seeder.ErrCorrupt) {
+			return nil, fmt.Errorf("seeder: %w", err)
+		}
+		a.log.Error("not serving a corrupted OS: its files changed on disk after they were hashed, or are damaged; replace them (or touch them to re-hash) and restart", "err", err)
 	}
-	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
+	return sd, nil
+}
+
+// startNetboot starts DHCP, TFTP and the router advertisements; its
+// errors name the part once.
+func startNetboot(ctx context.Context, a *appliance, o netboot.Options) (*netboot.Server, error) {
+	nb, err := netboot.New(o)
+	if err != nil {
+		return nil, fmt.Errorf("netboot: %w", err)
+	}
+	a.onClose("netboot", nb.Close)
+	if err := nb.Start(ctx); err != nil {
+		return nil, fmt.Errorf("netboot: %w", err)
+	}
+	return nb, nil
+}
+
+// surface is the appliance's one HTTP surface: every part registers its
+// own routes, marking the control-priority ones (netboot.Surface).
+func surface(parts ...interface {
+	Register(handle func(pattern string, h http.Handler, control bool))
+}) *netboot.Surface {
+	m := netboot.NewSurface()
+	for _, p := range parts {
+		p.Register(m.Handle)
+	}
+	m.Handle("GET /{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintf(w, "boottorrent %s\n\n%s  machines booting (JSON)\n%s  operating systems (JSON)\n%s  boot script for iPXE\n",
 			versionString(), bootapi.PathMachines, bootapi.PathOSList, bootapi.PathBootScript)
-	})
-	return mux
+	}), false)
+	return m
 }
 
 // bindError turns a bind failure into advice naming the setting.

@@ -21,9 +21,8 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	pp "github.com/anacrolix/torrent/peer_protocol"
 	"github.com/anacrolix/torrent/storage"
-	"golang.org/x/time/rate"
 
-	"github.com/boottorrent/boottorrent/initramfs/client"
+	"github.com/boottorrent/boottorrent/seeder/btlan"
 )
 
 // The "lab" helpers run anacrolix/torrent directly, with the settings the
@@ -51,7 +50,7 @@ type LabResult struct {
 }
 
 func labConfig(dir string, port int, seeder bool) *torrent.ClientConfig {
-	cfg := client.LANConfig(port)
+	cfg := btlan.LANConfig(port)
 	cfg.DisableWebseeds = true
 	cfg.DataDir = dir
 	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{
@@ -60,13 +59,7 @@ func labConfig(dir string, port int, seeder bool) *torrent.ClientConfig {
 	})
 	cfg.Logger = cfg.Logger.WithFilterLevel(alog.Warning)
 	if seeder {
-		cfg.EstablishedConnsPerTorrent = 1000
-		cfg.HalfOpenConnsPerTorrent = 100
-		cfg.TotalHalfOpenConns = 400
-		cfg.TorrentPeersHighWater = 2000
-		cfg.DisableAcceptRateLimiting = true
-		cfg.DialRateLimiter = rate.NewLimiter(200, 200)
-		cfg.MaxAllocPeerRequestDataPerConn = 4 << 20
+		btlan.ManyPeers(cfg)
 	}
 	if v := os.Getenv("SWARMBENCH_LAB_MAXREQ"); v != "" {
 		n, _ := strconv.Atoi(v)
@@ -106,7 +99,7 @@ func labSeed(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer cl.Close()
-	t, err := client.AddTorrent(cl, &mi)
+	t, err := btlan.AddTorrent(cl, &mi)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -214,7 +207,7 @@ func labLeech(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer cl.Close()
-	t, err := client.AddTorrent(cl, mi)
+	t, err := btlan.AddTorrent(cl, mi)
 	if err != nil {
 		res.Error = err.Error()
 		return 1
@@ -332,7 +325,7 @@ wait:
 	res.SeedSeconds = time.Since(t1).Seconds()
 	st := t.Stats()
 	res.FromPeers, res.FromSeeder = fromPeers.Load(), fromSeeder.Load()
-	res.Wasted = st.ChunksReadWasted.Int64() * client.ChunkSize
+	res.Wasted = st.ChunksReadWasted.Int64() * btlan.ChunkSize
 	res.Uploaded = st.BytesWrittenData.Int64()
 	res.PiecesFailed = st.PiecesDirtiedBad.Int64()
 	return 0

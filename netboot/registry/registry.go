@@ -1,24 +1,28 @@
-package netboot
+// Package registry is what the server knows about every machine that is
+// booting: its stage (from the DHCP, TFTP and HTTP events the server sees
+// itself, then from the boot client's reports), its addresses and its
+// download accounting. It answers "which machines fetch this OS" for the
+// swarm policy (seeder/swarm), which decides what to hand them; it must
+// not decide peers or shares itself, nor know HTTP or DHCP.
+package registry
 
 import (
-	"cmp"
-	"hash/fnv"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
+	"github.com/boottorrent/boottorrent/seeder/swarm"
 )
 
-// DefaultMaxMachines bounds the registry. A lab has tens to a few hundred
+// DefaultMax bounds the registry. A lab has tens to a few hundred
 // machines; the cap keeps a flood of forged MACs (DHCP or reports) from
 // growing memory without end. When full, the machine seen least recently
 // is forgotten.
-const DefaultMaxMachines = 4096
+const DefaultMax = 4096
 
 // progressLogEvery is how often a machine's download progress is logged
 // (stage changes are always logged at once).
@@ -49,17 +53,33 @@ type machine struct {
 	lastLog    time.Time
 }
 
-// NewRegistry returns an empty registry holding at most max machines
-// (DefaultMaxMachines if max <= 0). names maps lower-case MACs to the
-// names of config machines: entries.
-func NewRegistry(log *slog.Logger, max int, names map[string]string) *Registry {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+// Options configure a Registry.
+type Options struct {
+	Logger *slog.Logger
+	// Max bounds the machines held (DefaultMax if <= 0).
+	Max int
+	// Names maps machines' MACs to their names (config machines:).
+	Names map[bootapi.MAC]string
+	// Now is the clock (time.Now if nil; tests move it).
+	Now func() time.Time
+}
+
+// New returns an empty registry.
+func New(o Options) *Registry {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if max <= 0 {
-		max = DefaultMaxMachines
+	if o.Max <= 0 {
+		o.Max = DefaultMax
 	}
-	return &Registry{log: log, max: max, now: time.Now, names: names,
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	names := make(map[string]string, len(o.Names))
+	for mac, name := range o.Names {
+		names[mac.String()] = name
+	}
+	return &Registry{log: o.Logger, max: o.Max, now: o.Now, names: names,
 		byMAC: map[string]*machine{}, byIP: map[netip.Addr]string{}}
 }
 
@@ -251,189 +271,57 @@ func (r *Registry) Len() int {
 	return len(r.byMAC)
 }
 
-// PeerMaxAge is how recently a machine must have reported to be handed out
-// as a peer: clients report every ReportInterval, so a machine silent for
-// this long has booted its OS or gone away.
-const PeerMaxAge = 30 * time.Second
-
 // Peers returns the BitTorrent addresses of machines that reported they
-// are downloading or seeding os within PeerMaxAge, except the machine
-// excludeMAC: every one of them when they are at most n, otherwise at
-// most n chosen by ringPeers. A machine is handed the same peers while
-// the machines stay, and the answer changes only when one comes or goes
-// near it. (Listing the most recently seen first, as before, changed the
-// answer of more than n machines with every report: at N = 100 each
-// machine then asked again every second, and the answers filled a
-// 1 Mbit/s server uplink on their own; cmd/swarmbench/TUNING.md.)
+// are downloading or seeding os within swarm.PeerMaxAge, except the
+// machine excludeMAC, as swarm.Peers chooses at most n of them for it.
 func (r *Registry) Peers(os, excludeMAC string, n int) []netip.AddrPort {
 	now := r.now()
-	var cs []ringMember
+	var cs []swarm.Member
 	r.mu.Lock()
 	for mac, e := range r.byMAC {
 		if mac == excludeMAC || !strings.EqualFold(e.m.OS, os) || e.listenPort == 0 || !e.ip.IsValid() {
 			continue
 		}
-		if e.m.Stage != bootapi.StageDownload && e.m.Stage != bootapi.StageSeeding {
+		if !fetching(e, now) {
 			continue
 		}
-		if now.Sub(e.m.LastSeen) > PeerMaxAge {
-			continue
-		}
-		cs = append(cs, ringMember{macHash(mac), netip.AddrPortFrom(e.ip, uint16(e.listenPort))})
+		cs = append(cs, swarm.Member{MAC: mac, Addr: netip.AddrPortFrom(e.ip, uint16(e.listenPort))})
 	}
 	r.mu.Unlock()
-	if len(cs) <= n {
-		out := make([]netip.AddrPort, len(cs))
-		for i, c := range cs {
-			out[i] = c.addr
-		}
-		sortByRank(excludeMAC, out)
-		return out
-	}
-	return ringPeers(excludeMAC, cs, n)
+	return swarm.Peers(excludeMAC, cs, n)
 }
 
-// ringMember is a machine ringPeers places on its rings.
-type ringMember struct {
-	mac  uint64 // macHash
-	addr netip.AddrPort
-}
-
-// ringPeers chooses at most n of the machines cs for the machine asker:
-// its two neighbours on each of n/2 rings, every ring an order of all the
-// machines (cs and asker) by a hash of the ring's number and the MAC.
-// The choice is symmetric: a machine's neighbour on a ring has it as its
-// neighbour on that ring, so two machines list each other or neither.
-// Each boot client keeps at most 25 connections (initramfs/client
-// LANConfig), and when a machine dials in beyond that the library closes
-// one of its connections, usually the seeder's, which brings the
-// machine's share: with each machine's own top 19 of a hash order
-// (rendezvous hashing, as before), a machine was also dialled by the
-// machines that listed it without being on its list, about 25 machines
-// at N = 30 and 34 at N = 100, and at N = 30 (8 MiB, 1 Mbit/s) the
-// machines closed their seeder connection 15–28 times a run
-// (cmd/swarmbench/TUNING.md). With symmetric lists a machine has at most
-// n machines to connect to. Random rings mix the swarm as a random
-// graph does (a few hops from any machine to any other), and a machine
-// coming or going changes the answers of its neighbours only.
-func ringPeers(asker string, cs []ringMember, n int) []netip.AddrPort {
-	out := make([]netip.AddrPort, 0, n)
-	seen := make(map[netip.AddrPort]bool, n)
-	add := func(k int) {
-		if k >= 0 && !seen[cs[k].addr] {
-			seen[cs[k].addr] = true
-			out = append(out, cs[k].addr)
-		}
-	}
-	self := macHash(asker)
-	for ring := range max(1, n/2) {
-		me := ringKey(ring, self)
-		next, prev := -1, -1
-		var dn, dp uint64
-		for k, c := range cs {
-			h := ringKey(ring, c.mac)
-			// Distances along the ring, forward and back (wrapping).
-			if f := h - me; next < 0 || f < dn || f == dn && c.addr.Compare(cs[next].addr) < 0 {
-				next, dn = k, f
-			}
-			if b := me - h; prev < 0 || b < dp || b == dp && c.addr.Compare(cs[prev].addr) < 0 {
-				prev, dp = k, b
-			}
-		}
-		add(next)
-		add(prev)
-	}
-	return out
-}
-
-// macHash is the MAC's hash, before any ring's mixing (ringKey).
-func macHash(mac string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(strings.ToLower(mac)))
-	return h.Sum64()
-}
-
-// ringKey is the place on ring number ring of the machine whose MAC
-// hashes to mac (macHash): the hash mixed with the ring's number by
-// SplitMix64's finaliser, so that the rings' orders are unrelated (FNV
-// alone, with the ring's number in front of the MAC, gave nearly the
-// same order on every ring).
-func ringKey(ring int, mac uint64) uint64 {
-	z := mac + uint64(ring+1)*0x9e3779b97f4a7c15
-	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
-	z = (z ^ z>>27) * 0x94d049bb133111eb
-	return z ^ z>>31
-}
-
-// sortByRank orders candidates for the machine asker by peerRank (then by
-// address, for equal ranks): an order of its own for every machine that
-// stays the same however the candidates came in.
-func sortByRank(asker string, candidates []netip.AddrPort) {
-	rank := make(map[netip.AddrPort]uint64, len(candidates))
-	for _, c := range candidates {
-		rank[c] = peerRank(asker, c)
-	}
-	slices.SortFunc(candidates, func(a, b netip.AddrPort) int {
-		if c := cmp.Compare(rank[a], rank[b]); c != 0 {
-			return c
-		}
-		return a.Compare(b)
-	})
-}
-
-// peerRank is candidate's place in the peer list handed to the machine
-// asker (Peers): lowest first.
-func peerRank(asker string, candidate netip.AddrPort) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(strings.ToLower(asker)))
-	h.Write([]byte{0})
-	b, _ := candidate.MarshalBinary()
-	h.Write(b)
-	return h.Sum64()
+// fetching says whether a machine counts as fetching its OS at now: it
+// reported downloading or seeding within swarm.PeerMaxAge.
+func fetching(e *machine, now time.Time) bool {
+	return (e.m.Stage == bootapi.StageDownload || e.m.Stage == bootapi.StageSeeding) && now.Sub(e.m.LastSeen) <= swarm.PeerMaxAge
 }
 
 // Share returns which share of os's pieces the machine mac should fetch
-// from the seeder (bootapi.Peers): its rank among the machines that
-// reported downloading or seeding os within PeerMaxAge, in the order they
-// started downloading, and how many there are. A machine not yet among
-// them counts as the last. Machines that finished keep their share: they
-// hold those pieces for the others.
+// from the seeder (bootapi.Peers), as swarm.Share ranks it among the
+// machines fetching os. A machine not yet among them counts as starting
+// now.
 func (r *Registry) Share(os, mac string) (index, count int) {
 	now := r.now()
-	type cand struct {
-		mac   string
-		since time.Time
-	}
-	var cs []cand
+	var cs []swarm.Fetcher
+	self := swarm.Fetcher{MAC: mac, Since: now}
 	r.mu.Lock()
 	for m, e := range r.byMAC {
-		if m == mac || !strings.EqualFold(e.m.OS, os) || now.Sub(e.m.LastSeen) > PeerMaxAge {
+		if !strings.EqualFold(e.m.OS, os) {
 			continue
 		}
-		if e.m.Stage != bootapi.StageDownload && e.m.Stage != bootapi.StageSeeding {
+		if m == mac {
+			if e.m.Stage == bootapi.StageDownload || e.m.Stage == bootapi.StageSeeding {
+				self.Since = fetchingSince(e)
+			}
 			continue
 		}
-		cs = append(cs, cand{m, fetchingSince(e)})
-	}
-	self := cand{mac, now}
-	if e, ok := r.byMAC[mac]; ok && strings.EqualFold(e.m.OS, os) && (e.m.Stage == bootapi.StageDownload || e.m.Stage == bootapi.StageSeeding) {
-		self.since = fetchingSince(e)
+		if fetching(e, now) {
+			cs = append(cs, swarm.Fetcher{MAC: m, Since: fetchingSince(e)})
+		}
 	}
 	r.mu.Unlock()
-	cs = append(cs, self)
-	sort.Slice(cs, func(i, j int) bool {
-		if !cs[i].since.Equal(cs[j].since) {
-			return cs[i].since.Before(cs[j].since)
-		}
-		return cs[i].mac < cs[j].mac
-	})
-	count = min(len(cs), bootapi.MaxShareCount)
-	for i, c := range cs {
-		if c.mac == mac {
-			return i % count, count
-		}
-	}
-	return 0, count
+	return swarm.Share(mac, append(cs, self))
 }
 
 // fetchingSince is when a machine started downloading (or, if it never
@@ -443,4 +331,20 @@ func fetchingSince(e *machine) time.Time {
 		return t
 	}
 	return e.m.Stages[bootapi.StageSeeding]
+}
+
+// RecentlyBooting says whether mac is at an early boot stage (DHCP, TFTP,
+// boot script) and was seen within d.
+func (r *Registry) RecentlyBooting(mac string, d time.Duration) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.byMAC[mac]
+	if !ok || r.now().Sub(e.m.LastSeen) > d {
+		return false
+	}
+	switch e.m.Stage {
+	case bootapi.StageDHCP, bootapi.StageTFTP, bootapi.StageIPXE:
+		return true
+	}
+	return false
 }

@@ -1,13 +1,16 @@
-package netboot
+package registry
 
 import (
+	"bytes"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/boottorrent/boottorrent/netboot/bootapi"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 )
 
 // With more machines than a Peers answer lists, each machine must get a
@@ -15,12 +18,11 @@ import (
 // again only when the answer changes), that other reports do not
 // reorder, that differs from machine to machine, and that is symmetric:
 // a machine lists the machines that list it (each boot client keeps at
-// most 25 connections, see ringPeers).
+// most 25 connections, see swarm.Peers).
 func TestRegistryPeersStableSubset(t *testing.T) {
 	const machines, n = 100, 19
 	clock := time.Now()
-	reg := NewRegistry(nil, 0, nil)
-	reg.now = func() time.Time { return clock }
+	reg := New(Options{Now: func() time.Time { return clock }})
 	mac := func(i int) string { return fmt.Sprintf("52:54:00:00:%02x:%02x", i/256, i%256) }
 	ip := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 9, byte(1 + i/250), byte(1 + i%250)}) }
 	addr := func(i int) netip.AddrPort { return netip.AddrPortFrom(ip(i), 6881) }
@@ -88,5 +90,56 @@ func TestRegistryPeersStableSubset(t *testing.T) {
 	}
 	if slices.Contains(after, first[0]) {
 		t.Errorf("after %v left, machine 0 is still handed it: %v", first[0], after)
+	}
+}
+
+func TestRegistryBounded(t *testing.T) {
+	now := time.Unix(1000, 0)
+	r := New(Options{Max: 3, Now: func() time.Time { now = now.Add(time.Second); return now }})
+	for i := range 5 {
+		r.Observe(fmt.Sprintf("52:54:00:00:00:%02x", i), netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), "", bootapi.StageDHCP)
+	}
+	// Machine 1 is seen again, so machine 2 is the oldest now.
+	r.Observe("52:54:00:00:00:02", netip.Addr{}, "", bootapi.StageTFTP)
+	r.Observe("52:54:00:00:00:05", netip.Addr{}, "", bootapi.StageDHCP)
+	var macs []string
+	for _, m := range r.Snapshot() {
+		macs = append(macs, m.MAC[15:])
+	}
+	if fmt.Sprint(macs) != "[02 04 05]" || r.Len() != 3 {
+		t.Errorf("kept %v", macs)
+	}
+	if r.MACForIP(netip.MustParseAddr("10.0.0.0")) != "" || r.MACForIP(netip.MustParseAddr("10.0.0.2")) != "52:54:00:00:00:02" {
+		t.Error("evicted machine's address still mapped")
+	}
+}
+
+// TestRegistryLogs: one line per stage change, progress at most every
+// progressLogEvery while downloading.
+func TestRegistryLogs(t *testing.T) {
+	var buf bytes.Buffer // the registry logs on the test's goroutine
+	now := time.Unix(1000, 0)
+	r := New(Options{Logger: slog.New(slog.NewTextHandler(&buf, nil)), Now: func() time.Time { return now },
+		Names: map[bootapi.MAC]string{{0x52, 0x54, 0, 0, 0, 1}: "pc1"}})
+	ip := netip.MustParseAddr("10.0.0.5")
+	mac := "52:54:00:00:00:01"
+	r.Observe(mac, ip, "bios", bootapi.StageDHCP)
+	r.Observe(mac, ip, "", bootapi.StageDHCP) // no change, no line
+	for i := range 30 {                       // a report every second for 30 s
+		now = now.Add(time.Second)
+		r.Report(ip, &bootapi.Report{MAC: mac, Stage: bootapi.StageDownload, OS: "debian", BytesTotal: 100, BytesDone: int64(i)})
+	}
+	r.Report(ip, &bootapi.Report{MAC: mac, Stage: bootapi.StageFailed, Message: "kexec refused"})
+	logs := buf.String()
+	for _, c := range []struct {
+		what string
+		n    int
+	}{{`msg="machine stage"`, 2}, {`msg="machine progress"`, 2}, {`msg="machine failed"`, 1}, {"name=pc1", 5}} {
+		if got := strings.Count(logs, c.what); got != c.n {
+			t.Errorf("%d lines with %s, want %d:\n%s", got, c.what, c.n, logs)
+		}
+	}
+	if !strings.Contains(logs, `message="kexec refused"`) {
+		t.Errorf("failure message not logged:\n%s", logs)
 	}
 }

@@ -1,7 +1,9 @@
 // Package bootapi is the contract between the boottorrent server and the
-// boot client running as /init: the HTTP paths of the one listener and the
-// JSON documents they carry. It imports only the standard library, since it
-// is linked into the client that every machine loads over the network.
+// boot client running as /init: the HTTP paths of the one listener, the
+// JSON documents they carry and how a machine is named (MAC). It imports
+// only the standard library, since it is linked into the client that every
+// machine loads over the network, and it knows no policy: what the server
+// answers is decided in netboot/bootserver and seeder/swarm.
 package bootapi
 
 import (
@@ -10,34 +12,28 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"strings"
 	"time"
 )
 
-// Paths on the server's HTTP listener (server.http_port).
+// Paths on the server's HTTP listener (server.http_port). Each part of the
+// server registers the routes it serves itself; a test in cmd/internal/cli
+// checks that every path declared here is served.
 const (
 	PathBootScript      = "/boot.ipxe"        // GET ?mac=…: iPXE script (netboot)
 	PathClientKernel    = "/client/vmlinuz"   // boot client kernel, Range (netboot)
 	PathClientInitramfs = "/client/initramfs" // boot client initramfs, Range (netboot)
-	PathBoot            = "/api/v1/boot"      // GET ?mac=…: Boot (netboot)
-	PathPeers           = "/api/v1/peers"     // GET ?os=…&mac=…: Peers (netboot)
-	PathReport          = "/api/v1/report"    // POST Report (netboot)
-	PathMachines        = "/api/v1/machines"  // GET: []Machine (netboot)
+	PathBoot            = "/api/v1/boot"      // GET ?mac=…: Boot (netboot/bootserver)
+	PathPeers           = "/api/v1/peers"     // GET ?os=…&mac=…: Peers (netboot/bootserver)
+	PathReport          = "/api/v1/report"    // POST Report (netboot/bootserver)
+	PathMachines        = "/api/v1/machines"  // GET: []Machine (netboot/bootserver)
 	PathOSList          = "/api/v1/oss"       // GET: []OS (seeder)
 	PathTorrents        = "/torrents/"        // /torrents/<name>.torrent (seeder)
 	PathWebSeed         = "/oss/"             // /oss/<name>/<file>, BEP 19 web seed (seeder)
 	PathAnnounce        = "/announce"         // HTTP tracker (seeder)
 	PathScrape          = "/scrape"           // HTTP tracker scrape (seeder)
 )
-
-// MaskExtension is the BitTorrent extension (BEP 10) by which a boot
-// client asks the seeder, on an open connection, to say again what it
-// has: the seeder answers each such message with an empty one of its own,
-// and the client reads the answer as a Bitfield of the pieces it may ask
-// the seeder for (its share, initramfs/client/share.go). Without it,
-// changing those pieces meant closing the connection and dialling again,
-// which threw away the requests in flight.
-const MaskExtension = "boottorrent_mask"
 
 // Kernel command line keys the iPXE script passes to the boot client.
 const (
@@ -90,21 +86,51 @@ func (b *Boot) SeedTime() time.Duration { return time.Duration(b.SeedMS) * time.
 // uplink sends each piece about once: with Share, the asking machine
 // requests from the seeder only its share of the P pieces and gets the
 // rest from the other machines (falling back to the seeder for pieces
-// nobody else has). The boot client caps how many machines own a share
-// (maxOwners in initramfs/client/share.go). ShareCount 0 or 1 means no split.
+// nobody else has). ShareCount 0 or 1 means no split. ShareOwners is how
+// many of those machines own a share of the pieces (the server decides it,
+// seeder/swarm); the machines ranked beyond it get every piece from the
+// others.
 //
 // ReportMS, when set, replaces Boot.ReportMS while the machine downloads:
 // the server asks a large class to report less often.
 type Peers struct {
-	Peers      []string `json:"peers"`
-	ShareIndex int      `json:"share_index"`
-	ShareCount int      `json:"share_count"`
-	ReportMS   int64    `json:"report_interval_ms,omitempty"`
+	Peers       []string `json:"peers"`
+	ShareIndex  int      `json:"share_index"`
+	ShareCount  int      `json:"share_count"`
+	ShareOwners int      `json:"share_owners,omitempty"`
+	ReportMS    int64    `json:"report_interval_ms,omitempty"`
 }
 
-// MaxShareCount bounds ShareCount: more machines than this share the
-// seeder's pieces in groups.
+// MaxShareCount bounds ShareCount and ShareOwners: more machines than
+// this share the seeder's pieces in groups.
 const MaxShareCount = 4096
+
+// DefaultShareOwners is the owner cap of a Peers answer without
+// share_owners: servers before 2026-12-07 did not send it and their
+// clients capped the owners at 64, so a client of this version behaves
+// against such a server as their own clients did.
+const DefaultShareOwners = 64
+
+// Owners is how many machines own a share: ShareOwners when the server
+// sent one, else min(ShareCount, DefaultShareOwners); never more than
+// ShareCount.
+func (p *Peers) Owners() int {
+	if p.ShareOwners > 0 {
+		return min(p.ShareCount, p.ShareOwners)
+	}
+	return min(p.ShareCount, DefaultShareOwners)
+}
+
+// OwnedShare is the piece range [from, to) the machine ranked index of
+// count asks the seeder for when owners of them own a share: empty for a
+// machine ranked at or beyond owners, everything when there is no split.
+func OwnedShare(index, count, owners, pieces int) (from, to int) {
+	owners = min(count, owners)
+	if count > 1 && index >= owners {
+		return 0, 0
+	}
+	return Share(index, owners, pieces)
+}
 
 // Share returns the piece range [from, to) of share index out of count for
 // a torrent of pieces pieces. It returns the whole range when count <= 1
@@ -184,6 +210,60 @@ func DecodeReport(body io.Reader) (*Report, error) {
 	}
 	r.MAC = strings.ToLower(r.MAC)
 	return &r, r.Validate()
+}
+
+// MAC is a machine's Ethernet address: the one key every part of
+// boottorrent uses for a machine. Its String is lower-case with colons.
+type MAC [6]byte
+
+func (m MAC) String() string { return net.HardwareAddr(m[:]).String() }
+
+// ErrBadMAC is returned for a value that is not a 6-byte Ethernet MAC.
+var ErrBadMAC = errors.New("not an Ethernet MAC address")
+
+// ParseMAC reads a MAC as iPXE and administrators write it
+// (52:54:00:12:34:56 or 52-54-00-12-34-56). Only 6-byte MACs are
+// accepted: the value comes from the network and ends up in logs, the
+// registry and the boot script.
+func ParseMAC(s string) (MAC, error) {
+	if len(s) != 17 {
+		return MAC{}, fmt.Errorf("%w: %q", ErrBadMAC, Truncate(s, 40))
+	}
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		return MAC{}, fmt.Errorf("%w: %q", ErrBadMAC, Truncate(s, 40))
+	}
+	return MAC(hw), nil
+}
+
+// MACFromQuery returns the validated mac= value of a raw query string,
+// lower-case with colons. A missing mac gives "", nil; a malformed one
+// ErrBadMAC.
+func MACFromQuery(rawQuery string) (string, error) {
+	if len(rawQuery) > 2048 {
+		return "", fmt.Errorf("%w: query too long", ErrBadMAC)
+	}
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadMAC, err)
+	}
+	v, ok := q["mac"]
+	if !ok || len(v) == 0 || v[0] == "" {
+		return "", nil
+	}
+	m, err := ParseMAC(v[0])
+	if err != nil {
+		return "", err
+	}
+	return m.String(), nil
+}
+
+// Truncate cuts s to n bytes for a log line or an error, marking the cut.
+func Truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
 }
 
 // Machine is one machine as the server knows it: GET PathMachines.
