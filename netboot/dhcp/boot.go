@@ -31,7 +31,13 @@ func parseRequest(data []byte) (*dhcpv4.DHCPv4, error) {
 		return nil, errors.New("no DHCP message type (BOOTP is not served)")
 	}
 	if hw := req.ClientHWAddr; hw[0]&1 == 1 {
+		// The group bit: multicast, and ff:ff:ff:ff:ff:ff, broadcast.
 		return nil, fmt.Errorf("client MAC %s is a multicast address", hw)
+	}
+	if hw := req.ClientHWAddr; [6]byte(hw) == [6]byte{} {
+		// No NIC has the all-zero address; a lease for it would be one
+		// every forged request could renew or release.
+		return nil, fmt.Errorf("client MAC %s is the all-zero address", hw)
 	}
 	return req, nil
 }
