@@ -46,8 +46,8 @@ func parseRequest(data []byte) (*dhcpv4.DHCPv4, error) {
 type firmware struct {
 	pxe  bool      // vendor class (option 60) starts with "PXEClient"
 	ipxe bool      // iPXE: user class "iPXE" or option 175
-	arch iana.Arch // option 93, else the Arch field of option 60, else BIOS
-	name string    // archName(arch)
+	arch iana.Arch // option 93, else the Arch field of option 60, else BIOS for a PXE ROM
+	name string    // archName(arch); empty for a plain client that names no architecture
 }
 
 // iPXE's encapsulated options (https://ipxe.org/howto/dhcpd).
@@ -69,10 +69,15 @@ func identify(req *dhcpv4.DHCPv4) firmware {
 		fw.arch = archs[0]
 	} else if a, ok := archFromVendorClass(vc); ok {
 		fw.arch = a
-	} else {
+	} else if fw.pxe || fw.ipxe {
 		// PXE 2.1 makes option 93 mandatory; ROMs that omit it are
 		// old BIOS ROMs.
 		fw.arch = iana.INTEL_X86PC
+	} else {
+		// A plain DHCP client (an OS, the boot client) says nothing
+		// about its firmware: no name, so logs and the registry do not
+		// call it BIOS.
+		return fw
 	}
 	fw.name = archName(fw.arch)
 	return fw

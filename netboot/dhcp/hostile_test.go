@@ -2,7 +2,10 @@ package dhcp
 
 import (
 	"bytes"
+	"log/slog"
 	"net"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,4 +74,42 @@ func mustDiscover(t *testing.T, mac net.HardwareAddr) *dhcpv4.DHCPv4 {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// TestPlainClientHasNoArch: a DHCP client that is not a PXE ROM and sends
+// no option 93 (udhcpc, an OS) is not logged or reported as BIOS.
+func TestPlainClientHasNoArch(t *testing.T) {
+	var logs syncBuffer
+	opt := testOptions(ModeFull)
+	opt.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s := newTestServer(t, opt)
+	r := s.handle(roundTrip(t, plainDiscover(t)), ServerPort, nil, t0)
+	if r == nil {
+		t.Fatal("no offer to a plain client")
+	}
+	if r.event.Arch != "" {
+		t.Fatalf("plain client's event names arch %q", r.event.Arch)
+	}
+	s.report(plainDiscover(t), r, 300, time.Millisecond)
+	if strings.Contains(logs.String(), "arch=") {
+		t.Fatalf("plain client logged with an arch: %s", logs.String())
+	}
+}
+
+// TestLogAttrsByMode: the start-up line names the lease range only in the
+// mode that has one; proxy mode printed range="invalid IP-invalid IP".
+func TestLogAttrsByMode(t *testing.T) {
+	line := func(o Options) string {
+		var b bytes.Buffer
+		slog.New(slog.NewTextHandler(&b, nil)).Info("dhcp listening", o.LogAttrs()...)
+		return b.String()
+	}
+	proxy := testOptions(ModeProxy)
+	proxy.First, proxy.Last = netip.Addr{}, netip.Addr{}
+	if l := line(proxy); strings.Contains(l, "range") || strings.Contains(l, "invalid") || !strings.Contains(l, "mode=proxy") {
+		t.Errorf("proxy mode: %s", l)
+	}
+	if l := line(testOptions(ModeFull)); !strings.Contains(l, "range=10.0.0.100-10.0.0.199") || !strings.Contains(l, "lease_time=1h0m0s") {
+		t.Errorf("full mode: %s", l)
+	}
 }
