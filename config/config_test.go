@@ -89,6 +89,15 @@ func TestCases(t *testing.T) {
 				}
 			}
 			dir := newProject(t, string(data))
+			// "# oss: NAME: CONTENT" adds oss/NAME/config.yaml (\n for
+			// a new line), for problems in an OS's file.
+			sc = bufio.NewScanner(strings.NewReader(string(data)))
+			for sc.Scan() {
+				if o, ok := strings.CutPrefix(sc.Text(), "# oss: "); ok {
+					name, content, _ := strings.Cut(o, ": ")
+					writeFile(t, filepath.Join(dir, "oss", name, "config.yaml"), strings.ReplaceAll(content, `\n`, "\n"))
+				}
+			}
 			p, err := LoadProject(dir, fakeHost(t))
 			if len(wants) == 0 {
 				if err != nil {
