@@ -178,6 +178,9 @@ func versionLess(a, b string) bool {
 
 var hostnameRe = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$`)
 
+// maxClientCmdline bounds client.cmdline (see its check).
+const maxClientCmdline = 1024
+
 // validate checks every rule that does not depend on the host, filling the
 // defaults that depend on the OS list (menu, default OS).
 func validate(d *Decoded, p *Project) Problems {
@@ -312,6 +315,12 @@ func validate(d *Decoded, p *Project) Problems {
 	}
 	if strings.ContainsAny(c.Client.Cmdline, "\x00\r\n") {
 		prob("client.cmdline", "must be one line")
+	}
+	// It goes into every /boot.ipxe answer and shares the kernel's
+	// 2048-byte x86 command line with what boottorrent adds (initrd=,
+	// the server's address): half of it is the administrator's.
+	if len(c.Client.Cmdline) > maxClientCmdline {
+		prob("client.cmdline", fmt.Sprintf("%d bytes, longer than %d (the kernel's 2048-byte line also carries boottorrent's own parameters); shorten it", len(c.Client.Cmdline), maxClientCmdline))
 	}
 
 	// Machines: normalize MACs, check names and OSes.
