@@ -156,14 +156,23 @@ func LoadProject(dir string, host Host) (*Project, error) {
 		return nil, err
 	}
 	file := filepath.Join(abs, FileName)
-	data, err := os.ReadFile(file)
+	data, err := strictyaml.ReadFile(file)
+	var readPs Problems
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			return nil, fmt.Errorf("%w: %s does not exist; run 'boottorrent init DIR' to create a project, or pass --dir", ErrNoProject, file)
+		case !errors.As(err, &readPs):
+			return nil, fmt.Errorf("read %s: %w", file, err)
 		}
-		return nil, fmt.Errorf("read %s: %w", file, err)
 	}
-	d, decodeErr := Decode(file, data)
+	var d *Decoded
+	var decodeErr error
+	if readPs != nil {
+		decodeErr = readPs
+	} else {
+		d, decodeErr = Decode(file, data)
+	}
 	// The OS folders are read even when the settings file has problems:
 	// check promises every problem of every file in one run.
 	var ps Problems
