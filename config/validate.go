@@ -212,9 +212,18 @@ func validate(d *Decoded, p *Project) Problems {
 
 	switch c.DHCP.Mode {
 	case DHCPProxy, DHCPOff:
-		if c.DHCP.Range != "" {
-			prob("dhcp.range", fmt.Sprintf("only used in full mode; remove it or set dhcp.mode: full (mode is %s)", c.DHCP.Mode))
+		// Settings only full mode uses are a warning, not an error, so an
+		// administrator can try another mode by changing one line. They
+		// are cleared so that nothing downstream reads them.
+		for _, k := range []string{"dhcp.range", "dhcp.lease_time", "dhcp.netmask", "dhcp.router", "dhcp.dns"} {
+			if line, ok := d.Lines[k]; ok {
+				p.Warnings = append(p.Warnings, Problem{File: d.File, Line: line, Field: k,
+					Msg: fmt.Sprintf("ignored in %s mode (only full mode leases addresses); remove it or set dhcp.mode: full", c.DHCP.Mode)}.String())
+			}
 		}
+		mode := c.DHCP.Mode
+		c.DHCP = Default().DHCP
+		c.DHCP.Mode = mode
 	case DHCPFull:
 		if c.DHCP.Range == "" {
 			prob("dhcp.range", "required in full mode: the addresses to lease, e.g. range: 10.0.0.50-10.0.0.150")
