@@ -19,10 +19,13 @@ import (
 // that has no web seed: every byte comes from the seeder. uTP clients dial
 // UDP on the seeder's BitTorrent port, where the UDP tracker listens; the
 // tracker answers their SYN with a uTP reset (tracker.utpReset).
-// transmission-cli 3.00 still gets no peer here (see the tracker's note).
+// transmission-cli 3.00 with its defaults (uTP on) aborts its own TCP
+// fallback and never connects to the seeder; it downloads because the
+// seeder dials it back (dialback.go). Before 2026-12-08 it stayed at
+// "0 of 0 peers" for the whole run.
 func TestRealClientsSeederOnlyUTP(t *testing.T) {
-	needTools(t, map[string]string{"aria2c": "aria2", "qbittorrent-nox": "qbittorrent-nox"})
-	e := newLANEnv(t, 2, testOS{"alpha", map[string]int64{"vmlinuz": 3 << 20, "initrd.img": 9<<20 + 4321}})
+	needTools(t, map[string]string{"aria2c": "aria2", "qbittorrent-nox": "qbittorrent-nox", "transmission-cli": "transmission-cli"})
+	e := newLANEnv(t, 3, testOS{"alpha", map[string]int64{"vmlinuz": 3 << 20, "initrd.img": 9<<20 + 4321}})
 	e.start(t, Options{NoWebSeed: true})
 	url := "http://" + lanServer + ":8080/torrents/alpha.torrent"
 	var wg sync.WaitGroup
@@ -38,10 +41,16 @@ func TestRealClientsSeederOnlyUTP(t *testing.T) {
 		e.checkDownload(t, dir, "alpha")
 		t.Logf("aria2c: %v", d.Round(time.Millisecond))
 	})
+	wg.Go(func() {
+		dir := t.TempDir()
+		d := runTransmissionUTP(t, e.clients[2], dir, url, 90*time.Second, true)
+		e.checkDownload(t, dir, "alpha")
+		t.Logf("transmission-cli (uTP on): %v", d.Round(time.Millisecond))
+	})
 	wg.Wait()
 	st := e.seeder.Stats()["alpha"]
 	size := int64(e.p.OS("alpha").Size)
-	t.Logf("seeder uploaded %d bytes for 2 × %d", st.Uploaded, size)
+	t.Logf("seeder uploaded %d bytes for 3 × %d", st.Uploaded, size)
 	if web := e.seeder.WebSeed().BytesServed(); web != 0 {
 		t.Errorf("web seed served %d bytes although the torrent has none", web)
 	}

@@ -257,9 +257,9 @@ func isUTPSyn(pkt []byte) bool {
 // as qbittorrent-nox 4.5, then uses TCP). It carries the SYN's connection
 // id (the initiator's receive id) and acknowledges its sequence number,
 // which is how libutp finds the socket to fail. It is no larger than the
-// SYN, so it amplifies nothing. transmission-cli 3.00 got the reset on
-// 2026-12-08 and still did not dial TCP within 60 s: that client is not
-// fixed by this alone.
+// SYN, so it amplifies nothing. transmission-cli 3.00 fails its uTP dial
+// on the reset but then aborts its own TCP fallback; the seeder reaches it
+// by dialling back (seeder/dialback.go).
 func utpReset(syn []byte, now time.Time) []byte {
 	out := make([]byte, utpHeaderLen)
 	out[0] = utpStReset<<4 | utpVersion
