@@ -30,15 +30,16 @@ const OutDirName = "out"
 
 // Config is Boottorrent.yaml. After Load every default is filled in.
 type Config struct {
-	Version  int                `yaml:"version"`
-	Server   Server             `yaml:"server"`
-	DHCP     DHCP               `yaml:"dhcp"`
-	TFTP     TFTP               `yaml:"tftp"`
-	Boot     Boot               `yaml:"boot"`
-	Client   Client             `yaml:"client"`
-	IPXE     IPXE               `yaml:"ipxe"`
-	Torrent  Torrent            `yaml:"torrent"`
-	Machines map[string]Machine `yaml:"machines"`
+	Version int     `yaml:"version"`
+	Server  Server  `yaml:"server"`
+	DHCP    DHCP    `yaml:"dhcp"`
+	TFTP    TFTP    `yaml:"tftp"`
+	Boot    Boot    `yaml:"boot"`
+	Client  Client  `yaml:"client"`
+	IPXE    IPXE    `yaml:"ipxe"`
+	Torrent Torrent `yaml:"torrent"`
+	// Machines holds at most as many machines as the server's registry.
+	Machines map[string]Machine `yaml:"machines" limit:"4096"`
 }
 
 // Server is where the appliance listens.
@@ -66,7 +67,7 @@ type DHCP struct {
 	Netmask string `yaml:"netmask"`
 	// Router and DNS are handed out in full mode only when set.
 	Router string   `yaml:"router"`
-	DNS    []string `yaml:"dns"`
+	DNS    []string `yaml:"dns" limit:"8"`
 
 	// First and Last are Range parsed; set by validation.
 	First netip.Addr `yaml:"-"`
@@ -82,7 +83,7 @@ type TFTP struct {
 type Boot struct {
 	DefaultOS string   `yaml:"default_os"`
 	Timeout   Duration `yaml:"timeout"`
-	Menu      []string `yaml:"menu"`
+	Menu      []string `yaml:"menu" limit:"256"` // one screen of the boot menu
 	SeedTime  Duration `yaml:"seed_time"`
 }
 
@@ -92,7 +93,7 @@ type Client struct {
 	Modules string `yaml:"modules"`
 	// ExtraModules are driver modules packed in addition to the default
 	// set of common wired NIC drivers (by module name, e.g. "tg3").
-	ExtraModules []string `yaml:"extra_modules"`
+	ExtraModules []string `yaml:"extra_modules" limit:"256"`
 	// Cmdline is appended to the client kernel's command line.
 	Cmdline string `yaml:"cmdline"`
 }
@@ -107,7 +108,7 @@ type IPXE struct {
 // Torrent holds BitTorrent settings beyond the embedded tracker.
 type Torrent struct {
 	// Trackers are announced in addition to the embedded tracker.
-	Trackers []string `yaml:"trackers"`
+	Trackers []string `yaml:"trackers" limit:"16"`
 }
 
 // Machine pins one machine (by MAC) to a name and an OS.

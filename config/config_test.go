@@ -81,15 +81,51 @@ func TestCases(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var wants []string
+			var wants, warns []string
 			sc := bufio.NewScanner(strings.NewReader(string(data)))
 			for sc.Scan() {
 				if w, ok := strings.CutPrefix(sc.Text(), "# want: "); ok {
 					wants = append(wants, w)
 				}
+				if w, ok := strings.CutPrefix(sc.Text(), "# warn: "); ok {
+					warns = append(warns, w)
+				}
 			}
 			dir := newProject(t, string(data))
+			// "# oss: NAME: CONTENT" adds oss/NAME/config.yaml (\n for
+			// a new line), for problems in an OS's file.
+			sc = bufio.NewScanner(strings.NewReader(string(data)))
+			for sc.Scan() {
+				if o, ok := strings.CutPrefix(sc.Text(), "# oss: "); ok {
+					name, content, _ := strings.Cut(o, ": ")
+					writeFile(t, filepath.Join(dir, "oss", name, "config.yaml"), strings.ReplaceAll(content, `\n`, "\n"))
+				}
+			}
 			p, err := LoadProject(dir, fakeHost(t))
+			// "# warn: TEXT" lines are the warnings expected, matched
+			// like the problems.
+			var got []string
+			if p != nil {
+				got = p.Warnings
+			}
+			usedW := make([]bool, len(got))
+			for _, w := range warns {
+				found := false
+				for i, g := range got {
+					if !usedW[i] && strings.Contains(g, w) {
+						usedW[i], found = true, true
+						break
+					}
+				}
+				if !found {
+					t.Errorf("missing warning %q in %q", w, got)
+				}
+			}
+			for i, g := range got {
+				if !usedW[i] {
+					t.Errorf("unexpected warning: %s", g)
+				}
+			}
 			if len(wants) == 0 {
 				if err != nil {
 					t.Fatalf("want no problems, got:\n%v", err)

@@ -160,30 +160,44 @@ func LoadProject(dir string, host Host) (*Project, error) {
 		return nil, err
 	}
 	file := filepath.Join(abs, FileName)
-	data, err := os.ReadFile(file)
+	data, err := strictyaml.ReadFile(file)
+	var readPs Problems
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			return nil, fmt.Errorf("%w: %s does not exist; run 'boottorrent init DIR' to create a project, or pass --dir", ErrNoProject, file)
+		case !errors.As(err, &readPs):
+			return nil, fmt.Errorf("read %s: %w", file, err)
 		}
-		return nil, fmt.Errorf("read %s: %w", file, err)
 	}
-	d, err := Decode(file, data)
-	if err != nil {
-		return nil, err
+	var d *Decoded
+	var decodeErr error
+	if readPs != nil {
+		decodeErr = readPs
+	} else {
+		d, decodeErr = Decode(file, data)
 	}
-	p := &Project{Dir: abs, File: file, Config: &d.Config}
-	if d.Warning != "" {
-		p.Warnings = append(p.Warnings, d.Warning)
-	}
+	// The OS folders are read even when the settings file has problems:
+	// check promises every problem of every file in one run.
 	var ps Problems
 	oses, err := oss.LoadAll(filepath.Join(abs, "oss"))
-	p.OSes = oses
 	if err != nil {
 		var ops Problems
 		if !errors.As(err, &ops) {
-			return nil, err
+			return nil, errors.Join(decodeErr, err)
 		}
 		ps = append(ps, ops...)
+	}
+	if decodeErr != nil {
+		var dps Problems
+		if !errors.As(decodeErr, &dps) {
+			return nil, decodeErr
+		}
+		return nil, append(dps, ps...)
+	}
+	p := &Project{Dir: abs, File: file, Config: &d.Config, OSes: oses}
+	if d.Warning != "" {
+		p.Warnings = append(p.Warnings, d.Warning)
 	}
 	ps = append(ps, p.resolve(d, host)...)
 	ps = append(ps, validate(d, p)...)

@@ -178,6 +178,9 @@ func versionLess(a, b string) bool {
 
 var hostnameRe = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$`)
 
+// maxClientCmdline bounds client.cmdline (see its check).
+const maxClientCmdline = 1024
+
 // validate checks every rule that does not depend on the host, filling the
 // defaults that depend on the OS list (menu, default OS).
 func validate(d *Decoded, p *Project) Problems {
@@ -209,9 +212,18 @@ func validate(d *Decoded, p *Project) Problems {
 
 	switch c.DHCP.Mode {
 	case DHCPProxy, DHCPOff:
-		if c.DHCP.Range != "" {
-			prob("dhcp.range", fmt.Sprintf("only used in full mode; remove it or set dhcp.mode: full (mode is %s)", c.DHCP.Mode))
+		// Settings only full mode uses are a warning, not an error, so an
+		// administrator can try another mode by changing one line. They
+		// are cleared so that nothing downstream reads them.
+		for _, k := range []string{"dhcp.range", "dhcp.lease_time", "dhcp.netmask", "dhcp.router", "dhcp.dns"} {
+			if line, ok := d.Lines[k]; ok {
+				p.Warnings = append(p.Warnings, Problem{File: d.File, Line: line, Field: k,
+					Msg: fmt.Sprintf("ignored in %s mode (only full mode leases addresses); remove it or set dhcp.mode: full", c.DHCP.Mode)}.String())
+			}
 		}
+		mode := c.DHCP.Mode
+		c.DHCP = Default().DHCP
+		c.DHCP.Mode = mode
 	case DHCPFull:
 		if c.DHCP.Range == "" {
 			prob("dhcp.range", "required in full mode: the addresses to lease, e.g. range: 10.0.0.50-10.0.0.150")
@@ -312,6 +324,12 @@ func validate(d *Decoded, p *Project) Problems {
 	}
 	if strings.ContainsAny(c.Client.Cmdline, "\x00\r\n") {
 		prob("client.cmdline", "must be one line")
+	}
+	// It goes into every /boot.ipxe answer and shares the kernel's
+	// 2048-byte x86 command line with what boottorrent adds (initrd=,
+	// the server's address): half of it is the administrator's.
+	if len(c.Client.Cmdline) > maxClientCmdline {
+		prob("client.cmdline", fmt.Sprintf("%d bytes, longer than %d (the kernel's 2048-byte line also carries boottorrent's own parameters); shorten it", len(c.Client.Cmdline), maxClientCmdline))
 	}
 
 	// Machines: normalize MACs, check names and OSes.

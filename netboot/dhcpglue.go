@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 	"github.com/boottorrent/boottorrent/netboot/dhcp"
@@ -156,7 +155,6 @@ func (s *Server) startDHCP() error {
 		close(done)
 		return err
 	})
-	s.log.Info("dhcp listening", "mode", o.Mode, "interface", o.Interface, "server", o.ServerIP,
-		"range", fmt.Sprintf("%v-%v", o.First, o.Last), "lease_time", o.LeaseTime.Round(time.Second))
+	s.log.Info("dhcp listening", o.LogAttrs()...)
 	return nil
 }

@@ -116,7 +116,8 @@ func splitWords(s string) ([]string, error) {
 	return out, nil
 }
 
-// file is the config.yaml schema.
+// file is the config.yaml schema. The limit tags bound its lists (see
+// strictyaml); maxArgs also bounds arguments written as one string.
 type file struct {
 	DispName string   `yaml:"dispname"`
 	Method   string   `yaml:"method"`
@@ -124,10 +125,14 @@ type file struct {
 	Initrd   string   `yaml:"initrd"`
 	Cmdline  string   `yaml:"cmdline"`
 	Bin      string   `yaml:"bin"`
-	BinArgs  Args     `yaml:"binargs"`
-	Args     Args     `yaml:"args"`
-	Files    []string `yaml:"files"`
+	BinArgs  Args     `yaml:"binargs" limit:"1024"`
+	Args     Args     `yaml:"args" limit:"1024"`
+	Files    []string `yaml:"files" limit:"10000"`
 }
+
+// maxArgs bounds binargs and args, as a list or as one string: far more
+// than any program takes, far less than would burden the client's menu.
+const maxArgs = 1024
 
 // nameRe keeps OS names safe in URLs, torrent names, file names and iPXE
 // scripts without any escaping.
@@ -186,10 +191,14 @@ func Load(dir string) (*OS, strictyaml.Problems) {
 	if !ValidName(name) {
 		ps = append(ps, strictyaml.Problem{File: dir, Msg: fmt.Sprintf("folder name %q is not safe in URLs and file names; rename it using only letters, digits, '.', '_' and '-' (at most 63, starting with a letter or digit)", name)})
 	}
-	data, err := os.ReadFile(cfgPath)
+	data, err := strictyaml.ReadFile(cfgPath)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		var rps strictyaml.Problems
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			return nil, append(ps, strictyaml.Problem{File: cfgPath, Msg: "missing; every OS folder needs a config.yaml (dispname, method, and the files to boot)"})
+		case errors.As(err, &rps):
+			return nil, append(ps, rps...)
 		}
 		return nil, append(ps, strictyaml.Problem{File: cfgPath, Msg: err.Error()})
 	}
@@ -223,6 +232,14 @@ func Parse(cfgPath string, data []byte) (*OS, strictyaml.Problems) {
 	}
 	o := &OS{DispName: strings.TrimSpace(f.DispName), Kernel: f.Kernel, Initrd: f.Initrd, Cmdline: f.Cmdline,
 		Bin: f.Bin, BinArgs: f.BinArgs, Args: f.Args, lines: lines}
+	for _, a := range []struct {
+		field string
+		args  Args
+	}{{"binargs", f.BinArgs}, {"args", f.Args}} {
+		if len(a.args) > maxArgs {
+			prob(a.field, fmt.Sprintf("%d arguments, more than the limit of %d; shorten it", len(a.args), maxArgs))
+		}
+	}
 	if strings.ContainsAny(o.DispName, "\x00\r\n\t") || len(o.DispName) > 80 {
 		prob("dispname", "must be one line of at most 80 characters")
 	}

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anacrolix/torrent"
+
 	"github.com/boottorrent/boottorrent/config"
 	"github.com/boottorrent/boottorrent/netboot/netns"
 	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
@@ -94,6 +96,12 @@ func (e *lanEnv) start(t *testing.T, opts Options) {
 	if err := e.srv.Do(func() error { return s.Start(ctx) }); err != nil {
 		t.Fatal(err)
 	}
+	// The library dials from goroutines on any OS thread, outside the
+	// server's namespace where its sockets were made: give it a dialer
+	// that opens connections inside (the seeder dials back leechers).
+	if s.client != nil {
+		s.client.AddDialer(torrent.NetworkDialer{Network: "tcp", Dialer: e.srv})
+	}
 	h := s.Handler()
 	e.handler.Store(&h)
 	e.seeder = s
@@ -161,11 +169,18 @@ func tail(s string, n int) string {
 // process is then stopped.
 func runTransmission(t *testing.T, ns *netns.NS, dir, torrentURL string, limit time.Duration) time.Duration {
 	t.Helper()
+	return runTransmissionUTP(t, ns, dir, torrentURL, limit, false)
+}
+
+// runTransmissionUTP is runTransmission with uTP on (Transmission's
+// default) or off.
+func runTransmissionUTP(t *testing.T, ns *netns.NS, dir, torrentURL string, limit time.Duration, utp bool) time.Duration {
+	t.Helper()
 	cfg := filepath.Join(dir, "config")
 	os.MkdirAll(cfg, 0o755)
-	// Keep it on the LAN: no DHT, LPD, uTP or port mapping.
-	os.WriteFile(filepath.Join(cfg, "settings.json"), []byte(`{"dht-enabled": false, "lpd-enabled": false, "utp-enabled": false,
- "port-forwarding-enabled": false, "pex-enabled": true, "rename-partial-files": true, "message-level": 3}`), 0o644)
+	// Keep it on the LAN: no DHT, LPD or port mapping.
+	os.WriteFile(filepath.Join(cfg, "settings.json"), []byte(fmt.Sprintf(`{"dht-enabled": false, "lpd-enabled": false, "utp-enabled": %v,
+ "port-forwarding-enabled": false, "pex-enabled": true, "rename-partial-files": true, "message-level": 3}`, utp)), 0o644)
 	marker := filepath.Join(dir, "finished")
 	script := filepath.Join(dir, "finish.sh")
 	os.WriteFile(script, []byte("#!/bin/sh\ntouch "+marker+"\n"), 0o755)

@@ -111,6 +111,7 @@ type Seeder struct {
 	wg       sync.WaitGroup
 
 	connStart sync.Map // *torrent.PeerConn -> time.Time of its handshake
+	dialBacks dialBacks
 }
 
 // New checks the options and prepares the HTTP side; nothing listens and
@@ -131,12 +132,12 @@ func New(opts Options) (*Seeder, error) {
 	}
 	log := opts.Logger.With("component", "seeder")
 	s := &Seeder{
-		opts:    opts,
-		log:     log,
-		tracker: tracker.New(tracker.Config{Logger: log}),
-		web:     webseed.New(webseed.Config{Prefix: bootapi.PathWebSeed, Logger: log}),
-		byName:  map[string]*osState{},
+		opts:   opts,
+		log:    log,
+		web:    webseed.New(webseed.Config{Prefix: bootapi.PathWebSeed, Logger: log}),
+		byName: map[string]*osState{},
 	}
+	s.tracker = tracker.New(tracker.Config{Logger: log, OnLeecher: s.dialBack})
 	for _, o := range opts.Project.OSes {
 		st := &osState{os: o}
 		s.oses = append(s.oses, st)

@@ -12,14 +12,80 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"gopkg.in/yaml.v3"
 )
+
+// MaxFileSize bounds a configuration file. The largest real one is a
+// Boottorrent.yaml pinning every machine the registry holds (4,096 × about
+// 80 bytes ≈ 330 KB); 1 MiB leaves room for comments, while parsing the
+// worst 1 MiB file (a flow list of one-letter items) allocates about
+// 125 MiB, so no file can exhaust the server's memory before it is refused.
+const MaxFileSize = 1 << 20
+
+// ReadFile reads a configuration file of at most MaxFileSize bytes. It
+// refuses anything but a regular file (a FIFO, a device reached through a
+// symlink, a folder) with a Problems error naming the file. The file is
+// opened with O_NONBLOCK so that opening a FIFO never waits for a writer.
+// A missing file gives an error that matches fs.ErrNotExist.
+func ReadFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		return nil, Problems{{File: path, Msg: fmt.Sprintf("cannot be read: %v", errors.Unwrap(err))}}
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, Problems{{File: path, Msg: fmt.Sprintf("cannot be read: %v", err)}}
+	}
+	if what := notRegular(fi.Mode()); what != "" {
+		return nil, Problems{{File: path, Msg: fmt.Sprintf("is %s, not a regular file; make it a plain text file (a symlink to one is fine)", what)}}
+	}
+	if fi.Size() > MaxFileSize {
+		return nil, tooBig(path, fi.Size())
+	}
+	// The file may grow between Stat and the read: read one byte past the
+	// limit to notice.
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, Problems{{File: path, Msg: fmt.Sprintf("cannot be read: %v", err)}}
+	}
+	if len(data) > MaxFileSize {
+		return nil, tooBig(path, int64(len(data)))
+	}
+	return data, nil
+}
+
+func tooBig(path string, size int64) Problems {
+	return Problems{{File: path, Msg: fmt.Sprintf("%d bytes, more than the limit of %d for a configuration file; it should hold settings, not data (keep images and lists of files in the OS folders)", size, MaxFileSize)}}
+}
+
+func notRegular(m fs.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return ""
+	case m.IsDir():
+		return "a folder"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case m&fs.ModeDevice != 0, m&fs.ModeCharDevice != 0:
+		return "a device"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	}
+	return "a special file"
+}
 
 // Problem is one thing wrong with a configuration file.
 type Problem struct {
@@ -189,11 +255,32 @@ func typeProblem(file, e string) Problem {
 	return p
 }
 
+// A field's `limit:"N"` tag bounds how many entries its YAML list or
+// mapping may hold. It is checked on the node tree before anything is
+// decoded, so an oversized list costs no more than parsing it.
+
 // Unmarshaler is implemented by field types that check their own node (for
 // example durations); walk does not descend into them.
 var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
 
 func walk(file string, node *yaml.Node, t reflect.Type, prefix string, lines Lines, ps *Problems) {
+	walkLimited(file, node, t, 0, prefix, lines, ps)
+}
+
+// walkLimited is walk for a field whose list or mapping holds at most limit
+// entries (0: no limit).
+func walkLimited(file string, node *yaml.Node, t reflect.Type, limit int, prefix string, lines Lines, ps *Problems) {
+	if limit > 0 {
+		n := len(node.Content)
+		if node.Kind == yaml.MappingNode {
+			n /= 2
+		}
+		if (node.Kind == yaml.SequenceNode || node.Kind == yaml.MappingNode) && n > limit {
+			*ps = append(*ps, Problem{File: file, Line: lines.Line(prefix), Field: prefix,
+				Msg: fmt.Sprintf("%d entries, more than the limit of %d; shorten the list", n, limit)})
+			return
+		}
+	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -231,7 +318,7 @@ func walk(file string, node *yaml.Node, t reflect.Type, prefix string, lines Lin
 				*ps = append(*ps, Problem{File: file, Line: k.Line, Field: key, Msg: msg})
 				continue
 			}
-			walk(file, v, ft, key, lines, ps)
+			walkLimited(file, v, ft.Type, ft.limit, key, lines, ps)
 		}
 	case reflect.Map:
 		if node.Kind != yaml.MappingNode {
@@ -269,8 +356,13 @@ func join(prefix, key string) string {
 	return prefix + "." + key
 }
 
-func fieldsOf(t reflect.Type) map[string]reflect.Type {
-	m := map[string]reflect.Type{}
+type field struct {
+	Type  reflect.Type
+	limit int
+}
+
+func fieldsOf(t reflect.Type) map[string]field {
+	m := map[string]field{}
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
@@ -280,7 +372,8 @@ func fieldsOf(t reflect.Type) map[string]reflect.Type {
 		if name == "" {
 			name = strings.ToLower(f.Name)
 		}
-		m[name] = f.Type
+		limit, _ := strconv.Atoi(f.Tag.Get("limit"))
+		m[name] = field{f.Type, limit}
 	}
 	return m
 }

@@ -31,7 +31,13 @@ func parseRequest(data []byte) (*dhcpv4.DHCPv4, error) {
 		return nil, errors.New("no DHCP message type (BOOTP is not served)")
 	}
 	if hw := req.ClientHWAddr; hw[0]&1 == 1 {
+		// The group bit: multicast, and ff:ff:ff:ff:ff:ff, broadcast.
 		return nil, fmt.Errorf("client MAC %s is a multicast address", hw)
+	}
+	if hw := req.ClientHWAddr; [6]byte(hw) == [6]byte{} {
+		// No NIC has the all-zero address; a lease for it would be one
+		// every forged request could renew or release.
+		return nil, fmt.Errorf("client MAC %s is the all-zero address", hw)
 	}
 	return req, nil
 }
@@ -40,8 +46,8 @@ func parseRequest(data []byte) (*dhcpv4.DHCPv4, error) {
 type firmware struct {
 	pxe  bool      // vendor class (option 60) starts with "PXEClient"
 	ipxe bool      // iPXE: user class "iPXE" or option 175
-	arch iana.Arch // option 93, else the Arch field of option 60, else BIOS
-	name string    // archName(arch)
+	arch iana.Arch // option 93, else the Arch field of option 60, else BIOS for a PXE ROM
+	name string    // archName(arch); empty for a plain client that names no architecture
 }
 
 // iPXE's encapsulated options (https://ipxe.org/howto/dhcpd).
@@ -63,10 +69,15 @@ func identify(req *dhcpv4.DHCPv4) firmware {
 		fw.arch = archs[0]
 	} else if a, ok := archFromVendorClass(vc); ok {
 		fw.arch = a
-	} else {
+	} else if fw.pxe || fw.ipxe {
 		// PXE 2.1 makes option 93 mandatory; ROMs that omit it are
 		// old BIOS ROMs.
 		fw.arch = iana.INTEL_X86PC
+	} else {
+		// A plain DHCP client (an OS, the boot client) says nothing
+		// about its firmware: no name, so logs and the registry do not
+		// call it BIOS.
+		return fw
 	}
 	fw.name = archName(fw.arch)
 	return fw

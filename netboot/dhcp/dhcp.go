@@ -138,6 +138,17 @@ type Options struct {
 	MaxQueueWait time.Duration
 }
 
+// LogAttrs are the settings worth one start-up log line: the lease range
+// and lease time only in full mode, the one mode that uses them (in proxy
+// mode they are unset and printed as "invalid IP").
+func (o Options) LogAttrs() []any {
+	attrs := []any{"mode", o.Mode, "interface", o.Interface, "server", o.ServerIP}
+	if o.Mode == ModeFull {
+		attrs = append(attrs, "range", fmt.Sprintf("%v-%v", o.First, o.Last), "lease_time", o.LeaseTime.Round(time.Second))
+	}
+	return attrs
+}
+
 // Event describes one reply to a machine.
 type Event struct {
 	MAC      net.HardwareAddr

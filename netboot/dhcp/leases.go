@@ -78,7 +78,8 @@ type pool struct {
 
 	file    string
 	f       *os.File
-	lines   int // records in the journal since the last compaction
+	end     int64 // size of the journal up to its last complete record
+	lines   int   // records in the journal since the last compaction
 	log     *slog.Logger
 	closed  bool
 	writeFn func([]byte) error // tests inject failures
@@ -321,7 +322,7 @@ func (p *pool) request(mac string, ip netip.Addr, selecting bool, host string, l
 	l := &lease{IP: ip, MAC: mac, State: stateBound, Expires: now.Add(leaseTime), Host: host}
 	if err := p.journal(*l); err != nil {
 		// Never ACK what a restart would forget.
-		return verdictIgnore, "lease file: " + err.Error()
+		return verdictIgnore, err.Error()
 	}
 	p.set(l)
 	return verdictACK, ""
@@ -396,8 +397,10 @@ func (p *pool) lookup(ip netip.Addr) (lease, bool) {
 // The lease file is a journal of JSON lines, one record per change, after a
 // header line. Appending costs one write(2) per lease (Kea's memfile does
 // the same); the file is rewritten (temp file, fsync, rename) at start and
-// whenever it holds more than twice the live records. A torn last line (a
-// crash mid-write) is ignored on load.
+// whenever it holds more than twice the live records. A failed append (a
+// full disk) is cut off again, so the file always ends on a complete record;
+// a torn line a crash left behind is skipped on load, and a complete record
+// glued onto it by a later append is still read.
 const leaseFileHeader = `{"boottorrent_leases":1}`
 
 func (p *pool) load(now time.Time) error {
@@ -424,8 +427,8 @@ func (p *pool) load(now time.Time) error {
 					return fmt.Errorf("lease file %s is not a boottorrent lease file (first line %.40q); move it away to start with no leases", p.file, line)
 				}
 			} else if len(line) > 0 {
-				var l lease
-				if jerr := json.Unmarshal(line, &l); jerr != nil || !l.IP.Is4() {
+				l, ok := parseRecord(line)
+				if !ok {
 					bad++
 					if err != io.EOF { // a torn last line is expected after a crash
 						p.log.Warn("lease file: bad record skipped", "file", p.file, "line", lineNo)
@@ -444,6 +447,28 @@ func (p *pool) load(now time.Time) error {
 	}
 	p.log.Info("dhcp leases loaded", "file", p.file, "leases", len(p.byIP), "records", lineNo-1, "skipped", bad)
 	return nil
+}
+
+// recordStart begins every record: json.Marshal writes the fields of lease
+// in order, and a string value cannot hold it unescaped.
+var recordStart = []byte(`{"ip":`)
+
+// parseRecord decodes one journal line. A line that does not parse may be a
+// record torn by a crash or a full disk with a whole record appended after
+// it (files written before 2026-12-08 did not cut failed appends off): the
+// last record start in the line is tried as well.
+func parseRecord(line []byte) (lease, bool) {
+	var l lease
+	if json.Unmarshal(line, &l) == nil && l.IP.Is4() {
+		return l, true
+	}
+	if i := bytes.LastIndex(line, recordStart); i > 0 {
+		l = lease{}
+		if json.Unmarshal(line[i:], &l) == nil && l.IP.Is4() {
+			return l, true
+		}
+	}
+	return lease{}, false
 }
 
 // apply replays one journal record.
@@ -497,8 +522,16 @@ func (p *pool) journal(l lease) error {
 		_, err = p.f.Write(b)
 	}
 	if err != nil {
-		return err
+		// A short write (ENOSPC) leaves part of the record: cut it off, so
+		// the next append starts on a line of its own.
+		if p.f != nil {
+			if terr := errors.Join(p.f.Truncate(p.end), seekTo(p.f, p.end)); terr != nil {
+				p.log.Error("lease file: a failed append could not be cut off", "file", p.file, "err", terr)
+			}
+		}
+		return fmt.Errorf("lease file %s: %w", p.file, err)
 	}
+	p.end += int64(len(b))
 	p.lines++
 	if p.lines > 2*len(p.byIP)+1024 {
 		if err := p.compact(); err != nil {
@@ -561,8 +594,14 @@ func (p *pool) compact() error {
 	}
 	// The renamed temp file is the new journal: keep appending to it.
 	p.f = tmp
+	p.end = int64(buf.Len())
 	p.lines = 0
 	return nil
+}
+
+func seekTo(f *os.File, off int64) error {
+	_, err := f.Seek(off, io.SeekStart)
+	return err
 }
 
 func (p *pool) close() error {

@@ -7,7 +7,8 @@
 // arrive raw, so only an allow-list of names is served and every file is
 // opened through os.OpenRoot; a handler's error text goes to the client
 // verbatim, so clients get generic messages and the log gets the details;
-// nothing bounds concurrent transfers, so a semaphore does.
+// nothing bounds concurrent transfers, so a semaphore does, with a cap per
+// source address; option names and values are normalised (options.go).
 package tftpd
 
 import (
@@ -31,6 +32,12 @@ import (
 // Defaults.
 const (
 	DefaultMaxTransfers = 64
+	// DefaultMaxPerSource bounds the transfers one address may hold. A
+	// PXE ROM fetches one file at a time (EDK II: a size query, then the
+	// file), so 4 leaves room for retries while 500 requests from one
+	// host followed by silence cannot hold every slot until they time
+	// out.
+	DefaultMaxPerSource = 4
 	// DefaultAnticipate is the send window: blocks sent before waiting
 	// for an ACK. pin/tftp has no RFC 7440 windowsize; its server-side
 	// anticipation works with standard clients and was the fastest mode
@@ -75,6 +82,9 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxTransfers bounds concurrent transfers (DefaultMaxTransfers).
 	MaxTransfers int
+	// MaxPerSource bounds concurrent transfers to one client address
+	// (DefaultMaxPerSource).
+	MaxPerSource int
 	// Anticipate is the send window in blocks (DefaultAnticipate; 1
 	// turns it off).
 	Anticipate uint
@@ -101,6 +111,9 @@ type Server struct {
 	sem   chan struct{}
 	srv   *tftp.Server
 
+	srcMu sync.Mutex
+	bySrc map[netip.Addr]int // transfers running per client address
+
 	closeOnce sync.Once
 
 	limits *logging.Limiter
@@ -120,6 +133,9 @@ func New(o Options) (*Server, error) {
 	if o.MaxTransfers <= 0 {
 		o.MaxTransfers = DefaultMaxTransfers
 	}
+	if o.MaxPerSource <= 0 {
+		o.MaxPerSource = DefaultMaxPerSource
+	}
 	if o.Anticipate == 0 {
 		o.Anticipate = DefaultAnticipate
 	}
@@ -127,7 +143,7 @@ func New(o Options) (*Server, error) {
 		o.Timeout = DefaultTimeout
 	}
 	s := &Server{opts: o, log: o.Logger, files: map[string]servedFile{}, sem: make(chan struct{}, o.MaxTransfers),
-		limits: logging.NewLimiter(5 * time.Second)}
+		limits: logging.NewLimiter(5 * time.Second), bySrc: map[netip.Addr]int{}}
 	for _, name := range o.Files {
 		if name == "" {
 			continue
@@ -217,6 +233,12 @@ func (s *Server) read(name string, rf io.ReaderFrom) error {
 		s.done(Transfer{Remote: remote, File: shown, Duration: time.Since(start), Err: ErrNotFound})
 		return ErrNotFound
 	}
+	if !s.takeSource(remote.Addr()) {
+		s.warn("busy source", "tftp request refused: too many transfers to one address", "remote", remote, "file", name, "max", s.opts.MaxPerSource)
+		s.done(Transfer{Remote: remote, File: name, Duration: time.Since(start), Err: ErrBusy})
+		return ErrBusy
+	}
+	defer s.releaseSource(remote.Addr())
 	select {
 	case s.sem <- struct{}{}:
 		defer func() { <-s.sem }()
@@ -232,6 +254,14 @@ func (s *Server) read(name string, rf io.ReaderFrom) error {
 		return errAccess
 	}
 	defer f.Close()
+	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
+		normalizeOptions(ot)
+		// RFC 2349: the OACK's tsize is the file's size, whatever
+		// number the request carried.
+		if fi, err := f.Stat(); err == nil {
+			ot.SetSize(fi.Size())
+		}
+	}
 	n, err := rf.ReadFrom(f)
 	t := Transfer{Remote: remote, File: name, Bytes: n, Duration: time.Since(start), Err: err}
 	mac := ""
@@ -253,6 +283,26 @@ func (s *Server) read(name string, rf io.ReaderFrom) error {
 	// ReadFrom has already sent the client its error packet; returning
 	// nil keeps the library from sending a second one.
 	return nil
+}
+
+// takeSource counts a transfer against its client address; false when
+// that address already holds MaxPerSource.
+func (s *Server) takeSource(a netip.Addr) bool {
+	s.srcMu.Lock()
+	defer s.srcMu.Unlock()
+	if s.bySrc[a] >= s.opts.MaxPerSource {
+		return false
+	}
+	s.bySrc[a]++
+	return true
+}
+
+func (s *Server) releaseSource(a netip.Addr) {
+	s.srcMu.Lock()
+	defer s.srcMu.Unlock()
+	if s.bySrc[a]--; s.bySrc[a] <= 0 {
+		delete(s.bySrc, a)
+	}
 }
 
 func (s *Server) done(t Transfer) {

@@ -121,6 +121,11 @@ type Config struct {
 	// SeederOff: the server's seeder is left out of replies once this many
 	// other peers of the torrent hold data (seeds or partial).
 	SeederOff int
+	// OnLeecher, when set, is called for every announce of a peer that
+	// still lacks data (not "stopped"), with the address it was seen
+	// from and the port it listens on. It runs under the tracker's lock:
+	// it must return at once and not call the Tracker.
+	OnLeecher func(ih Hash, addr netip.AddrPort)
 	Logger    *slog.Logger
 	// Now is the clock (tests).
 	Now func() time.Time
@@ -294,6 +299,9 @@ func (t *Tracker) Announce(req AnnounceRequest) (AnnounceResponse, error) {
 		}
 		tr.peers[key] = &peer{id: req.PeerID, addr: req.Addr, left: req.Left, lastSeen: now}
 		tr.perIP[key.Addr()]++
+	}
+	if t.cfg.OnLeecher != nil && req.Event != EventStopped && req.Left > 0 && req.Addr != tr.seeder {
+		t.cfg.OnLeecher(req.InfoHash, req.Addr)
 	}
 	resp := AnnounceResponse{Interval: t.cfg.Interval, MinInterval: t.cfg.MinInterval}
 	st := tr.stats()

@@ -413,3 +413,24 @@ func TestAnnounceFloodIsBounded(t *testing.T) {
 		t.Fatalf("%d rate buckets, limit 1000", n)
 	}
 }
+
+// TestOnLeecher: the hook hears every announce of a peer that lacks data,
+// and nothing from seeds, stopped peers or the server's own seeder.
+func TestOnLeecher(t *testing.T) {
+	var got []netip.AddrPort
+	tr := New(Config{OnLeecher: func(_ Hash, a netip.AddrPort) { got = append(got, a) }})
+	tr.AddTorrent(ih(1), "debian", 100, ap("10.0.0.1:6881"))
+	for _, r := range []AnnounceRequest{
+		{InfoHash: ih(1), Addr: ap("10.0.0.11:51413"), Left: 100, Event: EventStarted},
+		{InfoHash: ih(1), Addr: ap("10.0.0.12:51413"), Left: 0, Event: EventStarted},
+		{InfoHash: ih(1), Addr: ap("10.0.0.13:51413"), Left: 50, Event: EventStopped},
+		{InfoHash: ih(1), Addr: ap("10.0.0.1:6881"), Left: 1},
+	} {
+		if _, err := tr.Announce(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(got) != 1 || got[0] != ap("10.0.0.11:51413") {
+		t.Errorf("hook heard %v, want only 10.0.0.11:51413", got)
+	}
+}

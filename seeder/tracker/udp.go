@@ -158,6 +158,10 @@ func (t *Tracker) handleUDP(st *udpState, pkt []byte, src netip.AddrPort) []byte
 	if !t.Allow(src.Addr()) {
 		return nil // no reply: answering would amplify a flood
 	}
+	if isUTPSyn(pkt) && !st.valid(src.Addr(), binary.BigEndian.Uint64(pkt[0:8]), t.cfg.Now()) {
+		t.cfg.Logger.Debug("tracker: uTP connect refused with a reset", "src", src)
+		return utpReset(pkt, t.cfg.Now())
+	}
 	req, err := ParseUDPRequest(pkt)
 	if err != nil {
 		t.cfg.Logger.Info("tracker: bad udp request", "src", src, "bytes", len(pkt), "err", err)
@@ -228,4 +232,41 @@ func udpError(txID uint32, msg string) []byte {
 	binary.BigEndian.PutUint32(out[0:], actionError)
 	binary.BigEndian.PutUint32(out[4:], txID)
 	return append(out, msg...)
+}
+
+// uTP (BEP 29) packet types and version, for the refusal below.
+const (
+	utpVersion   = 1
+	utpStSyn     = 4
+	utpStReset   = 3
+	utpHeaderLen = 20
+)
+
+// isUTPSyn recognises a uTP connection request. The UDP tracker shares the
+// seeder's BitTorrent port number, and clients that speak uTP (Transmission
+// first of all) dial UDP on a peer's TCP port: their SYN lands here. A
+// BEP 15 connect starts with a zero byte, and an announce or scrape with a
+// connection id this tracker issued, which the caller checks first.
+func isUTPSyn(pkt []byte) bool {
+	return len(pkt) >= utpHeaderLen && pkt[0] == utpStSyn<<4|utpVersion
+}
+
+// utpReset is the ST_RESET answer to a uTP SYN: the seeder speaks TCP
+// only, and a reset is how BEP 29 refuses a connection, so a client fails
+// its uTP dial at once instead of waiting out retransmissions (libtorrent,
+// as qbittorrent-nox 4.5, then uses TCP). It carries the SYN's connection
+// id (the initiator's receive id) and acknowledges its sequence number,
+// which is how libutp finds the socket to fail. It is no larger than the
+// SYN, so it amplifies nothing. transmission-cli 3.00 fails its uTP dial
+// on the reset but then aborts its own TCP fallback; the seeder reaches it
+// by dialling back (seeder/dialback.go).
+func utpReset(syn []byte, now time.Time) []byte {
+	out := make([]byte, utpHeaderLen)
+	out[0] = utpStReset<<4 | utpVersion
+	copy(out[2:4], syn[2:4]) // connection_id
+	us := uint32(now.UnixMicro())
+	binary.BigEndian.PutUint32(out[4:8], us)
+	binary.BigEndian.PutUint32(out[8:12], us-binary.BigEndian.Uint32(syn[4:8]))
+	copy(out[18:20], syn[16:18]) // ack_nr = the SYN's seq_nr
+	return out
 }

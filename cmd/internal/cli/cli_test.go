@@ -171,3 +171,19 @@ func TestCheckLegacyWarns(t *testing.T) {
 		t.Errorf("plan lacks the qemu OS:\n%s", out.String())
 	}
 }
+
+// TestCheckWarnsIgnoredDHCP: switching dhcp.mode away from full leaves the
+// full-mode settings in place as warnings, and check passes.
+func TestCheckWarnsIgnoredDHCP(t *testing.T) {
+	dir := t.TempDir()
+	mustWrite(t, filepath.Join(dir, config.FileName), "version: 1\ndhcp:\n  mode: proxy\n  range: 10.0.0.50-10.0.0.60\n")
+	mustWrite(t, filepath.Join(dir, "oss/ok/config.yaml"), "method: bin\nbin: b\n")
+	mustWrite(t, filepath.Join(dir, "oss/ok/b"), "b")
+	env, _, errb := testEnv(t, dir)
+	if code := Main([]string{"check"}, env); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(errb.String(), "warning: "+filepath.Join(dir, config.FileName)+":4: dhcp.range: ignored in proxy mode") {
+		t.Errorf("want a warning that dhcp.range is ignored, got:\n%s", errb.String())
+	}
+}

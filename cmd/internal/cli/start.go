@@ -43,7 +43,7 @@ capabilities CAP_NET_BIND_SERVICE and CAP_NET_RAW.`)
 	if err != nil {
 		return err
 	}
-	p, err := loadProject(env, *dir, func(w string) { log.Warn("legacy configuration", "detail", w) })
+	p, err := loadProject(env, *dir, func(w string) { log.Warn("configuration", "detail", w) })
 	if err != nil {
 		return err
 	}
