@@ -29,33 +29,24 @@ package seeder
 
 import (
 	"context"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/anacrolix/generics"
-	alog "github.com/anacrolix/log"
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
-	"github.com/anacrolix/torrent/storage"
 
 	"github.com/boottorrent/boottorrent/config"
 	"github.com/boottorrent/boottorrent/initramfs/bootapi"
-	"github.com/boottorrent/boottorrent/initramfs/logging"
 	"github.com/boottorrent/boottorrent/oss"
-	"github.com/boottorrent/boottorrent/seeder/btlan"
 	"github.com/boottorrent/boottorrent/seeder/tracker"
 	"github.com/boottorrent/boottorrent/seeder/webseed"
 )
@@ -123,39 +114,6 @@ type Seeder struct {
 	dialBacks dialBacks
 }
 
-// logPeerDone logs one finished BitTorrent connection.
-func (s *Seeder) logPeerDone(pc *torrent.PeerConn) {
-	v, ok := s.connStart.LoadAndDelete(pc)
-	if !ok {
-		return // closed before the handshake: nothing was served
-	}
-	if pc.Torrent() == nil {
-		// Handshaken but never joined to a torrent (refused, or the
-		// seeder was closing: seen when the server restarted during a
-		// download). The library's Stats would dereference its nil
-		// torrent, and nothing was served.
-		return
-	}
-	d := time.Since(v.(time.Time))
-	st := pc.Stats()
-	osName := ""
-	s.mu.Lock()
-	for _, o := range s.oses {
-		if o.t != nil && o.t == pc.Torrent() {
-			osName = o.os.Name
-		}
-	}
-	s.mu.Unlock()
-	sent := st.BytesWrittenData.Int64()
-	level := slog.LevelInfo
-	if sent == 0 {
-		level = slog.LevelDebug
-	}
-	s.log.Log(context.Background(), level, "peer done", "os", osName, "peer", fmt.Sprint(pc.RemoteAddr),
-		"bytes", sent, "duration", d.Round(time.Millisecond),
-		"mb_per_s", strconv.FormatFloat(float64(sent)/1e6/max(d.Seconds(), 1e-3), 'f', 1, 64))
-}
-
 // New checks the options and prepares the HTTP side; nothing listens and
 // nothing is read from the images until Start.
 func New(opts Options) (*Seeder, error) {
@@ -189,23 +147,6 @@ func New(opts Options) (*Seeder, error) {
 	s.Register(func(pattern string, h http.Handler, _ bool) { s.mux.Handle(pattern, h) })
 	return s, nil
 }
-
-// Register adds the seeder's routes through handle: the .torrent files,
-// the OS index and the tracker are short answers a booting machine waits
-// for (control traffic); the web seed is bulk data.
-func (s *Seeder) Register(handle func(pattern string, h http.Handler, control bool)) {
-	handle("GET "+bootapi.PathTorrents+"{file}", http.HandlerFunc(s.serveTorrent), true)
-	handle("GET "+bootapi.PathOSList, http.HandlerFunc(s.serveOSList), true)
-	if !s.opts.NoWebSeed {
-		handle("GET "+bootapi.PathWebSeed, s.web, false)
-	}
-	handle("GET "+bootapi.PathAnnounce, s.tracker.AnnounceHandler(), true)
-	handle("GET "+bootapi.PathScrape, s.tracker.ScrapeHandler(), true)
-}
-
-// Handler serves Register's routes alone (tests; the appliance mounts
-// them on its one HTTP surface).
-func (s *Seeder) Handler() http.Handler { return s.mux }
 
 // Tracker is the embedded tracker (metrics, tests).
 func (s *Seeder) Tracker() *tracker.Tracker { return s.tracker }
@@ -256,71 +197,6 @@ func (s *Seeder) Start(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// listen starts the BitTorrent client and the UDP tracker.
-func (s *Seeder) listen() error {
-	host, portStr, _ := net.SplitHostPort(s.opts.ListenAddr)
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return fmt.Errorf("listen port %q: %w", portStr, err)
-	}
-	if !s.opts.NoSeed {
-		cl, err := torrent.NewClient(s.clientConfig(host, port))
-		if err != nil {
-			return fmt.Errorf("BitTorrent client on %s: %w", s.opts.ListenAddr, err)
-		}
-		port = cl.LocalPort()
-		s.mu.Lock()
-		s.client = cl
-		s.mu.Unlock()
-	}
-	pc, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port)))
-	if err != nil {
-		return fmt.Errorf("UDP tracker on %s: %w (is another boottorrent running?)", net.JoinHostPort(host, strconv.Itoa(port)), err)
-	}
-	s.mu.Lock()
-	s.udp = pc
-	s.udpPort = pc.LocalAddr().(*net.UDPAddr).Port
-	if !s.opts.NoSeed {
-		if a, err := netip.ParseAddr(s.advertisedHost()); err == nil {
-			s.selfAddr = netip.AddrPortFrom(a.Unmap(), uint16(port))
-		}
-	}
-	s.mu.Unlock()
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		if err := s.tracker.ServeUDP(pc); err != nil {
-			s.log.Error("UDP tracker stopped", "err", err)
-		}
-	}()
-	s.log.Info("listening", "bittorrent", s.selfAddr, "udp_tracker", pc.LocalAddr().String())
-	return nil
-}
-
-// clientConfig is the seeder's anacrolix client (btlan.SeederConfig)
-// with its storage, its per-connection log lines and the mask extension.
-func (s *Seeder) clientConfig(host string, port int) *torrent.ClientConfig {
-	cfg := btlan.SeederConfig(host, port, s.opts.UploadLimit)
-	// No default storage is used (each torrent gets its own, in place),
-	// but keep the library's default from creating files in the cwd.
-	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{
-		ClientBaseDir:   filepath.Join(s.opts.Project.OutDir(), "cache", "seeder", "unused"),
-		PieceCompletion: storage.NewMapPieceCompletion(),
-	})
-	// One line per machine connection when it ends: who got how much from
-	// the seeder, how fast. The callbacks run with the library's locks
-	// held, so the stats are read on a goroutine of their own.
-	cfg.Callbacks.CompletedHandshake = func(pc *torrent.PeerConn, _ torrent.InfoHash) {
-		s.connStart.Store(pc, time.Now())
-	}
-	cfg.Callbacks.PeerConnClosed = func(pc *torrent.PeerConn) { go s.logPeerDone(pc) }
-	btlan.AnswerMaskRequests(cfg)
-	// The library logs every connection at info level.
-	cfg.Slogger = slog.New(logging.MinLevel(s.log.Handler(), slog.LevelWarn)).With("part", "anacrolix")
-	cfg.Logger = cfg.Logger.WithFilterLevel(alog.Warning)
-	return cfg
 }
 
 // urls returns the announce tiers and the web seed URL for the torrents.
@@ -462,76 +338,6 @@ func (s *Seeder) prepare(ctx context.Context, st *osState) error {
 	return nil
 }
 
-// seed adds one verified OS to the client with storage in its own folder.
-// The piece-completion store reports every piece complete: the data was
-// just hashed or verified, and the library must not hash it again.
-func (s *Seeder) seed(ctx context.Context, cl *torrent.Client, o *oss.OS, ih metainfo.Hash, infoBytes []byte) (*torrent.Torrent, error) {
-	stor := storage.NewFileOpts(storage.NewFileClientOpts{
-		ClientBaseDir:   o.Dir,
-		TorrentDirMaker: func(base string, _ *metainfo.Info, _ metainfo.Hash) string { return base },
-		FilePathMaker: func(opts storage.FilePathMakerOpts) string {
-			return filepath.Join(opts.File.BestPath()...)
-		},
-		PieceCompletion: verifiedCompletion{},
-	})
-	t, _ := cl.AddTorrentOpt(torrent.AddTorrentOpts{
-		InfoHash:                 ih,
-		InfoBytes:                infoBytes,
-		Storage:                  stor,
-		DisableInitialPieceCheck: true,
-	})
-	select {
-	case <-t.GotInfo():
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if extra := s.opts.Project.Config.Torrent.Trackers; len(extra) > 0 {
-		t.AddTrackers([][]string{extra})
-	}
-	select {
-	case <-t.Complete().On():
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-time.After(30 * time.Second):
-		return nil, errors.New("the BitTorrent client does not see the data as complete")
-	}
-	return t, nil
-}
-
-// verifiedCompletion tells the library every piece is complete. It is used
-// only for torrents whose data the seeder has just hashed or verified.
-type verifiedCompletion struct{}
-
-func (verifiedCompletion) Get(metainfo.PieceKey) (storage.Completion, error) {
-	return storage.Completion{Ok: true, Complete: true}, nil
-}
-func (verifiedCompletion) Set(metainfo.PieceKey, generics.Option[bool]) error { return nil }
-func (verifiedCompletion) Close() error                                       { return nil }
-func (verifiedCompletion) Persistent() bool                                   { return false }
-
-// OSes returns the OSes for the boot menu, in the project's order. An OS
-// still being hashed has an empty InfoHash; an OS that failed (corrupted)
-// is left out.
-func (s *Seeder) OSes() []bootapi.OS {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]bootapi.OS, 0, len(s.oses))
-	for _, st := range s.oses {
-		if st.failed != nil {
-			continue
-		}
-		o := st.os
-		b := bootapi.OS{Name: o.Name, DispName: o.DispName, Method: string(o.Method), Size: o.Size,
-			Torrent: bootapi.PathTorrents + o.Name + ".torrent", Kernel: o.Kernel, Initrd: o.Initrd, Cmdline: o.Cmdline,
-			Bin: o.Bin, BinArgs: o.BinArgs, Args: o.Args, Files: o.Files}
-		if st.ready {
-			b.InfoHash, b.Magnet = st.infoHash.HexString(), st.magnet
-		}
-		out = append(out, b)
-	}
-	return out
-}
-
 // Peers returns up to n BitTorrent peers for a client about to download
 // os: the seeder's own address first, then machines the tracker knows for
 // that OS, never the asking machine (exclude).
@@ -618,54 +424,4 @@ func (s *Seeder) Close() error {
 	s.web.Close()
 	s.wg.Wait()
 	return errors.Join(errs...)
-}
-
-// serveTorrent serves /torrents/<name>.torrent.
-func (s *Seeder) serveTorrent(w http.ResponseWriter, r *http.Request) {
-	name, ok := strings.CutSuffix(strings.TrimPrefix(r.URL.Path, bootapi.PathTorrents), ".torrent")
-	s.mu.Lock()
-	st := s.byName[name]
-	var body []byte
-	var ih metainfo.Hash
-	var failed error
-	ready := false
-	if st != nil {
-		body, ih, ready, failed = st.torrent, st.infoHash, st.ready, st.failed
-	}
-	s.mu.Unlock()
-	switch {
-	case !ok || st == nil || failed != nil:
-		http.NotFound(w, r)
-		return
-	case !ready:
-		w.Header().Set("Retry-After", "5")
-		http.Error(w, "OS "+name+" is still being hashed", http.StatusServiceUnavailable)
-		return
-	}
-	w.Header().Set("Content-Type", "application/x-bittorrent")
-	w.Header().Set("ETag", `"`+ih.HexString()+`"`)
-	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.torrent"`)
-	http.ServeContent(w, r, "", time.Time{}, strings.NewReader(string(body)))
-}
-
-// serveOSList serves the JSON index of OSes.
-func (s *Seeder) serveOSList(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != bootapi.PathOSList {
-		http.NotFound(w, r)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-cache")
-	json.NewEncoder(w).Encode(s.OSes())
-}
-
-// InfoHash returns the hex info hash of a ready OS.
-func (s *Seeder) InfoHash(osName string) (string, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.byName[osName]
-	if st == nil || !st.ready {
-		return "", false
-	}
-	return hex.EncodeToString(st.infoHash[:]), true
 }

@@ -34,6 +34,9 @@ type api struct {
 	base string // http://IP:PORT, no trailing slash
 	mac  string
 	hc   *http.Client
+	// attempts are the time limits of get's attempts (defaultAttempts;
+	// tests shorten them).
+	attempts []time.Duration
 
 	peersMu   sync.Mutex
 	peersLast map[string]cachedPeers // by OS name
@@ -50,7 +53,7 @@ func newAPI(base, mac string) (*api, error) {
 		MaxIdleConnsPerHost:   4,
 		IdleConnTimeout:       60 * time.Second,
 	}
-	return &api{base: strings.TrimRight(base, "/"), mac: mac, hc: &http.Client{Transport: tr}}, nil
+	return &api{base: strings.TrimRight(base, "/"), mac: mac, hc: &http.Client{Transport: tr}, attempts: defaultAttempts}, nil
 }
 
 // host is the server's IP, used to tell the seeder's bytes from peers'.
@@ -65,16 +68,16 @@ func (a *api) host() string {
 // errHTTP is an answer other than 200.
 var errHTTP = errors.New("unexpected HTTP status")
 
-// getAttempts are the time limits of get's attempts (a connection whose
-// attempt timed out is dropped, so the next starts afresh). The answers are a few KiB, but they share the server's
-// uplink with the seeder's bulk data: when their packets are lost, TCP
+// defaultAttempts are the time limits of get's attempts (a connection
+// whose attempt timed out is dropped, so the next starts afresh). The
+// answers are a few KiB, but they share the server's uplink with the seeder's bulk data: when their packets are lost, TCP
 // waits twice as long after each loss, and a single 30 s attempt sometimes
 // ran out. At N = 100 (8 MiB, 4 Mbit/s) 2–5 machines per run failed to
 // get the .torrent that way and started their download 32 s late, 10–17 s
 // after the median machine had finished (cmd/swarmbench/TUNING.md).
-var getAttempts = []time.Duration{5 * time.Second, 10 * time.Second, 15 * time.Second}
+var defaultAttempts = []time.Duration{5 * time.Second, 10 * time.Second, 15 * time.Second}
 
-// get fetches path with up to len(getAttempts) attempts; an HTTP status
+// get fetches path with up to len(a.attempts) attempts; an HTTP status
 // other than 200 or an oversized answer ends it at once.
 func (a *api) get(ctx context.Context, path string, q url.Values, limit int64) ([]byte, error) {
 	b, _, _, err := a.getCond(ctx, path, q, limit, "")
@@ -85,7 +88,7 @@ func (a *api) get(ctx context.Context, path string, q url.Values, limit int64) (
 // unchanged answer comes back as notModified, without a body. tag is the
 // answer's ETag.
 func (a *api) getCond(ctx context.Context, path string, q url.Values, limit int64, etag string) (b []byte, tag string, notModified bool, err error) {
-	for _, limitT := range getAttempts {
+	for _, limitT := range a.attempts {
 		b, tag, notModified, err = a.getOnce(ctx, limitT, path, q, limit, etag)
 		if err == nil || ctx.Err() != nil || !retryable(err) {
 			return b, tag, notModified, err

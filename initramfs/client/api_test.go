@@ -187,8 +187,6 @@ func TestPeersKey(t *testing.T) {
 // TestGetRetriesStalledAnswer: an answer that never comes is given up
 // after the attempt's time limit and asked for again; a 404 is not.
 func TestGetRetriesStalledAnswer(t *testing.T) {
-	defer func(old []time.Duration) { getAttempts = old }(getAttempts)
-	getAttempts = []time.Duration{200 * time.Millisecond, 200 * time.Millisecond, time.Second}
 	var calls atomic.Int32
 	release := make(chan struct{})
 	defer close(release)
@@ -210,6 +208,7 @@ func TestGetRetriesStalledAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	a.attempts = []time.Duration{200 * time.Millisecond, 200 * time.Millisecond, time.Second}
 	b, err := a.get(context.Background(), "/torrents/a.torrent", nil, 100)
 	if err != nil || string(b) != "torrent" {
 		t.Fatalf("get = %q, %v; want the third attempt's answer", b, err)
@@ -224,7 +223,7 @@ func TestGetRetriesStalledAnswer(t *testing.T) {
 	if n := calls.Load(); n != 101 {
 		t.Errorf("a 404 was asked %d times, want once", n-100)
 	}
-	getAttempts = []time.Duration{100 * time.Millisecond, 100 * time.Millisecond}
+	a.attempts = []time.Duration{100 * time.Millisecond, 100 * time.Millisecond}
 	calls.Store(0)
 	if _, err := a.get(context.Background(), "/stall", nil, 100); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("every attempt stalled: %v, want a deadline error", err)

@@ -8,6 +8,21 @@
 // downloads the chosen OS into RAM over BitTorrent (the server's seeder,
 // the other booting machines, the web seed as fallback), seeds it for
 // boot.seed_time and boots it with kexec (or runs its binary, or QEMU).
+//
+// Where each role lives:
+//   - PID 1 (mounts, modules, consoles, rescue shell): init.go, console.go,
+//     shell.go; the boot itself (kexec, binary, QEMU): boot.go.
+//   - The stages and their retries, behind an env interface: machine.go;
+//     the server's boot API: api.go, dhcp.go, menu.go.
+//   - The downloaders, behind one interface (downloader, download.go):
+//     BitTorrent (torrent.go, peers.go, webseed.go, requests.go, its RAM
+//     storage ramstore.go) and the resuming HTTP baseline (httpdl.go).
+//   - The share of the seeder's pieces: the pure decisions in share.go,
+//     and the one goroutine that owns the share's state and the seeder's
+//     mask, fed by the peer refresh's events, in shareloop.go.
+//
+// The client is loaded by every booting machine: it imports no server
+// package (cmd/internal/cli/deps_test.go).
 package client
 
 import (

@@ -163,7 +163,7 @@ func TestQEMUBoot(t *testing.T) {
 		t.Skip("needs tc: apt-get install iproute2")
 	}
 	// The whole test took 8 minutes on a quiet host and over 20 on one ten
-	// times slower (session 12): let it run until shortly before go test's
+	// times slower (2026-11-23, b97de03): let it run until shortly before go test's
 	// own -timeout, keeping a couple of minutes to print consoles and clean up.
 	deadline := time.Now().Add(40 * time.Minute)
 	if d, ok := t.Deadline(); ok {

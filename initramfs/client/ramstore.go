@@ -14,11 +14,11 @@ import (
 
 // ramStore is the client's torrent storage: plain files (in init mode on
 // a tmpfs, so in RAM) written with pwrite and read with pread, and the
-// piece completion kept in memory. The library's file storage maps files
-// with writable shared mappings it never unmaps (v1.61.0): the files stay
-// open for writing, kexec_file_load then refuses the kernel (ETXTBSY), and
-// deleting the files would not free their RAM. Here Close really closes
-// every file.
+// piece completion kept in memory. The library's file storage (v1.62,
+// storage/file-io-mmap.go, its default) maps each file with a writable
+// shared mapping it keeps while the torrent lives: the files stay open for
+// writing, kexec_file_load then refuses the kernel (ETXTBSY), and deleting
+// the files would not free their RAM. Here Close really closes every file.
 type ramStore struct {
 	dir string
 	mu  sync.Mutex

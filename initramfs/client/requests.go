@@ -10,9 +10,10 @@ import (
 // requestCounts follows what becomes of the chunk requests a download
 // sends, from the library's request callbacks: each request ends answered
 // (its chunk came), rejected by the uploader, or withdrawn by the library
-// (cancelled, or dropped with its connection). The library (v1.61) moves a
-// request to another connection when that one has fewer requests out
-// ("work stealing", requesting.go), and cancels the first; the first
+// (cancelled, or dropped with its connection). The library (v1.62) moves a
+// request to another connection when that one has fewer requests out and
+// the request is older than ClientConfig.StealRequestGrace ("work
+// stealing", requesting.go), and cancels the first; the first
 // chunk is often on the wire by then and arrives anyway, and one of the
 // two is thrown away (Progress.Wasted). The counts show how often that
 // happens (cmd/swarmbench reports them).

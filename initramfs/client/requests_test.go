@@ -8,7 +8,7 @@ import (
 )
 
 // TestRequestCounts drives the callbacks the way the library calls them
-// (peerconn.go in v1.61): an answered request, a live request rejected, a
+// (peerconn.go in v1.62): an answered request, a live request rejected, a
 // cancel acknowledged by a reject (the request was deleted at the cancel),
 // and a cancel whose chunk was already sent (no reject).
 func TestRequestCounts(t *testing.T) {

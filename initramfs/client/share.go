@@ -1,15 +1,10 @@
 package client
 
 import (
-	"context"
 	"slices"
 	"time"
 
-	"github.com/anacrolix/torrent"
-	pp "github.com/anacrolix/torrent/peer_protocol"
-
 	"github.com/boottorrent/boottorrent/initramfs/bootapi"
-	"github.com/boottorrent/boottorrent/seeder/btlan"
 )
 
 // Sharing the seeder's pieces.
@@ -101,235 +96,6 @@ func shareMask(from, to, pieces int, extra []bool) *[]bool {
 	return &bf
 }
 
-// maskSeeder rewrites a message from the seeder (see readMessage) to the
-// current mask (btlan.MaskMessage). It runs with the library's lock held,
-// so it must not call into the client.
-func (d *torrentDL) maskSeeder(pc *torrent.PeerConn, m *pp.Message) {
-	var mask []bool
-	if p := d.mask.Load(); p != nil {
-		mask = *p
-	}
-	btlan.MaskMessage(pc, m, mask, d.np)
-}
-
-// setMask makes mask what the seeder advertises (nil: every piece). On a
-// connection to a seeder that supports btlan.MaskExtension it sends a
-// mask request, and maskSeeder turns the answer into a Bitfield of the
-// new mask: the connection and its requests in flight stay. Otherwise
-// (a seeder without the extension) it closes the connections to the
-// seeder and dials it again, so that the new connection's bitfield is
-// rewritten with it; closing threw away what was in flight, and at N = 20
-// the server's uplink ran below its rate in its last seconds
-// (cmd/swarmbench/TUNING.md).
-func (d *torrentDL) setMask(mask *[]bool) {
-	d.mask.Store(mask)
-	redial := true
-	for _, pc := range d.t.PeerConns() {
-		if d.source(&pc.Peer) != srcSeeder {
-			continue
-		}
-		if btlan.RequestMask(pc) == nil {
-			redial = false
-			continue
-		}
-		pc.Close()
-	}
-	if !redial {
-		return
-	}
-	d.seederMu.Lock()
-	s := d.seeder
-	d.seederMu.Unlock()
-	d.t.AddPeers(s)
-}
-
-// shareLoop keeps the seeder's mask in line with the share the server
-// assigned and adds the pieces steal picks.
-func (d *torrentDL) shareLoop(ctx context.Context) {
-	defer d.wg.Done()
-	tick := time.NewTicker(shareLoopTic)
-	defer tick.Stop()
-	np := d.t.NumPieces()
-	extra := make([]bool, np)
-	var lastRedial, lastSeederDial time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-d.t.Complete().On():
-			return
-		case <-tick.C:
-		}
-		sh := d.share.Load()
-		if sh == nil && time.Since(d.started) >= noShareAfter {
-			// No answer from the boot API: take the seeder's every
-			// piece rather than wait on it (the web seed is the next
-			// fallback).
-			if d.share.CompareAndSwap(nil, &share{0, 1, 1}) && d.o.Logger != nil {
-				d.o.Logger.Warn("no share from the server: asking the seeder for any piece", "stage", "download", "after", noShareAfter)
-			}
-			sh = d.share.Load()
-		}
-		if sh == nil {
-			continue // no answer from the server yet
-		}
-		from, to := sh.pieces(np)
-		cur := d.mask.Load()
-		if cur != nil && time.Since(lastRedial) >= remaskEvery {
-			if next, ok := d.steal(*sh, extra); ok {
-				if d.o.Logger != nil {
-					d.o.Logger.Debug("own share complete: asking the server for pieces no peer has yet", "stage", "download", "pieces", trues(next))
-				}
-				extra = next
-			}
-		}
-		want := shareMask(from, to, np, extra)
-		same := want == nil && cur == nil || want != nil && cur != nil && slices.Equal(*want, *cur)
-		if time.Since(lastSeederDial) >= seederRedialEvery && d.keepSeeder() {
-			lastSeederDial = time.Now()
-		}
-		if same || time.Since(lastRedial) < remaskEvery {
-			continue
-		}
-		lastRedial = time.Now()
-		d.setMask(want)
-	}
-}
-
-// seederRedialEvery is how often keepSeeder may dial the seeder again:
-// its handshake answer shares the server's busy uplink. evictRetry is
-// how long it waits before it closes another machine's connection for
-// the seeder when the last place it made went unused.
-const (
-	seederRedialEvery = 2 * time.Second
-	evictRetry        = 15 * time.Second
-)
-
-// keepSeeder dials the seeder again when this machine has no connection
-// to it and still lacks pieces the mask lets it ask the seeder for, and
-// reports whether it did. The library keeps at most
-// EstablishedConnsPerTorrent connections (25, LANConfig): when a machine
-// dials in and the connections out outnumber those in, it closes the
-// connection out that delivered nothing useful for the longest, and the
-// seeder's connection, which gets 1/N of the server's uplink, is usually
-// that one. Nor does the library dial the seeder again while it is at
-// its limit. So from N ≈ 25 on, owners lost the connection that brings
-// their share: N = 30 (8 MiB, 1 Mbit/s), 18–28 seeder connections
-// closed by the machines and 150–400 machine-seconds without one, one
-// machine 55 s, which then took 960 KiB from the web seed
-// (cmd/swarmbench/TUNING.md). At the limit, keepSeeder closes the
-// connection to the machine that holds the fewest pieces this one
-// lacks, so that the seeder (a trusted peer, dialled before the others)
-// gets the place. It waits while a dial is under way (the library's
-// half-open connections): the seeder's may be that one.
-func (d *torrentDL) keepSeeder() bool {
-	conns := d.t.PeerConns()
-	for _, pc := range conns {
-		if d.source(&pc.Peer) == srcSeeder {
-			d.seederBack = true
-			return false
-		}
-	}
-	d.seederMu.Lock()
-	s := d.seeder
-	d.seederMu.Unlock()
-	if len(s) == 0 {
-		return false // no address from the server yet
-	}
-	complete := d.completed()
-	mask := d.mask.Load()
-	need := false
-	for i, c := range complete {
-		need = need || !c && (mask == nil || i < len(*mask) && (*mask)[i])
-	}
-	if !need {
-		return false
-	}
-	if d.t.Stats().HalfOpenPeers > 0 {
-		return false // a dial is under way, maybe the seeder's: let it finish
-	}
-	// The seeder goes into the library's list before a connection is
-	// closed: the place the close frees is dialled from that list at
-	// once, trusted peers first.
-	d.seederDials.Add(1)
-	d.t.AddPeers(s)
-	// A place made for the seeder that it did not take (the server is
-	// unreachable, or another machine dialled in first) is made again
-	// only after evictRetry: a machine must not shed its peers every
-	// few seconds while the server is down.
-	if len(conns) >= int(d.maxConns.Load()) && (d.seederBack || time.Since(d.lastEvict) >= evictRetry) {
-		d.seederBack, d.lastEvict = false, time.Now()
-		conns[leastUseful(conns, complete)].Close()
-		d.seederEvictions.Add(1)
-	}
-	if d.o.Logger != nil {
-		d.o.Logger.Debug("no connection to the seeder: dialling it again", "stage", "download", "connections", len(conns))
-	}
-	return true
-}
-
-// makeSeederRoom runs when a connection's handshake completed, before
-// the library adds it to the torrent. At its limit the library refuses
-// a new connection ("don't want conn") unless one it has is bad, and the
-// place keepSeeder freed for the seeder can go to a machine whose dial
-// was quicker: the seeder's handshake answer waits behind the server's
-// busy uplink (seen in the tests on a loaded host: seven dials, none
-// kept, while a machine took the place each time). So when the seeder's
-// handshake completes and this machine, still downloading, is at its
-// limit without a connection to the seeder, it closes the connection to
-// the machine that holds the fewest pieces this one lacks, and the
-// seeder's takes that place.
-func (d *torrentDL) makeSeederRoom(pc *torrent.PeerConn) {
-	if !d.ready.Load() || d.source(&pc.Peer) != srcSeeder || d.t.Complete().Bool() {
-		return
-	}
-	conns := d.t.PeerConns()
-	if len(conns) < int(d.maxConns.Load()) {
-		return
-	}
-	for _, c := range conns {
-		if d.source(&c.Peer) == srcSeeder {
-			return // one is enough
-		}
-	}
-	victim := conns[leastUseful(conns, d.completed())]
-	victim.Close()
-	d.seederEvictions.Add(1)
-	// The library forgets a closed connection only when its reader
-	// stops, and until then counts it against the limit: the seeder's
-	// would still be refused. This goroutine is the seeder's handshake,
-	// run without the library's lock; it may wait a little.
-	for deadline := time.Now().Add(seederRoomWait); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if !slices.Contains(d.t.PeerConns(), victim) {
-			return
-		}
-	}
-}
-
-// seederRoomWait bounds makeSeederRoom's wait for the connection it
-// closed to be gone.
-const seederRoomWait = 2 * time.Second
-
-// leastUseful returns the index of the connection whose peer holds the
-// fewest of the pieces this machine lacks (complete[i] false); the
-// first of equals.
-func leastUseful(conns []*torrent.PeerConn, complete []bool) int {
-	k, least := 0, -1
-	for j, pc := range conns {
-		n := 0
-		bm := pc.PeerPieces()
-		for it := bm.Iterator(); it.HasNext(); {
-			if i := int(it.Next()); i < len(complete) && !complete[i] {
-				n++
-			}
-		}
-		if least < 0 || n < least {
-			k, least = j, n
-		}
-	}
-	return k
-}
-
 // stealBatch is how many pieces of another share a machine asks the
 // seeder for at a time (see steal and remaskEvery).
 const stealBatch = 4
@@ -338,7 +104,20 @@ const stealBatch = 4
 // steal leaves to the share's owner.
 const ownerReserve = 2
 
-// steal decides what this machine asks the seeder for besides its own
+// stealState is what pickSteal decides from: this machine's share {index,
+// count}, its complete pieces, the pieces its connected machines hold,
+// whether one of them is still downloading, whether this machine is idle
+// (idleToHelp) and the current extra set.
+type stealState struct {
+	index, count   int
+	owners         int // 0: bootapi.DefaultShareOwners' cap
+	complete, held []bool
+	downloading    bool
+	idle           bool
+	stolen         []bool
+}
+
+// pickSteal decides what this machine asks the seeder for besides its own
 // share. Every machine's downlink is full of its peers' uploads, so each
 // connection to the seeder gets about 1/N of it; when an owner completed
 // its share its connection went quiet and the server's uplink idled while
@@ -361,43 +140,9 @@ const ownerReserve = 2
 // idleToHelp). Otherwise all of them would take pieces from the seeder
 // at once, before any owner had a piece to pass on.
 //
-// stolen is the current extra set; steal returns the next one and true
+// st.stolen is the current extra set; pickSteal returns the next one and true
 // when it should change: the stolen pieces are all here or held by a
 // peer, and there are more to take.
-func (d *torrentDL) steal(sh share, stolen []bool) ([]bool, bool) {
-	np := d.t.NumPieces()
-	st := stealState{index: sh.index, count: sh.count, owners: sh.owners, stolen: stolen,
-		complete: d.completed(), held: make([]bool, np)}
-	for _, pc := range d.t.PeerConns() {
-		if d.source(&pc.Peer) == srcSeeder {
-			continue
-		}
-		bm := pc.PeerPieces()
-		st.downloading = st.downloading || bm.GetCardinality() < uint64(np)
-		for it := bm.Iterator(); it.HasNext(); {
-			if i := int(it.Next()); i < np {
-				st.held[i] = true
-			}
-		}
-	}
-	st.idle = idleToHelp(d.sinceData(), st.downloading)
-	return pickSteal(st)
-}
-
-// stealState is what steal decides from: this machine's share {index,
-// count}, its complete pieces, the pieces its connected machines hold,
-// whether one of them is still downloading, whether this machine is idle
-// (idleToHelp) and the current extra set.
-type stealState struct {
-	index, count   int
-	owners         int // 0: bootapi.DefaultShareOwners' cap
-	complete, held []bool
-	downloading    bool
-	idle           bool
-	stolen         []bool
-}
-
-// pickSteal is steal's decision (see steal).
 func pickSteal(st stealState) ([]bool, bool) {
 	np := len(st.complete)
 	complete, held := st.complete, st.held
@@ -481,15 +226,6 @@ func pickSteal(st stealState) ([]bool, bool) {
 		return make([]bool, np), true // nothing left to take: drop the old batch
 	}
 	return nil, false
-}
-
-// completed says for every piece whether it is complete here.
-func (d *torrentDL) completed() []bool {
-	c := make([]bool, d.t.NumPieces())
-	for i := range c {
-		c[i] = d.t.Piece(i).State().Complete
-	}
-	return c
 }
 
 // trues counts the true values.

@@ -707,7 +707,7 @@ func TestSeederMaskChange(t *testing.T) {
 			// applies it (without waiting for the next peer list).
 			setShare := func(index, count int) {
 				answer.Store(&[2]int{index, count})
-				d.share.Store(&share{index, count, count})
+				d.tellShare(ctx, shareEvent{share: share{index, count, count}})
 			}
 			setShare(1, 2)
 			second := seederView(np/2, np)
@@ -754,7 +754,7 @@ func TestSeederRedialedAtLimit(t *testing.T) {
 	otherAddr := fmt.Sprintf("127.0.0.2:%d", other.cl.LocalPort())
 	var withSeeder atomic.Bool // the server lists the seeder
 	d, err := startTorrent(ctx, s.mi, dlOptions{
-		DataDir: t.TempDir(), ListenHost: "127.0.0.3", ServerHost: "127.0.0.1",
+		DataDir: t.TempDir(), ListenHost: "127.0.0.3", ServerHost: "127.0.0.1", MaxConns: 1,
 		Peers: func(context.Context) (*bootapi.Peers, error) {
 			p := &bootapi.Peers{Peers: []string{otherAddr}}
 			if withSeeder.Load() {
@@ -767,7 +767,6 @@ func TestSeederRedialedAtLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	d.maxConns.Store(1)
 	d.t.SetMaxEstablishedConns(1)
 	waitMachineConn(ctx, d)
 	// The one place is the other machine's; now the server lists the
@@ -845,7 +844,7 @@ func TestSeederHandshakeMakesRoom(t *testing.T) {
 	var listOther atomic.Bool // the server lists the other machine
 	listOther.Store(true)
 	d, err := startTorrent(ctx, s.mi, dlOptions{
-		DataDir: t.TempDir(), ListenHost: "127.0.0.3", ServerHost: "127.0.0.1",
+		DataDir: t.TempDir(), ListenHost: "127.0.0.3", ServerHost: "127.0.0.1", MaxConns: 1,
 		// The seeder is never listed: keepSeeder stays out of it.
 		Peers: func(context.Context) (*bootapi.Peers, error) {
 			p := &bootapi.Peers{}
@@ -859,7 +858,6 @@ func TestSeederHandshakeMakesRoom(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	d.maxConns.Store(1)
 	waitMachineConn(ctx, d)
 	first := d.t.PeerConns()
 	listOther.Store(false)
@@ -917,7 +915,7 @@ func TestSeederUnreachableKeepsPeers(t *testing.T) {
 	defer other.Close()
 	otherAddr := fmt.Sprintf("127.0.0.2:%d", other.cl.LocalPort())
 	d, err := startTorrent(ctx, s.mi, dlOptions{
-		DataDir: t.TempDir(), ListenHost: "127.0.0.3", ServerHost: "127.0.0.1",
+		DataDir: t.TempDir(), ListenHost: "127.0.0.3", ServerHost: "127.0.0.1", MaxConns: 1,
 		Peers: func(context.Context) (*bootapi.Peers, error) {
 			return &bootapi.Peers{Peers: []string{deadSeeder, otherAddr}}, nil
 		},
@@ -928,7 +926,6 @@ func TestSeederUnreachableKeepsPeers(t *testing.T) {
 	defer d.Close()
 	a := fmt.Sprintf("127.0.0.3:%d", d.cl.LocalPort())
 	dAddr.Store(&a)
-	d.maxConns.Store(1)
 	d.t.SetMaxEstablishedConns(1)
 	// Eight seconds: four of keepSeeder's dials, and less than evictRetry.
 	time.Sleep(8 * time.Second)

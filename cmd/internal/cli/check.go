@@ -10,17 +10,6 @@ import (
 	"github.com/boottorrent/boottorrent/config"
 )
 
-// Parts that check reads from other packages without running them; tests
-// replace them, wire.go sets the real ones.
-var (
-	// cachedInfoHashes returns OS name → info hash for OSes whose hash
-	// cache is fresh (nothing is hashed by check).
-	cachedInfoHashes = func(*config.Project) map[string]string { return nil }
-	// clientSummary describes the boot client (kernel + initramfs sizes,
-	// whether it is built) without building it.
-	clientSummary = func(*config.Project) string { return "" }
-)
-
 func runCheck(env *Env, args []string) error {
 	fs := newFlags(env, "check", "boottorrent check [--dir DIR]",
 		`Validates Boottorrent.yaml and every oss/*/config.yaml, reports every problem
@@ -39,13 +28,15 @@ Exits 1 when the project is invalid.`)
 	if err != nil {
 		return err
 	}
-	printPlan(env.Stdout, p)
+	printPlan(env.Stdout, p, env.infoHashes(), env.clientSummary())
 	fmt.Fprintln(env.Stdout, "\nThe project is valid. Start it with: sudo boottorrent start")
 	return nil
 }
 
-// printPlan prints what start would do, for people.
-func printPlan(w io.Writer, p *config.Project) {
+// printPlan prints what start would do, for people. hashes and summary
+// read what other packages know without running them (Env.InfoHashes,
+// Env.ClientSummary).
+func printPlan(w io.Writer, p *config.Project, hashes func(*config.Project) map[string]string, summary func(*config.Project) string) {
 	c := p.Config
 	fmt.Fprintf(w, "Project   %s\n", p.Dir)
 	fmt.Fprintf(w, "Server    %s, address %s (network %s)\n", c.Server.Interface, c.Server.Address, p.Prefix)
@@ -81,15 +72,15 @@ func printPlan(w io.Writer, p *config.Project) {
 	fmt.Fprintf(w, "Menu      %s; default %s; timeout %s; seed %s after download\n",
 		strings.Join(c.Boot.Menu, ", "), c.Boot.DefaultOS, timeout, c.Boot.SeedTime)
 	fmt.Fprintf(w, "Client    kernel %s, modules %s\n", c.Client.Kernel, c.Client.Modules)
-	if s := clientSummary(p); s != "" {
+	if s := summary(p); s != "" {
 		fmt.Fprintf(w, "          %s\n", s)
 	}
-	hashes := cachedInfoHashes(p)
+	known := hashes(p)
 	fmt.Fprintf(w, "\nOperating systems (%d):\n", len(p.OSes))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  NAME\tMETHOD\tSIZE\tFILES\tINFO HASH\tDISPLAY NAME")
 	for _, o := range p.OSes {
-		h := hashes[o.Name]
+		h := known[o.Name]
 		if h == "" {
 			h = "(hashed at start)"
 		}

@@ -25,6 +25,13 @@ type Env struct {
 	Host           config.Host
 	// Getwd is the folder commands use when --dir is not given.
 	Getwd func() (string, error)
+	// InfoHashes returns OS name → info hash for the OSes whose hash
+	// cache is fresh, and ClientSummary describes the boot client
+	// (kernel + initramfs sizes, whether it is built); check prints
+	// both without hashing or building anything. nil: the seeder's
+	// cache and the built client's files; tests give fixed answers.
+	InfoHashes    func(*config.Project) map[string]string
+	ClientSummary func(*config.Project) string
 }
 
 type command struct {

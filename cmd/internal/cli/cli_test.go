@@ -115,14 +115,11 @@ func TestInitCheckGolden(t *testing.T) {
 	data = append(data, []byte("  52:54:00:00:00:01: {name: node01, os: hello}\n")...)
 	mustWrite(t, filepath.Join(dir, config.FileName), string(data))
 
-	saved, savedSummary := cachedInfoHashes, clientSummary
-	t.Cleanup(func() { cachedInfoHashes, clientSummary = saved, savedSummary })
-	cachedInfoHashes = func(*config.Project) map[string]string {
+	env, out, errb = testEnv(t, "/nonexistent")
+	env.InfoHashes = func(*config.Project) map[string]string {
 		return map[string]string{"debian": "0123456789abcdef0123456789abcdef01234567"}
 	}
-	clientSummary = func(*config.Project) string { return "client: 7.9 MiB kernel + 8.1 MiB initramfs (built)" }
-
-	env, out, errb = testEnv(t, "/nonexistent")
+	env.ClientSummary = func(*config.Project) string { return "client: 7.9 MiB kernel + 8.1 MiB initramfs (built)" }
 	if code := Main([]string{"check", "--dir", dir}, env); code != 0 {
 		t.Fatalf("check: exit %d: %s", code, errb.String())
 	}

@@ -10,9 +10,20 @@ import (
 	"github.com/boottorrent/boottorrent/seeder"
 )
 
-func init() {
-	cachedInfoHashes = seeder.CachedInfo
-	clientSummary = inspectClient
+// infoHashes is Env.InfoHashes, or the seeder's hash cache.
+func (env *Env) infoHashes() func(*config.Project) map[string]string {
+	if env.InfoHashes != nil {
+		return env.InfoHashes
+	}
+	return seeder.CachedInfo
+}
+
+// clientSummary is Env.ClientSummary, or inspectClient.
+func (env *Env) clientSummary() func(*config.Project) string {
+	if env.ClientSummary != nil {
+		return env.ClientSummary
+	}
+	return inspectClient
 }
 
 // inspectClient tells check how big the boot client is, without building

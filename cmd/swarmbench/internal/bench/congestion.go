@@ -22,20 +22,21 @@ import (
 // boot client's kernel and a Debian server use.
 const DefaultCongestion = "cubic"
 
-// congestionDir is where the host-wide lists live (a variable for tests).
-var congestionDir = "/proc/sys/net/ipv4"
+// congestionDir is where the host-wide lists live; tests pass a
+// temporary folder to allowCongestion and checkCongestion instead.
+const congestionDir = "/proc/sys/net/ipv4"
 
 // allowCongestion makes algo settable inside namespaces: outside the
 // initial namespace Linux lets a process pick only an algorithm from
 // net.ipv4.tcp_allowed_congestion_control. It checks that the kernel has
-// algo, adds it to the allowed list when missing, and returns a function
-// that puts the list back.
-func allowCongestion(algo string) (restore func(), err error) {
+// algo, adds it to the allowed list in dir (congestionDir) when missing,
+// and returns a function that puts the list back.
+func allowCongestion(dir, algo string) (restore func(), err error) {
 	noop := func() {}
-	if err := CheckCongestion(algo); err != nil {
+	if err := checkCongestion(dir, algo); err != nil {
 		return noop, err
 	}
-	path := filepath.Join(congestionDir, "tcp_allowed_congestion_control")
+	path := filepath.Join(dir, "tcp_allowed_congestion_control")
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return noop, fmt.Errorf("--congestion: %w", err)
@@ -53,8 +54,11 @@ func allowCongestion(algo string) (restore func(), err error) {
 // CheckCongestion reports whether this kernel has the congestion control
 // algo (net.ipv4.tcp_available_congestion_control), so that a bad
 // --congestion is refused before the image is written and the LAN built.
-func CheckCongestion(algo string) error {
-	path := filepath.Join(congestionDir, "tcp_available_congestion_control")
+func CheckCongestion(algo string) error { return checkCongestion(congestionDir, algo) }
+
+// checkCongestion is CheckCongestion with the lists in dir.
+func checkCongestion(dir, algo string) error {
+	path := filepath.Join(dir, "tcp_available_congestion_control")
 	avail, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("--congestion: %w", err)

@@ -8,21 +8,18 @@ import (
 )
 
 // fakeCongestion writes the two host-wide lists under a temporary
-// congestionDir and returns the path of the allowed list.
-func fakeCongestion(t *testing.T, available, allowed string) string {
+// folder and returns the folder and the path of the allowed list.
+func fakeCongestion(t *testing.T, available, allowed string) (dir, p string) {
 	t.Helper()
-	dir := t.TempDir()
-	old := congestionDir
-	congestionDir = dir
-	t.Cleanup(func() { congestionDir = old })
+	dir = t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "tcp_available_congestion_control"), []byte(available+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(dir, "tcp_allowed_congestion_control")
+	p = filepath.Join(dir, "tcp_allowed_congestion_control")
 	if err := os.WriteFile(p, []byte(allowed+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return p
+	return dir, p
 }
 
 func readTrim(t *testing.T, p string) string {
@@ -35,8 +32,8 @@ func readTrim(t *testing.T, p string) string {
 }
 
 func TestAllowCongestionAddsAndRestores(t *testing.T) {
-	p := fakeCongestion(t, "reno bbr cubic", "reno bbr")
-	restore, err := allowCongestion("cubic")
+	dir, p := fakeCongestion(t, "reno bbr cubic", "reno bbr")
+	restore, err := allowCongestion(dir, "cubic")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,8 +47,8 @@ func TestAllowCongestionAddsAndRestores(t *testing.T) {
 }
 
 func TestAllowCongestionAlreadyAllowed(t *testing.T) {
-	p := fakeCongestion(t, "reno cubic", "reno cubic")
-	restore, err := allowCongestion("cubic")
+	dir, p := fakeCongestion(t, "reno cubic", "reno cubic")
+	restore, err := allowCongestion(dir, "cubic")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,8 +59,8 @@ func TestAllowCongestionAlreadyAllowed(t *testing.T) {
 }
 
 func TestAllowCongestionMissingAlgorithm(t *testing.T) {
-	p := fakeCongestion(t, "reno cubic", "reno cubic")
-	_, err := allowCongestion("bbr")
+	dir, p := fakeCongestion(t, "reno cubic", "reno cubic")
+	_, err := allowCongestion(dir, "bbr")
 	if err == nil {
 		t.Fatal("bbr is not in the available list: want an error")
 	}

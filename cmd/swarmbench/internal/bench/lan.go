@@ -189,13 +189,13 @@ func NewLAN(ctx context.Context, n int, shape LinkShape, staticClients bool) (_ 
 	if shape.Offload && (shape.ServerUp.Loss > 0 || shape.ServerDown.Loss > 0 || shape.ClientUp.Loss > 0 || shape.ClientDown.Loss > 0) {
 		return nil, errors.New("offloads with loss: a lost GSO packet is up to 64 KiB of segments; run lossy links without offloads")
 	}
-	restore, err := raiseNeighLimits(n + 1)
+	restore, err := raiseNeighLimits(neighDir, n+1)
 	if err != nil {
 		return nil, err
 	}
 	restores := []func(){restore}
 	if shape.Congestion != "" {
-		allowed, err := allowCongestion(shape.Congestion)
+		allowed, err := allowCongestion(congestionDir, shape.Congestion)
 		if err != nil {
 			restore()
 			return nil, err

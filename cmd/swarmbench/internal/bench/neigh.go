@@ -22,8 +22,9 @@ import (
 // replies, which is why a quarter of the machines took their lease minutes
 // late. neighLimits raises the limits for the run and puts them back.
 
-// neighDir is where the limits live (a variable for the tests).
-var neighDir = "/proc/sys/net"
+// neighDir is where the limits live; tests pass a temporary folder to
+// raiseNeighLimits instead.
+const neighDir = "/proc/sys/net"
 
 // neighThresholds returns gc_thresh1, 2 and 3 for hosts machines that all
 // talk to each other: thresh1 (below which nothing is collected) holds
@@ -33,10 +34,10 @@ func neighThresholds(hosts int) [3]int {
 	return [3]int{2 * need, 4 * need, 8 * need}
 }
 
-// raiseNeighLimits raises the neighbour-table limits of IPv4 and IPv6 to
-// at least neighThresholds(hosts) and returns a function that restores
+// raiseNeighLimits raises the neighbour-table limits of IPv4 and IPv6
+// under dir (neighDir) to at least neighThresholds(hosts) and returns a function that restores
 // the old values. Limits already higher are left alone.
-func raiseNeighLimits(hosts int) (restore func(), err error) {
+func raiseNeighLimits(dir string, hosts int) (restore func(), err error) {
 	want := neighThresholds(hosts)
 	type saved struct {
 		path string
@@ -49,12 +50,12 @@ func raiseNeighLimits(hosts int) (restore func(), err error) {
 		}
 	}
 	for _, family := range []string{"ipv4", "ipv6"} {
-		if _, err := os.Stat(filepath.Join(neighDir, family)); family == "ipv6" && errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(filepath.Join(dir, family)); family == "ipv6" && errors.Is(err, fs.ErrNotExist) {
 			continue // a kernel without IPv6
 		}
 		// thresh3 first when raising: the kernel wants 1 ≤ 2 ≤ 3.
 		for k := 3; k >= 1; k-- {
-			path := filepath.Join(neighDir, family, "neigh", "default", fmt.Sprintf("gc_thresh%d", k))
+			path := filepath.Join(dir, family, "neigh", "default", fmt.Sprintf("gc_thresh%d", k))
 			b, err := os.ReadFile(path)
 			if err != nil {
 				restore()

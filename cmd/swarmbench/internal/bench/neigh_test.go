@@ -21,13 +21,10 @@ func TestNeighThresholds(t *testing.T) {
 }
 
 // fakeNeigh writes gc_thresh files with the given values under a
-// temporary neighDir.
+// temporary folder, which it returns.
 func fakeNeigh(t *testing.T, vals map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
-	old := neighDir
-	neighDir = dir
-	t.Cleanup(func() { neighDir = old })
 	for _, fam := range []string{"ipv4", "ipv6"} {
 		p := filepath.Join(dir, fam, "neigh", "default")
 		if err := os.MkdirAll(p, 0o755); err != nil {
@@ -53,7 +50,7 @@ func readThresh(t *testing.T, dir, fam, name string) string {
 
 func TestRaiseNeighLimitsRestores(t *testing.T) {
 	dir := fakeNeigh(t, map[string]string{"gc_thresh1": "128", "gc_thresh2": "512", "gc_thresh3": "1024"})
-	restore, err := raiseNeighLimits(101)
+	restore, err := raiseNeighLimits(dir, 101)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +74,7 @@ func TestRaiseNeighLimitsRestores(t *testing.T) {
 
 func TestRaiseNeighLimitsKeepsHigher(t *testing.T) {
 	dir := fakeNeigh(t, map[string]string{"gc_thresh1": "1000000", "gc_thresh2": "2000000", "gc_thresh3": "4000000"})
-	restore, err := raiseNeighLimits(10)
+	restore, err := raiseNeighLimits(dir, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +86,7 @@ func TestRaiseNeighLimitsKeepsHigher(t *testing.T) {
 
 func TestRaiseNeighLimitsBadValue(t *testing.T) {
 	dir := fakeNeigh(t, map[string]string{"gc_thresh1": "128", "gc_thresh2": "lots", "gc_thresh3": "1024"})
-	_, err := raiseNeighLimits(101)
+	_, err := raiseNeighLimits(dir, 101)
 	if err == nil || !strings.Contains(err.Error(), "gc_thresh2") {
 		t.Fatalf("err = %v, want one naming gc_thresh2", err)
 	}
@@ -104,7 +101,7 @@ func TestRaiseNeighLimitsWithoutIPv6(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(dir, "ipv6")); err != nil {
 		t.Fatal(err)
 	}
-	restore, err := raiseNeighLimits(101)
+	restore, err := raiseNeighLimits(dir, 101)
 	if err != nil {
 		t.Fatalf("a kernel without IPv6: %v", err)
 	}
