@@ -15,7 +15,6 @@ import (
 
 	"github.com/boottorrent/boottorrent/config"
 	"github.com/boottorrent/boottorrent/initramfs"
-	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 	"github.com/boottorrent/boottorrent/netboot"
 	"github.com/boottorrent/boottorrent/oss"
 	"github.com/boottorrent/boottorrent/seeder"
@@ -131,7 +130,7 @@ func serve(ctx context.Context, p *config.Project, log *slog.Logger) error {
 	}
 
 	srv := &http.Server{
-		Handler:           surface(nb, sd),
+		Handler:           surface(nb, sd, startDashboard(a, nb)),
 		ConnContext:       netboot.ConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -204,11 +203,6 @@ func surface(parts ...interface {
 	for _, p := range parts {
 		p.Register(m.Handle)
 	}
-	m.Handle("GET /{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintf(w, "boottorrent %s\n\n%s  machines booting (JSON)\n%s  operating systems (JSON)\n%s  boot script for iPXE\n",
-			versionString(), bootapi.PathMachines, bootapi.PathOSList, bootapi.PathBootScript)
-	}), false)
 	return m
 }
 

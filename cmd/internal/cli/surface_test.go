@@ -81,12 +81,13 @@ func TestSurfaceServesEveryPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := surface(nb, sd)
+	m := surface(nb, sd, newDashboard(nb))
 	for name, path := range declaredPaths(t) {
 		method, target := http.MethodGet, path
 		switch {
 		case name == "PathReport":
 			method = http.MethodPost
+		case name == "PathDashboard":
 		case strings.HasSuffix(path, "/"):
 			target += "x/y"
 			if name == "PathTorrents" {
