@@ -31,6 +31,7 @@ const (
 	PathEvents          = "/api/v1/events"    // GET: Server-Sent Events of the machines (netboot/dashboard)
 	PathDashboard       = "/"                 // GET: the operator's page, or a text index for curl (netboot/dashboard)
 	PathDashboardFiles  = "/dashboard/"       // GET: the page's script and style (netboot/dashboard)
+	PathMetrics         = "/metrics"          // GET: Prometheus text exposition (netboot/metrics)
 	PathOSList          = "/api/v1/oss"       // GET: []OS (seeder)
 	PathTorrents        = "/torrents/"        // /torrents/<name>.torrent (seeder)
 	PathWebSeed         = "/oss/"             // /oss/<name>/<file>, BEP 19 web seed (seeder)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/boottorrent/boottorrent/config"
 	"github.com/boottorrent/boottorrent/netboot"
+	"github.com/boottorrent/boottorrent/netboot/metrics"
 	"github.com/boottorrent/boottorrent/seeder"
 )
 
@@ -81,7 +82,8 @@ func TestSurfaceServesEveryPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := surface(nb, sd, newDashboard(nb))
+	mt := metrics.New("test")
+	m := surface(mt, nb, sd, newDashboard(nb), mt)
 	for name, path := range declaredPaths(t) {
 		method, target := http.MethodGet, path
 		switch {
