@@ -44,6 +44,9 @@ func (s *Server) dhcpOptions() (dhcp.Options, error) {
 		Logger:    s.log.With("service", "dhcp"),
 		OnEvent:   s.queueDHCPEvent,
 	}
+	if o.Meter != nil {
+		d.Meter = o.Meter
+	}
 	if o.DHCP.Mode == dhcp.ModeFull && o.DHCP.LeaseFile != "" {
 		dir := filepath.Dir(o.DHCP.LeaseFile)
 		if err := os.MkdirAll(dir, 0o755); err != nil {

@@ -101,6 +101,18 @@ type Options struct {
 	// NoRouterAdverts turns off the IPv6 router advertisements that end
 	// iPXE's router discovery early (see RouterAdverts).
 	NoRouterAdverts bool
+	// Meter, if set, counts what DHCP, TFTP and the registry see
+	// (netboot/metrics implements it).
+	Meter Meter
+}
+
+// Meter counts what the server's parts do: the DHCP server's packets, the
+// TFTP transfers and the registry's stage changes and payload bytes.
+type Meter interface {
+	dhcp.Meter
+	TFTPTransfer(tftpd.Transfer)
+	Stage(from, to string, in time.Duration)
+	Payload(fromPeers, fromSeeder, fromWeb, uploaded int64)
 }
 
 // HTTPBase is the HTTP listener's URL, http://ADDRESS:PORT.
@@ -152,7 +164,11 @@ func New(o Options) (*Server, error) {
 	s := &Server{opts: o, log: log, base: o.HTTPBase(), limit: logging.NewLimiter(5 * time.Second)}
 	s.reg = o.Registry
 	if s.reg == nil {
-		s.reg = registry.New(registry.Options{Logger: log, Max: o.MaxMachines, Names: names})
+		ro := registry.Options{Logger: log, Max: o.MaxMachines, Names: names}
+		if o.Meter != nil {
+			ro.Hooks = registry.Hooks{Stage: o.Meter.Stage, Payload: o.Meter.Payload}
+		}
+		s.reg = registry.New(ro)
 	}
 	b := o.Boot
 	b.Registry, b.Catalog, b.Logger, b.Limiter, b.Machines = s.reg, o.Catalog, log, s.limit, o.Machines
@@ -246,6 +262,9 @@ func (s *Server) startTFTP() error {
 		Logger:   s.log.With("service", "tftp"),
 		Identify: s.macFor,
 		OnTransfer: func(t tftpd.Transfer) {
+			if s.opts.Meter != nil {
+				s.opts.Meter.TFTPTransfer(t)
+			}
 			if t.Err != nil {
 				return
 			}

@@ -381,6 +381,10 @@ func (s *Seeder) RegisterPeer(osName string, addr netip.AddrPort, left int64) er
 	return s.tracker.Register(tracker.Hash(ih), addr, left)
 }
 
+// TrackerAnnounces counts the embedded tracker's announces over HTTP and
+// UDP.
+func (s *Seeder) TrackerAnnounces() (http, udp uint64) { return s.tracker.Announces() }
+
 // Stats is one OS's serving counters.
 type Stats struct {
 	Uploaded  int64 // BitTorrent payload bytes the seeder sent

@@ -28,6 +28,10 @@ const (
 	PathPeers           = "/api/v1/peers"     // GET ?os=…&mac=…: Peers (netboot/bootserver)
 	PathReport          = "/api/v1/report"    // POST Report (netboot/bootserver)
 	PathMachines        = "/api/v1/machines"  // GET: []Machine (netboot/bootserver)
+	PathEvents          = "/api/v1/events"    // GET: Server-Sent Events of the machines (netboot/dashboard)
+	PathDashboard       = "/"                 // GET: the operator's page, or a text index for curl (netboot/dashboard)
+	PathDashboardFiles  = "/dashboard/"       // GET: the page's script and style (netboot/dashboard)
+	PathMetrics         = "/metrics"          // GET: Prometheus text exposition (netboot/metrics)
 	PathOSList          = "/api/v1/oss"       // GET: []OS (seeder)
 	PathTorrents        = "/torrents/"        // /torrents/<name>.torrent (seeder)
 	PathWebSeed         = "/oss/"             // /oss/<name>/<file>, BEP 19 web seed (seeder)
@@ -155,6 +159,10 @@ const (
 	StageSeeding  = "seeding"  // client: complete, seeding before boot
 	StageBooting  = "booting"  // client: kexec / exec / qemu
 	StageFailed   = "failed"   // client: an error it could not recover from alone
+	// StageLost is the server's verdict, never reported: a machine that
+	// stopped reporting for two report intervals while it downloaded or
+	// seeded (netboot/registry). It leaves it when it reports again.
+	StageLost = "lost"
 )
 
 // Report is POSTed by the client to PathReport every ReportMS and at every
@@ -268,24 +276,32 @@ func Truncate(s string, n int) string {
 
 // Machine is one machine as the server knows it: GET PathMachines.
 type Machine struct {
-	MAC        string    `json:"mac"`
-	IP         string    `json:"ip,omitempty"`
-	Name       string    `json:"name,omitempty"`
-	Arch       string    `json:"arch,omitempty"`
-	Stage      string    `json:"stage"`
-	OS         string    `json:"os,omitempty"`
-	Progress   float64   `json:"progress"` // 0..1 of the OS download
-	BytesTotal int64     `json:"bytes_total"`
-	BytesDone  int64     `json:"bytes_done"`
-	FromPeers  int64     `json:"from_peers"`
-	FromSeeder int64     `json:"from_seeder"`
-	FromWeb    int64     `json:"from_webseed"`
-	Uploaded   int64     `json:"uploaded"`
-	Peers      int       `json:"peers"`
-	RateBps    float64   `json:"rate_bps"`
-	Message    string    `json:"message,omitempty"`
-	FirstSeen  time.Time `json:"first_seen"`
-	LastSeen   time.Time `json:"last_seen"`
+	MAC        string  `json:"mac"`
+	IP         string  `json:"ip,omitempty"`
+	Name       string  `json:"name,omitempty"`
+	Arch       string  `json:"arch,omitempty"`
+	Stage      string  `json:"stage"`
+	OS         string  `json:"os,omitempty"`
+	Progress   float64 `json:"progress"` // 0..1 of the OS download
+	BytesTotal int64   `json:"bytes_total"`
+	BytesDone  int64   `json:"bytes_done"`
+	FromPeers  int64   `json:"from_peers"`
+	FromSeeder int64   `json:"from_seeder"`
+	FromWeb    int64   `json:"from_webseed"`
+	Uploaded   int64   `json:"uploaded"`
+	Peers      int     `json:"peers"`
+	RateBps    float64 `json:"rate_bps"`
+	Message    string  `json:"message,omitempty"`
+	// StageSince is when the machine entered its current stage (for
+	// StageLost: the stage it was lost in, LostFrom).
+	StageSince time.Time `json:"stage_since"`
+	// LostFrom is the stage a lost machine stopped reporting in.
+	LostFrom string `json:"lost_from,omitempty"`
+	// ReportMS is how often the machine is expected to report in its
+	// stage (0: the server sees the stage itself, no reports expected).
+	ReportMS  int64     `json:"report_interval_ms,omitempty"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
 	// Stages holds when each stage was first reached.
 	Stages map[string]time.Time `json:"stages"`
 }

@@ -127,6 +127,8 @@ type Options struct {
 	// OnEvent, if set, is called after every reply sent to a machine. It
 	// runs on a worker: it must not block.
 	OnEvent func(Event)
+	// Meter, if set, counts packets, answer times and drops.
+	Meter Meter
 	// Workers is the number of packet handlers (default max(4, GOMAXPROCS)).
 	Workers int
 	// Queue is how many received packets may wait for a worker; when it
@@ -158,6 +160,22 @@ type Event struct {
 	BootFile string     // boot file or URL we sent; empty for plain leases
 	Message  string     // "offer", "ack", "nak", "proxy offer", "proxy ack"
 }
+
+// Meter counts what the server does (netboot/metrics implements it). Its
+// methods run on the read loops and workers: they must not block. mode is
+// "proxy" or "full"; msgType is the DHCP message type ("discover", "ack").
+type Meter interface {
+	Received(msgType, mode string)
+	Answered(msgType, mode string, took time.Duration)
+	// Dropped: reason is queue_full, stale, malformed or panic.
+	Dropped(reason string)
+}
+
+type noMeter struct{}
+
+func (noMeter) Received(string, string)                {}
+func (noMeter) Answered(string, string, time.Duration) {}
+func (noMeter) Dropped(string)                         {}
 
 // Server is a proxyDHCP or full DHCP server. Create it with New, run it with
 // Serve, stop it with Close.
@@ -221,6 +239,9 @@ func New(opt Options) (*Server, error) {
 	}
 	if opt.LeaseTime <= 0 {
 		opt.LeaseTime = time.Hour
+	}
+	if opt.Meter == nil {
+		opt.Meter = noMeter{}
 	}
 	if opt.Workers <= 0 {
 		opt.Workers = max(4, runtime.GOMAXPROCS(0))
@@ -391,6 +412,7 @@ func (s *Server) Serve(conn67, conn4011 net.PacketConn) error {
 				if waited := time.Since(p.at); waited > s.opt.MaxQueueWait {
 					bufPool.Put(p.buf)
 					s.dropped.Add(1)
+					s.opt.Meter.Dropped("stale")
 					s.limits.Warn(s.log, "stale", "dhcp request waited too long for a worker, dropped (the server is overloaded; newer requests are answered first)",
 						"port", p.port, "waited", waited.Round(time.Millisecond), "dropped_total", s.dropped.Load())
 					continue
@@ -448,6 +470,7 @@ func (s *Server) readLoop(conn net.PacketConn, port int, queue *packetQueue) err
 		if old, evicted := queue.push(packet{buf: bp, n: n, from: from, conn: conn, port: port, at: time.Now()}); evicted {
 			bufPool.Put(old.buf)
 			s.dropped.Add(1)
+			s.opt.Meter.Dropped("queue_full")
 			s.limits.Warn(s.log, "queue full", "dhcp queue full, dropping the oldest requests (the server is overloaded; newer requests are answered first)",
 				"port", old.port, "dropped_total", s.dropped.Load())
 		}
@@ -493,6 +516,7 @@ func (s *Server) process(p packet) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.panics.Add(1)
+			s.opt.Meter.Dropped("panic")
 			s.limits.Warn(s.log, "panic", "dhcp handler panic (packet dropped)", "from", p.from, "panic", fmt.Sprint(r))
 		}
 	}()
@@ -503,10 +527,13 @@ func (s *Server) process(p packet) {
 	req, err := parseRequest(data)
 	if err != nil {
 		s.malformed.Add(1)
+		s.opt.Meter.Dropped("malformed")
 		s.limits.Warn(s.log, "malformed", "dhcp malformed packet dropped", "from", p.from, "port", p.port,
 			"bytes", p.n, "err", err)
 		return
 	}
+	mode := string(s.opt.Mode)
+	s.opt.Meter.Received(strings.ToLower(req.MessageType().String()), mode)
 	r := s.handle(req, p.port, p.from, s.now())
 	if r == nil {
 		return
@@ -520,6 +547,7 @@ func (s *Server) process(p packet) {
 			return
 		}
 		s.answered.Add(1)
+		s.opt.Meter.Answered(strings.ToLower(r.msg.MessageType().String()), mode, time.Since(p.at))
 		s.report(req, r, len(out), time.Since(p.at))
 	}
 	if s.opt.ReplyDelay <= 0 {

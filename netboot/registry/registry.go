@@ -44,6 +44,8 @@ type Registry struct {
 
 	evicted  int
 	evictLog time.Time
+
+	hooks Hooks
 }
 
 type machine struct {
@@ -51,6 +53,9 @@ type machine struct {
 	ip         netip.Addr
 	listenPort int
 	lastLog    time.Time
+	// lost is set when a Snapshot first finds the machine silent past
+	// its report deadline (see lostAfter), so the verdict is counted once.
+	lost bool
 }
 
 // Options configure a Registry.
@@ -62,6 +67,22 @@ type Options struct {
 	Names map[bootapi.MAC]string
 	// Now is the clock (time.Now if nil; tests move it).
 	Now func() time.Time
+	// Hooks are told of stage changes and payload bytes (metrics).
+	Hooks Hooks
+}
+
+// Hooks let a part count what the registry sees (netboot/metrics) without
+// the registry knowing what is done with it. They are called without the
+// registry's lock held, from the goroutine that reported; each may be nil.
+type Hooks struct {
+	// Stage is called on every stage change, with the time spent in the
+	// stage left ("" and 0 for a new machine). A lost verdict is a change
+	// to bootapi.StageLost, counted when a Snapshot first sees it.
+	Stage func(from, to string, in time.Duration)
+	// Payload is called with the bytes a report adds to a machine's
+	// totals: the difference from its previous report, or the whole
+	// value when the counter went down (the client started over).
+	Payload func(fromPeers, fromSeeder, fromWeb, uploaded int64)
 }
 
 // New returns an empty registry.
@@ -79,7 +100,7 @@ func New(o Options) *Registry {
 	for mac, name := range o.Names {
 		names[mac.String()] = name
 	}
-	return &Registry{log: o.Logger, max: o.Max, now: o.Now, names: names,
+	return &Registry{log: o.Logger, max: o.Max, now: o.Now, names: names, hooks: o.Hooks,
 		byMAC: map[string]*machine{}, byIP: map[netip.Addr]string{}}
 }
 
@@ -126,13 +147,26 @@ func (r *Registry) setIP(e *machine, ip netip.Addr) {
 	r.byIP[ip] = e.m.MAC
 }
 
-// setStage records a stage; it returns the previous stage when it changed.
-// Called with r.mu held.
-func (r *Registry) setStage(e *machine, stage string, now time.Time) (prev string, changed bool) {
+// setStage records a stage; it returns the previous stage and how long
+// the machine was in it when it changed. A lost machine that is heard from
+// again is no longer lost. Called with r.mu held.
+func (r *Registry) setStage(e *machine, stage string, now time.Time) (prev string, in time.Duration, changed bool) {
 	prev = e.m.Stage
+	wasLost := e.lost
+	e.lost = false
 	if prev == stage {
-		return prev, false
+		if wasLost {
+			return bootapi.StageLost, now.Sub(e.m.StageSince), true
+		}
+		return prev, 0, false
 	}
+	if !e.m.StageSince.IsZero() {
+		in = now.Sub(e.m.StageSince)
+	}
+	if wasLost {
+		prev = bootapi.StageLost
+	}
+	e.m.StageSince = now
 	// A machine that starts over (power cycle, failed boot retried) is
 	// back at an early stage: its old download figures no longer apply.
 	if stage == bootapi.StageDHCP || stage == bootapi.StageTFTP || stage == bootapi.StageIPXE {
@@ -144,7 +178,14 @@ func (r *Registry) setStage(e *machine, stage string, now time.Time) (prev strin
 	if _, ok := e.m.Stages[stage]; !ok || stage == bootapi.StageDHCP {
 		e.m.Stages[stage] = now
 	}
-	return prev, true
+	return prev, in, true
+}
+
+// stageHook calls Hooks.Stage; called without r.mu.
+func (r *Registry) stageHook(changed bool, from, to string, in time.Duration) {
+	if changed && r.hooks.Stage != nil {
+		r.hooks.Stage(from, to, in)
+	}
 }
 
 // Observe records a stage the server saw itself (DHCP, TFTP, HTTP). mac
@@ -162,10 +203,11 @@ func (r *Registry) Observe(mac string, ip netip.Addr, arch, stage string, attrs 
 		e.m.Arch = arch
 	}
 	e.m.LastSeen = now
-	prev, changed := r.setStage(e, stage, now)
+	prev, in, changed := r.setStage(e, stage, now)
 	name, ipS, archS := e.m.Name, e.m.IP, e.m.Arch
 	since := now.Sub(e.m.FirstSeen)
 	r.mu.Unlock()
+	r.stageHook(changed, prev, stage, in)
 	if changed {
 		args := []any{"mac", mac, "ip", ipS, "name", name, "arch", archS, "stage", stage, "from", prev, "since_first_seen", since.Round(time.Millisecond)}
 		r.log.Info("machine stage", append(args, attrs...)...)
@@ -190,6 +232,7 @@ func (r *Registry) Touch(mac string, ip netip.Addr, arch string) {
 	if e.m.Stage == "" {
 		e.m.Stage = bootapi.StageDHCP
 		e.m.Stages[bootapi.StageDHCP] = now
+		e.m.StageSince = now
 	}
 }
 
@@ -209,8 +252,10 @@ func (r *Registry) Report(ip netip.Addr, rep *bootapi.Report) {
 	e := r.get(rep.MAC, now)
 	r.setIP(e, ip)
 	e.m.LastSeen = now
-	prev, changed := r.setStage(e, rep.Stage, now)
+	prev, in, changed := r.setStage(e, rep.Stage, now)
 	m := &e.m
+	dPeers, dSeeder, dWeb, dUp := grew(m.FromPeers, rep.FromPeers), grew(m.FromSeeder, rep.FromSeeder),
+		grew(m.FromWeb, rep.FromWeb), grew(m.Uploaded, rep.Uploaded)
 	if rep.OS != "" {
 		m.OS = rep.OS
 	}
@@ -231,6 +276,10 @@ func (r *Registry) Report(ip netip.Addr, rep *bootapi.Report) {
 	snap := *m
 	since := now.Sub(m.FirstSeen)
 	r.mu.Unlock()
+	r.stageHook(changed, prev, rep.Stage, in)
+	if h := r.hooks.Payload; h != nil && dPeers+dSeeder+dWeb+dUp > 0 {
+		h(dPeers, dSeeder, dWeb, dUp)
+	}
 
 	base := []any{"mac", snap.MAC, "ip", snap.IP, "name", snap.Name, "stage", snap.Stage}
 	switch {
@@ -247,21 +296,89 @@ func (r *Registry) Report(ip netip.Addr, rep *bootapi.Report) {
 	}
 }
 
-// Snapshot returns every machine, sorted by MAC, as copies.
+// grew is how much a counter a client reports added since its previous
+// report: the difference, or the whole new value when it went down (the
+// client restarted and counts from zero again).
+func grew(old, cur int64) int64 {
+	if cur >= old {
+		return cur - old
+	}
+	return cur
+}
+
+// Snapshot returns every machine, sorted by MAC, as copies, with the
+// server's verdicts applied: a machine silent past its report deadline
+// (lostAfter) is bootapi.StageLost, with LostFrom the stage it was in.
 func (r *Registry) Snapshot() []bootapi.Machine {
+	now := r.now()
 	r.mu.Lock()
+	every := r.reportEvery()
 	out := make([]bootapi.Machine, 0, len(r.byMAC))
+	var newlyLost []string
+	var lostIn []time.Duration
 	for _, e := range r.byMAC {
 		m := e.m
 		m.Stages = make(map[string]time.Time, len(e.m.Stages))
 		for k, v := range e.m.Stages {
 			m.Stages[k] = v
 		}
+		if reports(m.Stage) {
+			iv := every[strings.ToLower(m.OS)]
+			m.ReportMS = iv.Milliseconds()
+			if now.Sub(m.LastSeen) > lostAfter(iv) {
+				if !e.lost {
+					e.lost = true
+					newlyLost = append(newlyLost, m.Stage)
+					lostIn = append(lostIn, now.Sub(m.StageSince))
+					r.log.Warn("machine lost: no report for two report intervals", "mac", m.MAC, "ip", m.IP, "name", m.Name,
+						"stage", m.Stage, "os", m.OS, "last_seen", now.Sub(m.LastSeen).Round(time.Second))
+				}
+				m.LostFrom, m.Stage = m.Stage, bootapi.StageLost
+			}
+		}
 		out = append(out, m)
 	}
 	r.mu.Unlock()
+	for i, from := range newlyLost {
+		r.stageHook(true, from, bootapi.StageLost, lostIn[i])
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].MAC < out[j].MAC })
 	return out
+}
+
+// reports says whether a client in stage reports on its own every
+// report interval: only while it downloads or seeds (the other client
+// stages send one report each; the first stages the server sees itself).
+func reports(stage string) bool {
+	return stage == bootapi.StageDownload || stage == bootapi.StageSeeding
+}
+
+// reportEvery is the report interval of each OS's class (lower-case
+// name), as the swarm policy sets it for the machines fetching it. Called
+// with r.mu held.
+func (r *Registry) reportEvery() map[string]time.Duration {
+	n := map[string]int{}
+	for _, e := range r.byMAC {
+		if reports(e.m.Stage) {
+			n[strings.ToLower(e.m.OS)]++
+		}
+	}
+	out := make(map[string]time.Duration, len(n))
+	for os, k := range n {
+		out[os] = swarm.ReportEvery(k)
+	}
+	return out
+}
+
+// ReportJitter is how much later than its interval a client may report:
+// clients spread their reports over 0.75–1.25 intervals
+// (initramfs/client), so a report is missed only past 1.25 intervals.
+const ReportJitter = 1.25
+
+// lostAfter is how long a reporting machine may stay silent before it is
+// lost: two report intervals, each with the clients' jitter.
+func lostAfter(every time.Duration) time.Duration {
+	return time.Duration(2 * ReportJitter * float64(every))
 }
 
 // Len is the number of machines known.

@@ -177,6 +177,7 @@ func (t *Tracker) AnnounceHandler() http.Handler {
 			writeFailure(w, ErrRateLimited.Error())
 			return
 		}
+		t.announcesHTTP.Add(1)
 		req, compact, noPeerID, err := ParseAnnounceQuery(r.URL.RawQuery, src)
 		if err != nil {
 			t.cfg.Logger.Info("tracker: bad announce", "src", src, "proto", "http", "err", err)

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -200,6 +201,14 @@ type Tracker struct {
 	sources   map[netip.Addr]*bucket
 	lastSweep time.Time
 	fullWarn  time.Time
+
+	announcesHTTP, announcesUDP atomic.Uint64
+}
+
+// Announces counts the announce requests received over HTTP and UDP
+// (valid or not).
+func (t *Tracker) Announces() (http, udp uint64) {
+	return t.announcesHTTP.Load(), t.announcesUDP.Load()
 }
 
 // New returns an empty tracker.

@@ -171,6 +171,9 @@ func (t *Tracker) handleUDP(st *udpState, pkt []byte, src netip.AddrPort) []byte
 		return nil
 	}
 	now := t.cfg.Now()
+	if req.action == actionAnnounce {
+		t.announcesUDP.Add(1)
+	}
 	if req.action == actionConnect {
 		out := make([]byte, 16)
 		binary.BigEndian.PutUint32(out[0:], actionConnect)

@@ -1,4 +1,4 @@
-// Package cli is boottorrent's command line: init, check, start, version
+// Package cli is boottorrent's command line: init, check, start, status, version
 // and the hidden client entry. cmd/boottorrent's main only calls Main.
 package cli
 
@@ -52,6 +52,8 @@ func commands() []command {
 			usage: "boottorrent add [--dir DIR] FILE.iso NAME", run: runAdd},
 		{name: "start", summary: "run the appliance: DHCP, TFTP, HTTP, tracker and seeder",
 			usage: "boottorrent start [--dir DIR] [--log-level LEVEL]", run: runStart},
+		{name: "status", summary: "show the machines booting: summary and table, --watch to follow",
+			usage: "boottorrent status [--watch] [--server URL]", run: runStatus},
 		{name: "version", summary: "print the version", usage: "boottorrent version", run: runVersion},
 		{name: "client", hidden: true, summary: "the boot client (runs as /init on booting machines)",
 			usage: "boottorrent client [flags]", run: runClient},

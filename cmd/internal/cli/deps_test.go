@@ -35,12 +35,16 @@ func deps(t *testing.T, pkg string) []string {
 //     contract) import no product policy (seeder/swarm, netboot/registry,
 //     netboot/bootserver, config, oss);
 //   - netboot takes typed options: it imports neither config nor oss;
+//   - the operator's view (netboot/dashboard, netboot/metrics) reads the
+//     parts through small interfaces: neither imports config, oss, the
+//     seeder or cmd; the page knows no protocol at all, and the protocol
+//     packages import neither (they define the hooks metrics implements);
 //   - config does not import the server's parts.
 func TestLayering(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skipf("needs the go command to list packages: %v", err)
 	}
-	policy := []string{"seeder/swarm", "netboot/registry", "netboot/bootserver", "config", "oss", "cmd"}
+	policy := []string{"seeder/swarm", "netboot/registry", "netboot/bootserver", "netboot/dashboard", "netboot/metrics", "config", "oss", "cmd"}
 	for _, c := range []struct {
 		pkg       string
 		forbidden []string // package path prefixes; "" forbids every package of the module
@@ -55,7 +59,9 @@ func TestLayering(t *testing.T) {
 		{"seeder/tracker", policy, nil},
 		{"seeder/webseed", policy, nil},
 		{"seeder/swarm", []string{"netboot", "seeder/btlan", "seeder/tracker", "config", "oss", "cmd"}, nil},
-		{"netboot", []string{"config", "oss", "cmd"}, nil},
+		{"netboot", []string{"config", "oss", "cmd", "netboot/dashboard", "netboot/metrics"}, nil},
+		{"netboot/dashboard", []string{"netboot", "seeder", "config", "oss", "cmd"}, nil},
+		{"netboot/metrics", []string{"seeder", "config", "oss", "cmd", "netboot/dashboard", "netboot/bootserver"}, nil},
 		{"config", []string{"netboot", "seeder", "initramfs", "cmd"}, nil},
 	} {
 		for _, d := range deps(t, c.pkg) {

@@ -15,8 +15,8 @@ import (
 
 	"github.com/boottorrent/boottorrent/config"
 	"github.com/boottorrent/boottorrent/initramfs"
-	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 	"github.com/boottorrent/boottorrent/netboot"
+	"github.com/boottorrent/boottorrent/netboot/metrics"
 	"github.com/boottorrent/boottorrent/oss"
 	"github.com/boottorrent/boottorrent/seeder"
 	"github.com/boottorrent/boottorrent/seeder/btlan"
@@ -124,14 +124,16 @@ func serve(ctx context.Context, p *config.Project, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	nbo.Logger, nbo.Catalog, nbo.ClientKernel, nbo.ClientInitramfs = log, sd, client.Kernel, client.Initramfs
+	mt := metrics.New(versionString())
+	nbo.Logger, nbo.Catalog, nbo.ClientKernel, nbo.ClientInitramfs, nbo.Meter = log, sd, client.Kernel, client.Initramfs, mt
 	nb, err := startNetboot(ctx, a, nbo)
 	if err != nil {
 		return err
 	}
+	mt.Read(metricSources(nb, sd))
 
 	srv := &http.Server{
-		Handler:           surface(nb, sd),
+		Handler:           surface(mt, nb, sd, startDashboard(a, nb), mt),
 		ConnContext:       netboot.ConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -196,19 +198,18 @@ func startNetboot(ctx context.Context, a *appliance, o netboot.Options) (*netboo
 }
 
 // surface is the appliance's one HTTP surface: every part registers its
-// own routes, marking the control-priority ones (netboot.Surface).
-func surface(parts ...interface {
+// own routes, marking the control-priority ones (netboot.Surface); mt
+// counts the bytes each kind of route sends.
+func surface(mt *metrics.Metrics, parts ...interface {
 	Register(handle func(pattern string, h http.Handler, control bool))
 }) *netboot.Surface {
 	m := netboot.NewSurface()
-	for _, p := range parts {
-		p.Register(m.Handle)
+	handle := func(pattern string, h http.Handler, control bool) {
+		m.Handle(pattern, mt.CountHTTP(httpKind(pattern), h), control)
 	}
-	m.Handle("GET /{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintf(w, "boottorrent %s\n\n%s  machines booting (JSON)\n%s  operating systems (JSON)\n%s  boot script for iPXE\n",
-			versionString(), bootapi.PathMachines, bootapi.PathOSList, bootapi.PathBootScript)
-	}), false)
+	for _, p := range parts {
+		p.Register(handle)
+	}
 	return m
 }
 

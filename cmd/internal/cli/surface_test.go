@@ -17,6 +17,7 @@ import (
 
 	"github.com/boottorrent/boottorrent/config"
 	"github.com/boottorrent/boottorrent/netboot"
+	"github.com/boottorrent/boottorrent/netboot/metrics"
 	"github.com/boottorrent/boottorrent/seeder"
 )
 
@@ -81,12 +82,14 @@ func TestSurfaceServesEveryPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := surface(nb, sd)
+	mt := metrics.New("test")
+	m := surface(mt, nb, sd, newDashboard(nb), mt)
 	for name, path := range declaredPaths(t) {
 		method, target := http.MethodGet, path
 		switch {
 		case name == "PathReport":
 			method = http.MethodPost
+		case name == "PathDashboard":
 		case strings.HasSuffix(path, "/"):
 			target += "x/y"
 			if name == "PathTorrents" {
