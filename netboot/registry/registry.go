@@ -44,6 +44,10 @@ type Registry struct {
 
 	evicted  int
 	evictLog time.Time
+
+	perSource map[netip.Addr]int // HTTP-only machines by announcing address (admission.go)
+	refused   int
+	refuseLog time.Time
 }
 
 type machine struct {
@@ -51,6 +55,7 @@ type machine struct {
 	ip         netip.Addr
 	listenPort int
 	lastLog    time.Time
+	source     netip.Addr // the HTTP sender that announced it, until DHCP or TFTP sees it
 }
 
 // Options configure a Registry.
@@ -80,7 +85,7 @@ func New(o Options) *Registry {
 		names[mac.String()] = name
 	}
 	return &Registry{log: o.Logger, max: o.Max, now: o.Now, names: names,
-		byMAC: map[string]*machine{}, byIP: map[netip.Addr]string{}}
+		byMAC: map[string]*machine{}, byIP: map[netip.Addr]string{}, perSource: map[netip.Addr]int{}}
 }
 
 // get returns the entry for mac, creating it (and evicting the machine
@@ -90,15 +95,12 @@ func (r *Registry) get(mac string, now time.Time) *machine {
 		return e
 	}
 	if len(r.byMAC) >= r.max {
-		var oldest string
-		var ot time.Time
-		for k, e := range r.byMAC {
-			if oldest == "" || e.m.LastSeen.Before(ot) {
-				oldest, ot = k, e.m.LastSeen
-			}
-		}
+		oldest := r.victim()
 		if e := r.byMAC[oldest]; e != nil && e.ip.IsValid() && r.byIP[e.ip] == oldest {
 			delete(r.byIP, e.ip)
+		}
+		if e := r.byMAC[oldest]; e != nil && e.source.IsValid() {
+			r.unsource(e)
 		}
 		delete(r.byMAC, oldest)
 		r.evicted++
@@ -156,7 +158,11 @@ func (r *Registry) Observe(mac string, ip netip.Addr, arch, stage string, attrs 
 	}
 	now := r.now()
 	r.mu.Lock()
-	e := r.get(mac, now)
+	e := r.admit(mac, ip, witnessedStage(stage), now)
+	if e == nil {
+		r.mu.Unlock()
+		return
+	}
 	r.setIP(e, ip)
 	if arch != "" {
 		e.m.Arch = arch
@@ -173,7 +179,7 @@ func (r *Registry) Observe(mac string, ip netip.Addr, arch, stage string, attrs 
 }
 
 // Touch records a machine's address and architecture without changing its
-// stage (iPXE's DHCP, lease renewals).
+// stage (iPXE's DHCP, lease renewals): the server saw it on the wire.
 func (r *Registry) Touch(mac string, ip netip.Addr, arch string) {
 	if mac == "" {
 		return
@@ -181,7 +187,7 @@ func (r *Registry) Touch(mac string, ip netip.Addr, arch string) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e := r.get(mac, now)
+	e := r.admit(mac, ip, true, now)
 	r.setIP(e, ip)
 	if arch != "" {
 		e.m.Arch = arch
@@ -206,7 +212,11 @@ func (r *Registry) MACForIP(ip netip.Addr) string {
 func (r *Registry) Report(ip netip.Addr, rep *bootapi.Report) {
 	now := r.now()
 	r.mu.Lock()
-	e := r.get(rep.MAC, now)
+	e := r.admit(rep.MAC, ip, false, now)
+	if e == nil {
+		r.mu.Unlock()
+		return
+	}
 	r.setIP(e, ip)
 	e.m.LastSeen = now
 	prev, changed := r.setStage(e, rep.Stage, now)
