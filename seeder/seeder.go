@@ -645,7 +645,7 @@ func (s *Seeder) serveTorrent(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-bittorrent")
 	w.Header().Set("ETag", `"`+ih.HexString()+`"`)
 	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.torrent"`)
-	http.ServeContent(w, r, "", time.Time{}, strings.NewReader(string(body)))
+	webseed.ServeContent(w, r, "", time.Time{}, strings.NewReader(string(body)), int64(len(body)), 0)
 }
 
 // serveOSList serves the JSON index of OSes.
