@@ -98,6 +98,8 @@ type osState struct {
 	torrent  []byte // .torrent file
 	magnet   string
 	t        *torrent.Torrent
+	// integrity watches the files after OS ready (integrity.go).
+	integrity *integrity
 }
 
 // Seeder serves the project's OSes over BitTorrent and HTTP.
@@ -121,6 +123,7 @@ type Seeder struct {
 
 	connStart sync.Map // *torrent.PeerConn -> time.Time of its handshake
 	dialBacks dialBacks
+	watch     watchState
 }
 
 // logPeerDone logs one finished BitTorrent connection.
@@ -176,9 +179,9 @@ func New(opts Options) (*Seeder, error) {
 	s := &Seeder{
 		opts:   opts,
 		log:    log,
-		web:    webseed.New(webseed.Config{Prefix: bootapi.PathWebSeed, Logger: log}),
 		byName: map[string]*osState{},
 	}
+	s.web = webseed.New(webseed.Config{Prefix: bootapi.PathWebSeed, Logger: log, Check: s.webSeedCheck})
 	s.tracker = tracker.New(tracker.Config{Logger: log, OnLeecher: s.dialBack})
 	for _, o := range opts.Project.OSes {
 		st := &osState{os: o}
@@ -459,6 +462,7 @@ func (s *Seeder) prepare(ctx context.Context, st *osState) error {
 		"pieces", len(info.Pieces)/20, "piece_length", info.PieceLength, "duration", dur.Round(time.Millisecond),
 		"mb_per_s", strconv.FormatFloat(float64(d.total)/1e6/max(dur.Seconds(), 1e-9), 'f', 1, 64),
 		"info_hash", ih.HexString(), "torrent", TorrentPath(p, o.Name))
+	s.watchOS(st, keys, infoBytes, &info)
 	return nil
 }
 
@@ -477,7 +481,7 @@ func (s *Seeder) seed(ctx context.Context, cl *torrent.Client, o *oss.OS, ih met
 	t, _ := cl.AddTorrentOpt(torrent.AddTorrentOpts{
 		InfoHash:                 ih,
 		InfoBytes:                infoBytes,
-		Storage:                  stor,
+		Storage:                  s.checkedStorage(s.byName[o.Name], stor),
 		DisableInitialPieceCheck: true,
 	})
 	select {
@@ -524,7 +528,10 @@ func (s *Seeder) OSes() []bootapi.OS {
 		b := bootapi.OS{Name: o.Name, DispName: o.DispName, Method: string(o.Method), Size: o.Size,
 			Torrent: bootapi.PathTorrents + o.Name + ".torrent", Kernel: o.Kernel, Initrd: o.Initrd, Cmdline: o.Cmdline,
 			Bin: o.Bin, BinArgs: o.BinArgs, Args: o.Args, Files: o.Files}
-		if st.ready {
+		if st.integrity != nil {
+			b.Problem = st.integrity.problem
+		}
+		if st.ready && b.Problem == "" {
 			b.InfoHash, b.Magnet = st.infoHash.HexString(), st.magnet
 		}
 		out = append(out, b)
@@ -615,6 +622,7 @@ func (s *Seeder) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	s.stopWatching()
 	s.web.Close()
 	s.wg.Wait()
 	return errors.Join(errs...)
@@ -641,6 +649,13 @@ func (s *Seeder) serveTorrent(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "OS "+name+" is still being hashed", http.StatusServiceUnavailable)
 		return
+	}
+	if s.watch.ctx != nil {
+		if p := s.checkOS(s.watch.ctx, st); p != "" {
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, "OS "+name+" is not served: "+p, http.StatusServiceUnavailable)
+			return
+		}
 	}
 	w.Header().Set("Content-Type", "application/x-bittorrent")
 	w.Header().Set("ETag", `"`+ih.HexString()+`"`)

@@ -43,20 +43,23 @@ const (
 
 // OS is one bootable operating system as the server offers it.
 type OS struct {
-	Name     string   `json:"name"`
-	DispName string   `json:"dispname"`
-	Method   string   `json:"method"` // kexec, bin, qemu
-	Size     int64    `json:"size"`
-	InfoHash string   `json:"info_hash"` // hex; empty until hashed
-	Magnet   string   `json:"magnet,omitempty"`
-	Torrent  string   `json:"torrent"` // path of the .torrent on the listener
-	Kernel   string   `json:"kernel,omitempty"`
-	Initrd   string   `json:"initrd,omitempty"`
-	Cmdline  string   `json:"cmdline,omitempty"`
-	Bin      string   `json:"bin,omitempty"`
-	BinArgs  []string `json:"binargs,omitempty"`
-	Args     []string `json:"args,omitempty"`
-	Files    []string `json:"files"`
+	Name     string `json:"name"`
+	DispName string `json:"dispname"`
+	Method   string `json:"method"` // kexec, bin, qemu
+	Size     int64  `json:"size"`
+	InfoHash string `json:"info_hash"` // hex; empty until hashed, and while Problem is set
+	// Problem says why the server does not serve the OS now (its files
+	// changed on disk after they were verified); empty when it does.
+	Problem string   `json:"problem,omitempty"`
+	Magnet  string   `json:"magnet,omitempty"`
+	Torrent string   `json:"torrent"` // path of the .torrent on the listener
+	Kernel  string   `json:"kernel,omitempty"`
+	Initrd  string   `json:"initrd,omitempty"`
+	Cmdline string   `json:"cmdline,omitempty"`
+	Bin     string   `json:"bin,omitempty"`
+	BinArgs []string `json:"binargs,omitempty"`
+	Args    []string `json:"args,omitempty"`
+	Files   []string `json:"files"`
 }
 
 // Boot is what a client needs to show its menu: GET PathBoot?mac=MAC.

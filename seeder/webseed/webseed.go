@@ -38,6 +38,10 @@ type Config struct {
 	// for this long (not a total timeout: a large image may take minutes).
 	IdleTimeout time.Duration
 	Logger      *slog.Logger
+	// Check, if set, is asked about every opened file before a byte of
+	// it is sent (the seeder: is it still as it was verified?); an error
+	// is a 503 that names it.
+	Check func(name, file string, fi os.FileInfo) error
 }
 
 func (c *Config) fill() {
@@ -181,6 +185,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil || !fi.Mode().IsRegular() {
 		http.NotFound(w, r)
 		return
+	}
+	if s.cfg.Check != nil {
+		if err := s.cfg.Check(name, file, fi); err != nil {
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 	}
 	w.Header().Set("ETag", ETag(fi))
 	w.Header().Set("Cache-Control", "no-cache")
