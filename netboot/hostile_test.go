@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -107,4 +108,86 @@ func TestHostileSlowBodies(t *testing.T) {
 	}
 	c.Close()
 	wg.Wait()
+}
+
+// TestHostileHTTP is the suite of hostile HTTP requests the appliance
+// must survive, each sent raw over a socket from another namespace: what
+// it sends and the status it must get (0: the connection is closed
+// without an answer). After every case the server must still answer a
+// real request (no crash), and nothing outside the served files may come
+// back (no escape).
+func TestHostileHTTP(t *testing.T) {
+	h := startHostileHTTP(t)
+	big := strings.Repeat("a", 20<<10)
+	ranges := "bytes=0-0" + strings.Repeat(",1-1", 20)
+	cases := []struct {
+		name, send string
+		want       int
+	}{
+		// ServeMux answers a path with dot segments with a redirect to
+		// its clean form, which is then a 404 (next case).
+		{"traversal in the client path", "GET /client/../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 307},
+		{"the cleaned traversal", "GET /etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 404},
+		{"encoded traversal", "GET /client/%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 404},
+		{"traversal in the web seed", "GET /oss/../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 307},
+		{"boot API without mac", "GET /api/v1/boot HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"boot API with the zero mac", "GET /api/v1/boot?mac=00:00:00:00:00:00 HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"boot API with the broadcast mac", "GET /api/v1/boot?mac=ff:ff:ff:ff:ff:ff HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"boot API with a 5,000-byte mac", "GET /api/v1/boot?mac=" + strings.Repeat("a", 5000) + " HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"report that is not JSON", "POST /api/v1/report HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", 400},
+		{"report larger than 16 KiB", fmt.Sprintf("POST /api/v1/report HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n{\"mac\":\"%s\"}", len(big)+10, big), 400},
+		{"report with an unknown stage", "POST /api/v1/report HTTP/1.1\r\nHost: x\r\nContent-Length: 43\r\n\r\n{\"mac\":\"52:54:00:00:00:01\",\"stage\":\"pwned\"}", 400},
+		{"report with negative counters", "POST /api/v1/report HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\n\r\n{\"mac\":\"52:54:00:00:00:01\",\"stage\":\"menu\",\"bytes_done\":-1}  ", 400},
+		{"21 ranges of the client kernel", "GET /client/vmlinuz HTTP/1.1\r\nHost: x\r\nRange: " + ranges + "\r\n\r\n", 416},
+		{"a 2 MiB header", "GET / HTTP/1.1\r\nHost: x\r\nX: " + strings.Repeat("b", 2<<20) + "\r\n\r\n", 431},
+		{"garbage request line", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400},
+		{"unknown method on the boot script", "DELETE /boot.ipxe HTTP/1.1\r\nHost: x\r\n\r\n", 404},
+	}
+	crashes, escapes := 0, 0
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := h.dial(t)
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			go io.WriteString(c, tc.send)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			got := 0
+			if err == nil {
+				got = resp.StatusCode
+				b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+				if strings.Contains(string(b), "root:") {
+					escapes++
+					t.Errorf("answer holds /etc/passwd")
+				}
+			}
+			if got != tc.want {
+				t.Errorf("sent %.60q: status %d, want %d (%v)", tc.send, got, tc.want, err)
+			}
+			r, err := h.attack.HTTPClient(5 * time.Second).Get(h.base + bootapi.PathBootScript + "?mac=52:54:00:00:00:01")
+			if err != nil || r.StatusCode != 200 {
+				crashes++
+				t.Errorf("the server does not answer after the case: %v", err)
+			} else {
+				r.Body.Close()
+			}
+		})
+	}
+	// 5,000 reports with random MACs from one address: at most
+	// registry.MaxPerSource machines registered.
+	t.Run("report flood from one address", func(t *testing.T) {
+		before := h.srv.reg.Len()
+		hc := h.attack.HTTPClient(5 * time.Second)
+		for i := range 5000 {
+			body := fmt.Sprintf(`{"mac":"02:00:%02x:%02x:%02x:01","stage":"menu"}`, i>>16&0xff, i>>8&0xff, i&0xff)
+			r, err := hc.Post(h.base+bootapi.PathReport, "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, r.Body)
+			r.Body.Close()
+		}
+		if n := h.srv.reg.Len() - before; n > 8 {
+			t.Errorf("one address registered %d machines", n)
+		}
+	})
+	t.Logf("hostile HTTP cases: %d tried, %d crashes, %d escapes", len(cases)+1, crashes, escapes)
 }
