@@ -5,17 +5,12 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 	"github.com/boottorrent/boottorrent/netboot/bootserver"
+	"github.com/boottorrent/boottorrent/seeder/webseed"
 )
-
-// maxRanges bounds the ranges of one Range request for a client file:
-// net/http answers thousands of one-byte ranges with a multipart body
-// larger than the file. Beyond it the whole file is sent.
-const maxRanges = 8
 
 // Register adds the server's routes through handle (the boot script and
 // the client's files), then the boot API's (bootserver). The boot script
@@ -110,11 +105,8 @@ func (s *Server) serveClientFile(w http.ResponseWriter, r *http.Request, what, p
 		http.Error(w, "boot client not available", http.StatusServiceUnavailable)
 		return
 	}
-	if rg := r.Header.Get("Range"); rg != "" && strings.Count(rg, ",") >= maxRanges {
-		r.Header.Del("Range")
-	}
 	cw := &countingWriter{ResponseWriter: w, status: http.StatusOK}
-	http.ServeContent(cw, r, "", fi.ModTime(), f)
+	webseed.ServeContent(cw, r, "", fi.ModTime(), f, fi.Size(), 0)
 	d := time.Since(start)
 	attrs := []any{"remote", ip, "mac", mac, "file", what, "status", cw.status, "bytes", cw.n, "size", fi.Size(),
 		"duration", d.Round(time.Millisecond)}

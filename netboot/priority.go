@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"syscall"
+	"time"
 
 	"github.com/boottorrent/boottorrent/netboot/dhcp"
 )
@@ -63,7 +64,23 @@ func (m *Surface) Pattern(r *http.Request) string {
 	return p
 }
 
-func (m *Surface) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.mux.ServeHTTP(w, r) }
+// BodyTimeout bounds how long a request's body may take to arrive, as
+// http.Server's ReadHeaderTimeout bounds its headers. Every body the
+// appliance accepts is small (a report is at most 16 KiB); without a
+// deadline, a sender trickling one byte every few seconds holds its
+// connection and goroutine for ever. http.Server's ReadTimeout is not used:
+// it would also run out during long web-seed answers and cancel them.
+const BodyTimeout = 10 * time.Second
+
+func (m *Surface) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 { // a body, of known length or chunked
+		// The deadline also covers net/http's discarding of an unread
+		// body after the handler; the next request on the connection
+		// sets its own.
+		http.NewResponseController(w).SetReadDeadline(time.Now().Add(BodyTimeout))
+	}
+	m.mux.ServeHTTP(w, r)
+}
 
 // setTOS sets an IPv4 connection's TOS byte (best effort).
 func setTOS(c syscall.Conn, tos int) {

@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv6"
+
+	"github.com/boottorrent/boottorrent/netboot/dhcp"
 )
 
 // ICMPv6 message types (RFC 4861 section 4).
@@ -40,7 +42,8 @@ const raWindow = 5 * time.Minute
 // and one with lifetime 0 and no options gives it no route and no address.
 //
 // Only the machines the caller's answer function accepts are answered
-// (the server: those the registry saw booting within raWindow), by
+// (the server: those the registry saw booting within raWindow, or anyone
+// in dhcp.mode off; see startRouterAdverts), by
 // unicast to their link-local address, so the rest of the LAN never hears
 // from us. Where the site has an IPv6 router, its advertisement usually
 // arrives first and ours changes nothing.
@@ -104,9 +107,21 @@ func (ra *RouterAdverts) Close() error {
 }
 
 // startRouterAdverts answers the machines the registry saw booting
-// within raWindow.
+// within raWindow, or, with dhcp.mode off, every machine on the interface.
+// In off mode an iPXE-ROM machine is first seen at /boot.ipxe, after
+// iPXE's IPv6 wait, so the filter would cost each one ~13 s. Answering
+// anyone is harmless: the reply is unicast to the solicitor and says only
+// "no router here" (lifetime 0, no prefixes, no flags): it gives no
+// route and no address, and RFC 4861 has a host drop a lifetime-0 sender
+// from its router list. With DHCP on, every PXE machine is seen at DHCP before it
+// solicits, so the filter costs nothing and the rest of the LAN never
+// hears from us.
 func (s *Server) startRouterAdverts(ifname string) error {
-	ra, err := StartRouterAdverts(ifname, func(mac string) bool { return s.reg.RecentlyBooting(mac, raWindow) }, s.log,
+	answer := func(mac string) bool { return s.reg.RecentlyBooting(mac, raWindow) }
+	if s.opts.DHCP.Mode == dhcp.ModeOff {
+		answer = func(string) bool { return true }
+	}
+	ra, err := StartRouterAdverts(ifname, answer, s.log,
 		func(msg string, args ...any) { s.limit.Warn(s.log, "ra send", msg, args...) })
 	if err != nil {
 		return err

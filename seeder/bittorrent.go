@@ -135,7 +135,7 @@ func (s *Seeder) seed(ctx context.Context, cl *torrent.Client, o *oss.OS, ih met
 	t, _ := cl.AddTorrentOpt(torrent.AddTorrentOpts{
 		InfoHash:                 ih,
 		InfoBytes:                infoBytes,
-		Storage:                  stor,
+		Storage:                  s.checkedStorage(s.byName[o.Name], stor),
 		DisableInitialPieceCheck: true,
 	})
 	select {

@@ -10,6 +10,7 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 
 	"github.com/boottorrent/boottorrent/initramfs/bootapi"
+	"github.com/boottorrent/boottorrent/seeder/webseed"
 )
 
 // Register adds the seeder's routes through handle: the .torrent files,
@@ -51,10 +52,17 @@ func (s *Seeder) serveTorrent(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "OS "+name+" is still being hashed", http.StatusServiceUnavailable)
 		return
 	}
+	if s.watch.ctx != nil {
+		if p := s.checkOS(s.watch.ctx, st); p != "" {
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, "OS "+name+" is not served: "+p, http.StatusServiceUnavailable)
+			return
+		}
+	}
 	w.Header().Set("Content-Type", "application/x-bittorrent")
 	w.Header().Set("ETag", `"`+ih.HexString()+`"`)
 	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.torrent"`)
-	http.ServeContent(w, r, "", time.Time{}, strings.NewReader(string(body)))
+	webseed.ServeContent(w, r, "", time.Time{}, strings.NewReader(string(body)), int64(len(body)), 0)
 }
 
 // serveOSList serves the JSON index of OSes.
@@ -83,7 +91,10 @@ func (s *Seeder) OSes() []bootapi.OS {
 		b := bootapi.OS{Name: o.Name, DispName: o.DispName, Method: string(o.Method), Size: o.Size,
 			Torrent: bootapi.PathTorrents + o.Name + ".torrent", Kernel: o.Kernel, Initrd: o.Initrd, Cmdline: o.Cmdline,
 			Bin: o.Bin, BinArgs: o.BinArgs, Args: o.Args, Files: o.Files}
-		if st.ready {
+		if st.integrity != nil {
+			b.Problem = st.integrity.problem
+		}
+		if st.ready && b.Problem == "" {
 			b.InfoHash, b.Magnet = st.infoHash.HexString(), st.magnet
 		}
 		out = append(out, b)

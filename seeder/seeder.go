@@ -89,6 +89,8 @@ type osState struct {
 	torrent  []byte // .torrent file
 	magnet   string
 	t        *torrent.Torrent
+	// integrity watches the files after OS ready (integrity.go).
+	integrity *integrity
 }
 
 // Seeder serves the project's OSes over BitTorrent and HTTP.
@@ -112,6 +114,7 @@ type Seeder struct {
 
 	connStart sync.Map // *torrent.PeerConn -> time.Time of its handshake
 	dialBacks dialBacks
+	watch     watchState
 }
 
 // New checks the options and prepares the HTTP side; nothing listens and
@@ -134,9 +137,9 @@ func New(opts Options) (*Seeder, error) {
 	s := &Seeder{
 		opts:   opts,
 		log:    log,
-		web:    webseed.New(webseed.Config{Prefix: bootapi.PathWebSeed, Logger: log}),
 		byName: map[string]*osState{},
 	}
+	s.web = webseed.New(webseed.Config{Prefix: bootapi.PathWebSeed, Logger: log, Check: s.webSeedCheck})
 	s.tracker = tracker.New(tracker.Config{Logger: log, OnLeecher: s.dialBack})
 	for _, o := range opts.Project.OSes {
 		st := &osState{os: o}
@@ -335,6 +338,7 @@ func (s *Seeder) prepare(ctx context.Context, st *osState) error {
 		"pieces", len(info.Pieces)/20, "piece_length", info.PieceLength, "duration", dur.Round(time.Millisecond),
 		"mb_per_s", strconv.FormatFloat(float64(d.total)/1e6/max(dur.Seconds(), 1e-9), 'f', 1, 64),
 		"info_hash", ih.HexString(), "torrent", TorrentPath(p, o.Name))
+	s.watchOS(st, keys, infoBytes, &info)
 	return nil
 }
 
@@ -425,6 +429,7 @@ func (s *Seeder) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	s.stopWatching()
 	s.web.Close()
 	s.wg.Wait()
 	return errors.Join(errs...)

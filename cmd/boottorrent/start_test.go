@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/boottorrent/boottorrent/initramfs/bootapi"
+	"github.com/boottorrent/boottorrent/netboot/netns"
 	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 )
 
@@ -135,14 +137,35 @@ boot:
 		t.Fatalf("boot api: %+v", boot)
 	}
 
-	// A second instance on the same host must refuse, not share the ports.
+	// A machine leases an address before the second start.
+	leaseFile := filepath.Join(dir, "out/leases.json")
+	lease(t, cli, "52:54:00:aa:00:01")
+	before := statFile(t, leaseFile)
+
+	// A second instance on the same project must refuse and touch nothing
+	// in out/, even with other ports and TFTP off (so that no port is
+	// found taken before DHCP's): loading and compacting out/leases.json would replace the
+	// file under the running server, which would lose every later lease.
+	orig, _ := os.ReadFile(filepath.Join(dir, "Boottorrent.yaml"))
+	write("Boottorrent.yaml", bytes.Replace(orig, []byte("  interface: eth0\n"),
+		[]byte("  interface: eth0\n  http_port: 8081\n  torrent_port: 6882\ntftp:\n  enabled: false\n"), 1))
 	second := srv.Command(context.Background(), binary, "start", "--dir", dir)
 	out, err := second.CombinedOutput()
+	write("Boottorrent.yaml", orig)
 	if err == nil {
 		t.Fatalf("a second instance started:\n%s", out)
 	}
-	if !strings.Contains(string(out), "taken") && !strings.Contains(string(out), "in use") {
-		t.Errorf("second instance's error does not say the port is taken:\n%s", out)
+	if want := fmt.Sprintf("another boottorrent (pid %d) is serving this project", first.Process.Pid); !strings.Contains(string(out), want) {
+		// ip netns exec runs the program in place (exec), so the pid is the binary's.
+		t.Errorf("second instance's error does not say %q:\n%s", want, out)
+	}
+	if after := statFile(t, leaseFile); after != before {
+		t.Errorf("the second start changed %s: %+v, was %+v", leaseFile, after, before)
+	}
+	// Leases granted after the refused start survive the first's restart.
+	granted := []string{"52:54:00:aa:00:02", "52:54:00:aa:00:03", "52:54:00:aa:00:04"}
+	for _, mac := range granted {
+		lease(t, cli, mac)
 	}
 
 	// SIGTERM stops it cleanly.
@@ -171,8 +194,42 @@ boot:
 	t0 := time.Now()
 	_, log2, _ := run()
 	log2.waitFor(t, "msg=ready", 2*time.Minute)
+	leases, _ := os.ReadFile(leaseFile)
+	for _, mac := range append(granted, "52:54:00:aa:00:01") {
+		if !strings.Contains(string(leases), `"mac":"`+mac+`"`) {
+			t.Errorf("the lease of %s was lost across the restart; %s:\n%s", mac, leaseFile, leases)
+		}
+	}
 	t.Logf("first start:\n%s", firstLines(log.String(), 30))
 	t.Logf("restart took %s:\n%s", time.Since(t0).Round(time.Millisecond), firstLines(log2.String(), 30))
+}
+
+// fileID is what a second start must not change in a file.
+type fileID struct {
+	Ino, Size int64
+	Mtime     time.Time
+}
+
+func statFile(t *testing.T, path string) fileID {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fileID{int64(fi.Sys().(*syscall.Stat_t).Ino), fi.Size(), fi.ModTime()}
+}
+
+// lease has busybox udhcpc in ns lease one address for mac and exits
+// (-q), leaving the namespace's own address as it was (-s /bin/true).
+func lease(t *testing.T, ns *netns.NS, mac string) {
+	t.Helper()
+	if out, err := ns.Run("ip", "link", "set", "eth0", "address", mac); err != nil {
+		t.Fatalf("set %s: %v: %s", mac, err, out)
+	}
+	out, err := ns.Run("busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-s", "/bin/true", "-t", "5", "-T", "1")
+	if err != nil || !strings.Contains(string(out), "obtained") {
+		t.Fatalf("udhcpc as %s: %v\n%s", mac, err, out)
+	}
 }
 
 func firstLines(s string, n int) string {

@@ -47,20 +47,23 @@ const (
 
 // OS is one bootable operating system as the server offers it.
 type OS struct {
-	Name     string   `json:"name"`
-	DispName string   `json:"dispname"`
-	Method   string   `json:"method"` // kexec, bin, qemu
-	Size     int64    `json:"size"`
-	InfoHash string   `json:"info_hash"` // hex; empty until hashed
-	Magnet   string   `json:"magnet,omitempty"`
-	Torrent  string   `json:"torrent"` // path of the .torrent on the listener
-	Kernel   string   `json:"kernel,omitempty"`
-	Initrd   string   `json:"initrd,omitempty"`
-	Cmdline  string   `json:"cmdline,omitempty"`
-	Bin      string   `json:"bin,omitempty"`
-	BinArgs  []string `json:"binargs,omitempty"`
-	Args     []string `json:"args,omitempty"`
-	Files    []string `json:"files"`
+	Name     string `json:"name"`
+	DispName string `json:"dispname"`
+	Method   string `json:"method"` // kexec, bin, qemu
+	Size     int64  `json:"size"`
+	InfoHash string `json:"info_hash"` // hex; empty until hashed, and while Problem is set
+	// Problem says why the server does not serve the OS now (its files
+	// changed on disk after they were verified); empty when it does.
+	Problem string   `json:"problem,omitempty"`
+	Magnet  string   `json:"magnet,omitempty"`
+	Torrent string   `json:"torrent"` // path of the .torrent on the listener
+	Kernel  string   `json:"kernel,omitempty"`
+	Initrd  string   `json:"initrd,omitempty"`
+	Cmdline string   `json:"cmdline,omitempty"`
+	Bin     string   `json:"bin,omitempty"`
+	BinArgs []string `json:"binargs,omitempty"`
+	Args    []string `json:"args,omitempty"`
+	Files   []string `json:"files"`
 }
 
 // Boot is what a client needs to show its menu: GET PathBoot?mac=MAC.
@@ -188,8 +191,8 @@ const MaxReportBytes = 16 << 10
 
 // Validate checks a report that arrived from the network.
 func (r *Report) Validate() error {
-	if _, err := net.ParseMAC(r.MAC); err != nil {
-		return fmt.Errorf("mac %q: %w", r.MAC, err)
+	if _, err := ParseMAC(r.MAC); err != nil {
+		return fmt.Errorf("mac: %w", err)
 	}
 	switch r.Stage {
 	case StageNetwork, StageMenu, StageDownload, StageSeeding, StageBooting, StageFailed, StageClient:
@@ -232,7 +235,9 @@ var ErrBadMAC = errors.New("not an Ethernet MAC address")
 // ParseMAC reads a MAC as iPXE and administrators write it
 // (52:54:00:12:34:56 or 52-54-00-12-34-56). Only 6-byte MACs are
 // accepted: the value comes from the network and ends up in logs, the
-// registry and the boot script.
+// registry and the boot script. The all-zero address and group addresses
+// (broadcast, multicast: the I/G bit set) are no NIC's own address, so
+// no machine is known by them.
 func ParseMAC(s string) (MAC, error) {
 	if len(s) != 17 {
 		return MAC{}, fmt.Errorf("%w: %q", ErrBadMAC, Truncate(s, 40))
@@ -241,7 +246,14 @@ func ParseMAC(s string) (MAC, error) {
 	if err != nil || len(hw) != 6 {
 		return MAC{}, fmt.Errorf("%w: %q", ErrBadMAC, Truncate(s, 40))
 	}
-	return MAC(hw), nil
+	switch m := MAC(hw); {
+	case m == MAC{}:
+		return MAC{}, fmt.Errorf("%w: %s is the all-zero address", ErrBadMAC, m)
+	case m[0]&1 != 0:
+		return MAC{}, fmt.Errorf("%w: %s is a broadcast or multicast address", ErrBadMAC, m)
+	default:
+		return m, nil
+	}
 }
 
 // MACFromQuery returns the validated mac= value of a raw query string,

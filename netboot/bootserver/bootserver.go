@@ -176,7 +176,7 @@ func (s *Server) serveBoot(w http.ResponseWriter, r *http.Request) {
 	b := s.BootFor(mac)
 	WriteJSON(w, b)
 	// The client asks from the address its own lease gave it.
-	s.reg.Touch(mac, RemoteIP(r), "")
+	s.reg.Asked(mac, RemoteIP(r))
 	s.log.Debug("boot settings sent", "mac", mac, "remote", RemoteIP(r), "menu", len(b.Menu), "pinned_os", b.PinnedOS)
 }
 

@@ -46,6 +46,10 @@ type Registry struct {
 	evictLog time.Time
 
 	hooks Hooks
+
+	perSource map[netip.Addr]int // HTTP-only machines by announcing address (admission.go)
+	refused   int
+	refuseLog time.Time
 }
 
 type machine struct {
@@ -53,6 +57,7 @@ type machine struct {
 	ip         netip.Addr
 	listenPort int
 	lastLog    time.Time
+	source     netip.Addr // the HTTP sender that announced it, until DHCP or TFTP sees it
 	// lost is set when a Snapshot first finds the machine silent past
 	// its report deadline (see lostAfter), so the verdict is counted once.
 	lost bool
@@ -101,7 +106,7 @@ func New(o Options) *Registry {
 		names[mac.String()] = name
 	}
 	return &Registry{log: o.Logger, max: o.Max, now: o.Now, names: names, hooks: o.Hooks,
-		byMAC: map[string]*machine{}, byIP: map[netip.Addr]string{}}
+		byMAC: map[string]*machine{}, byIP: map[netip.Addr]string{}, perSource: map[netip.Addr]int{}}
 }
 
 // get returns the entry for mac, creating it (and evicting the machine
@@ -111,15 +116,12 @@ func (r *Registry) get(mac string, now time.Time) *machine {
 		return e
 	}
 	if len(r.byMAC) >= r.max {
-		var oldest string
-		var ot time.Time
-		for k, e := range r.byMAC {
-			if oldest == "" || e.m.LastSeen.Before(ot) {
-				oldest, ot = k, e.m.LastSeen
-			}
-		}
+		oldest := r.victim()
 		if e := r.byMAC[oldest]; e != nil && e.ip.IsValid() && r.byIP[e.ip] == oldest {
 			delete(r.byIP, e.ip)
+		}
+		if e := r.byMAC[oldest]; e != nil && e.source.IsValid() {
+			r.unsource(e)
 		}
 		delete(r.byMAC, oldest)
 		r.evicted++
@@ -197,7 +199,11 @@ func (r *Registry) Observe(mac string, ip netip.Addr, arch, stage string, attrs 
 	}
 	now := r.now()
 	r.mu.Lock()
-	e := r.get(mac, now)
+	e := r.admit(mac, ip, witnessedStage(stage), now)
+	if e == nil {
+		r.mu.Unlock()
+		return
+	}
 	r.setIP(e, ip)
 	if arch != "" {
 		e.m.Arch = arch
@@ -215,7 +221,7 @@ func (r *Registry) Observe(mac string, ip netip.Addr, arch, stage string, attrs 
 }
 
 // Touch records a machine's address and architecture without changing its
-// stage (iPXE's DHCP, lease renewals).
+// stage (iPXE's DHCP, lease renewals): the server saw it on the wire.
 func (r *Registry) Touch(mac string, ip netip.Addr, arch string) {
 	if mac == "" {
 		return
@@ -223,7 +229,7 @@ func (r *Registry) Touch(mac string, ip netip.Addr, arch string) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e := r.get(mac, now)
+	e := r.admit(mac, ip, true, now)
 	r.setIP(e, ip)
 	if arch != "" {
 		e.m.Arch = arch
@@ -249,7 +255,11 @@ func (r *Registry) MACForIP(ip netip.Addr) string {
 func (r *Registry) Report(ip netip.Addr, rep *bootapi.Report) {
 	now := r.now()
 	r.mu.Lock()
-	e := r.get(rep.MAC, now)
+	e := r.admit(rep.MAC, ip, false, now)
+	if e == nil {
+		r.mu.Unlock()
+		return
+	}
 	r.setIP(e, ip)
 	e.m.LastSeen = now
 	prev, in, changed := r.setStage(e, rep.Stage, now)

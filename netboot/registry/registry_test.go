@@ -143,3 +143,54 @@ func TestRegistryLogs(t *testing.T) {
 		t.Errorf("failure message not logged:\n%s", logs)
 	}
 }
+
+// TestRegistryReportFloodFromOneSource: 5,000 reports with random MACs
+// from one address register at most MaxPerSource machines and evict no
+// machine DHCP saw; another address still registers its machine, and a
+// full registry forgets HTTP-only machines before DHCP-seen ones.
+func TestRegistryReportFloodFromOneSource(t *testing.T) {
+	r := New(Options{Max: 64})
+	var real []string
+	for i := range 40 {
+		mac := fmt.Sprintf("52:54:00:00:01:%02x", i)
+		real = append(real, mac)
+		r.Observe(mac, netip.AddrFrom4([4]byte{10, 0, 1, byte(i)}), "bios", bootapi.StageDHCP)
+	}
+	flooder := netip.MustParseAddr("10.0.9.9")
+	for i := range 5000 {
+		mac := fmt.Sprintf("02:%02x:%02x:%02x:00:01", i>>16&0xff, i>>8&0xff, i&0xff)
+		r.Report(flooder, &bootapi.Report{MAC: mac, Stage: bootapi.StageDownload})
+		r.Asked(fmt.Sprintf("06:%02x:%02x:%02x:00:01", i>>16&0xff, i>>8&0xff, i&0xff), flooder)
+	}
+	if n := r.Len(); n != 40+MaxPerSource {
+		t.Errorf("registry holds %d machines after the flood, want %d real + %d from the flooder", n, 40, MaxPerSource)
+	}
+	have := map[string]bool{}
+	for _, m := range r.Snapshot() {
+		have[m.MAC] = true
+	}
+	for _, mac := range real {
+		if !have[mac] {
+			t.Errorf("real machine %s evicted by the flood", mac)
+		}
+	}
+	// A real machine that reports from its own address still registers.
+	r.Report(netip.MustParseAddr("10.0.2.1"), &bootapi.Report{MAC: "52:54:00:00:02:01", Stage: bootapi.StageMenu})
+	if r.MACForIP(netip.MustParseAddr("10.0.2.1")) != "52:54:00:00:02:01" {
+		t.Error("a machine's own report was refused after another address's flood")
+	}
+	// Fill the registry from many addresses: the DHCP-seen machines stay.
+	for i := range 200 {
+		r.Report(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), &bootapi.Report{
+			MAC: fmt.Sprintf("0a:00:00:00:%02x:%02x", i>>8, i&0xff), Stage: bootapi.StageDownload})
+	}
+	have = map[string]bool{}
+	for _, m := range r.Snapshot() {
+		have[m.MAC] = true
+	}
+	for _, mac := range real {
+		if !have[mac] {
+			t.Errorf("DHCP-seen machine %s evicted before machines only heard over HTTP", mac)
+		}
+	}
+}

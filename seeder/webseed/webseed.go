@@ -38,6 +38,10 @@ type Config struct {
 	// for this long (not a total timeout: a large image may take minutes).
 	IdleTimeout time.Duration
 	Logger      *slog.Logger
+	// Check, if set, is asked about every opened file before a byte of
+	// it is sent (the seeder: is it still as it was verified?); an error
+	// is a 503 that names it.
+	Check func(name, file string, fi os.FileInfo) error
 }
 
 func (c *Config) fill() {
@@ -45,7 +49,7 @@ func (c *Config) fill() {
 		c.Prefix = "/oss/"
 	}
 	if c.MaxRanges <= 0 {
-		c.MaxRanges = 16
+		c.MaxRanges = DefaultMaxRanges
 	}
 	if c.MaxConcurrent <= 0 {
 		c.MaxConcurrent = 64
@@ -182,22 +186,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if h := r.Header.Get("Range"); h != "" {
-		if _, err := ParseRange(h, fi.Size(), s.cfg.MaxRanges); errors.Is(err, ErrTooManyRanges) {
-			s.cfg.Logger.Info("web seed: refused range", "src", src, "os", name, "file", file, "err", err)
-			w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", fi.Size()))
-			http.Error(w, err.Error(), http.StatusRequestedRangeNotSatisfiable)
+	if s.cfg.Check != nil {
+		if err := s.cfg.Check(name, file, fi); err != nil {
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		// Other problems are left to http.ServeContent, which ignores
-		// a malformed header and answers 416 to an unsatisfiable one
-		// (RFC 9110 section 14.2).
 	}
-	s.requests.Add(1)
 	w.Header().Set("ETag", ETag(fi))
 	w.Header().Set("Cache-Control", "no-cache")
 	iw := &idleWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: s.cfg.IdleTimeout}
-	http.ServeContent(iw, r, path.Base(file), fi.ModTime(), fh)
+	if err := ServeContent(iw, r, path.Base(file), fi.ModTime(), fh, fi.Size(), s.cfg.MaxRanges); err != nil {
+		s.cfg.Logger.Info("web seed: refused range", "src", src, "os", name, "file", file, "err", err)
+		return
+	}
+	s.requests.Add(1)
 	s.bytes.Add(iw.n)
 	s.cfg.Logger.Debug("web seed: served", "src", src, "os", name, "file", file, "range", r.Header.Get("Range"),
 		"bytes", iw.n, "duration", time.Since(start))

@@ -88,6 +88,12 @@ func serve(ctx context.Context, p *config.Project, log *slog.Logger) error {
 	if err := os.MkdirAll(p.OutDir(), 0o755); err != nil {
 		return fmt.Errorf("create %s for generated files: %w", p.OutDir(), err)
 	}
+	// Nothing in out/ is read or written before this lock is held.
+	lock, err := lockOut(p.OutDir())
+	if err != nil {
+		return err
+	}
+	a.onClose("project lock", lock.unlock)
 
 	// Bind the HTTP port first: a port taken is found before minutes of hashing.
 	httpAddr := net.JoinHostPort(c.Server.Address, strconv.Itoa(c.Server.HTTPPort))
