@@ -206,3 +206,20 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestSizeText(t *testing.T) {
+	for n, want := range map[int64]string{
+		0:         "0 B",
+		1023:      "1023 B",
+		1024:      "1.0 KiB",
+		1536:      "1.5 KiB",
+		32 << 20:  "32.0 MiB",
+		4<<30 - 1: "4.0 GiB",
+		5 << 40:   "5.0 TiB",
+		7 << 60:   "7.0 EiB",
+	} {
+		if got := SizeText(n); got != want {
+			t.Errorf("SizeText(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
