@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/boottorrent/boottorrent/internal/testfile"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -27,7 +29,7 @@ func fakeHost(t testing.TB) Host {
 		"boot/vmlinuz-6.9.0-nomodules",
 		"usr/lib/ipxe/undionly.kpxe", "usr/lib/ipxe/ipxe.efi",
 	} {
-		writeFile(t, filepath.Join(root, f), "x")
+		testfile.Write(t, filepath.Join(root, f), "x")
 	}
 	return Host{
 		Root: root,
@@ -42,28 +44,18 @@ func fakeHost(t testing.TB) Host {
 	}
 }
 
-func writeFile(t testing.TB, path, content string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // newProject writes a project with two OSes (debian: kexec, tools: bin)
 // and the given Boottorrent.yaml.
 func newProject(t testing.TB, yaml string) string {
 	t.Helper()
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, FileName), yaml)
-	writeFile(t, filepath.Join(dir, "oss/debian/config.yaml"), "dispname: Debian 12\nmethod: kexec\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: quiet\n")
-	writeFile(t, filepath.Join(dir, "oss/debian/vmlinuz"), "kernel")
-	writeFile(t, filepath.Join(dir, "oss/debian/initrd.img"), "initrd")
-	writeFile(t, filepath.Join(dir, "oss/tools/config.yaml"), "dispname: Tools\nmethod: bin\nbin: hello\nbinargs: \"-v --name 'a b'\"\n")
-	writeFile(t, filepath.Join(dir, "oss/tools/hello"), "#!/bin/true\n")
-	writeFile(t, filepath.Join(dir, "oss/README.md"), OSReadme)
+	testfile.Write(t, filepath.Join(dir, FileName), yaml)
+	testfile.Write(t, filepath.Join(dir, "oss/debian/config.yaml"), "dispname: Debian 12\nmethod: kexec\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: quiet\n")
+	testfile.Write(t, filepath.Join(dir, "oss/debian/vmlinuz"), "kernel")
+	testfile.Write(t, filepath.Join(dir, "oss/debian/initrd.img"), "initrd")
+	testfile.Write(t, filepath.Join(dir, "oss/tools/config.yaml"), "dispname: Tools\nmethod: bin\nbin: hello\nbinargs: \"-v --name 'a b'\"\n")
+	testfile.Write(t, filepath.Join(dir, "oss/tools/hello"), "#!/bin/true\n")
+	testfile.Write(t, filepath.Join(dir, "oss/README.md"), OSReadme)
 	return dir
 }
 
@@ -98,7 +90,7 @@ func TestCases(t *testing.T) {
 			for sc.Scan() {
 				if o, ok := strings.CutPrefix(sc.Text(), "# oss: "); ok {
 					name, content, _ := strings.Cut(o, ": ")
-					writeFile(t, filepath.Join(dir, "oss", name, "config.yaml"), strings.ReplaceAll(content, `\n`, "\n"))
+					testfile.Write(t, filepath.Join(dir, "oss", name, "config.yaml"), strings.ReplaceAll(content, `\n`, "\n"))
 				}
 			}
 			p, err := LoadProject(dir, fakeHost(t))
@@ -259,7 +251,7 @@ func TestNoProject(t *testing.T) {
 
 func TestNoOS(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, FileName), "version: 1\n")
+	testfile.Write(t, filepath.Join(dir, FileName), "version: 1\n")
 	os.Mkdir(filepath.Join(dir, "oss"), 0o755)
 	_, err := LoadProject(dir, fakeHost(t))
 	if err == nil || !strings.Contains(err.Error(), "no operating system yet") {
@@ -381,8 +373,8 @@ func TestInitThenLoad(t *testing.T) {
 	if _, err := LoadProject(dir, h); err == nil || !strings.Contains(err.Error(), "no operating system yet") {
 		t.Fatalf("fresh project: %v", err)
 	}
-	writeFile(t, filepath.Join(dir, "oss/debian/config.yaml"), "method: kexec\nkernel: vmlinuz\n")
-	writeFile(t, filepath.Join(dir, "oss/debian/vmlinuz"), "k")
+	testfile.Write(t, filepath.Join(dir, "oss/debian/config.yaml"), "method: kexec\nkernel: vmlinuz\n")
+	testfile.Write(t, filepath.Join(dir, "oss/debian/vmlinuz"), "k")
 	p, err := LoadProject(dir, h)
 	if err != nil {
 		t.Fatalf("init's skeleton does not load: %v", err)
