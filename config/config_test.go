@@ -44,6 +44,22 @@ func fakeHost(t testing.TB) Host {
 	}
 }
 
+// valueCheck is one loaded value against the expected one.
+type valueCheck struct {
+	name      string
+	got, want any
+}
+
+// checkValues reports every check whose value differs.
+func checkValues(t *testing.T, checks []valueCheck) {
+	t.Helper()
+	for _, ch := range checks {
+		if !reflect.DeepEqual(ch.got, ch.want) {
+			t.Errorf("%s = %#v, want %#v", ch.name, ch.got, ch.want)
+		}
+	}
+}
+
 // newProject writes a project with two OSes (debian: kexec, tools: bin)
 // and the given Boottorrent.yaml.
 func newProject(t testing.TB, yaml string) string {
@@ -163,10 +179,7 @@ func TestDefaultsAndResolve(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := p.Config
-	checks := []struct {
-		name      string
-		got, want any
-	}{
+	checkValues(t, []valueCheck{
 		{"interface", c.Server.Interface, "lab0"},
 		{"address", c.Server.Address, "10.0.0.1"},
 		{"prefix", p.Prefix, netip.MustParsePrefix("10.0.0.0/24")},
@@ -190,12 +203,7 @@ func TestDefaultsAndResolve(t *testing.T) {
 		{"oses", len(p.OSes), 2},
 		{"tools args", p.OS("tools").BinArgs, []string{"-v", "--name", "a b"}},
 		{"debian files", p.OS("debian").Files, []string{"config.yaml", "initrd.img", "vmlinuz"}},
-	}
-	for _, ch := range checks {
-		if !reflect.DeepEqual(ch.got, ch.want) {
-			t.Errorf("%s = %#v, want %#v", ch.name, ch.got, ch.want)
-		}
-	}
+	})
 }
 
 func TestRunningKernelPreferred(t *testing.T) {
@@ -272,10 +280,7 @@ func TestLegacyProject(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := p.Config
-	checks := []struct {
-		name      string
-		got, want any
-	}{
+	checkValues(t, []valueCheck{
 		{"mode", c.DHCP.Mode, DHCPFull},
 		{"range", c.DHCP.Range, "10.0.0.50-10.0.0.150"},
 		{"lease", c.DHCP.LeaseTime.Duration, 12 * time.Hour},
@@ -291,12 +296,7 @@ func TestLegacyProject(t *testing.T) {
 		{"freedos files", p.OS("freedos").Files, []string{"config.yaml", "odin1440.img"}},
 		{"testos cmdline", p.OS("testos").Cmdline, "break"},
 		{"warnings", len(p.Warnings), 1},
-	}
-	for _, ch := range checks {
-		if !reflect.DeepEqual(ch.got, ch.want) {
-			t.Errorf("%s = %#v, want %#v", ch.name, ch.got, ch.want)
-		}
-	}
+	})
 	if len(p.Warnings) == 1 {
 		w := p.Warnings[0]
 		for _, s := range []string{"original BootTorrent", "mode: full", "range: 10.0.0.50-10.0.0.150",
