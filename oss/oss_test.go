@@ -6,17 +6,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-)
 
-func write(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
+	"github.com/boottorrent/boottorrent/internal/testfile"
+)
 
 func TestLoadRules(t *testing.T) {
 	cases := []struct {
@@ -112,9 +104,9 @@ func TestLoadRules(t *testing.T) {
 				folder = "testos"
 			}
 			dir := filepath.Join(t.TempDir(), folder)
-			write(t, filepath.Join(dir, ConfigName), tc.config)
+			testfile.Write(t, filepath.Join(dir, ConfigName), tc.config)
 			for f, c := range tc.files {
-				write(t, filepath.Join(dir, f), c)
+				testfile.Write(t, filepath.Join(dir, f), c)
 			}
 			if tc.setup != nil {
 				tc.setup(t, dir)
@@ -143,13 +135,13 @@ func TestLoadRules(t *testing.T) {
 
 func TestLoadAll(t *testing.T) {
 	dir := t.TempDir()
-	write(t, filepath.Join(dir, "README.md"), "not an OS")
-	write(t, filepath.Join(dir, "b/config.yaml"), "dispname: Same\nmethod: bin\nbin: x\n")
-	write(t, filepath.Join(dir, "b/x"), "x")
-	write(t, filepath.Join(dir, "a/config.yaml"), "dispname: Same\nmethod: bin\nbin: x\n")
-	write(t, filepath.Join(dir, "a/x"), "x")
-	write(t, filepath.Join(dir, "c/vmlinuz"), "no config")
-	write(t, filepath.Join(dir, ".git/config.yaml"), "ignored")
+	testfile.Write(t, filepath.Join(dir, "README.md"), "not an OS")
+	testfile.Write(t, filepath.Join(dir, "b/config.yaml"), "dispname: Same\nmethod: bin\nbin: x\n")
+	testfile.Write(t, filepath.Join(dir, "b/x"), "x")
+	testfile.Write(t, filepath.Join(dir, "a/config.yaml"), "dispname: Same\nmethod: bin\nbin: x\n")
+	testfile.Write(t, filepath.Join(dir, "a/x"), "x")
+	testfile.Write(t, filepath.Join(dir, "c/vmlinuz"), "no config")
+	testfile.Write(t, filepath.Join(dir, ".git/config.yaml"), "ignored")
 	oses, err := LoadAll(dir)
 	if err == nil {
 		t.Fatal("want problems")
@@ -205,4 +197,21 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestSizeText(t *testing.T) {
+	for n, want := range map[int64]string{
+		0:         "0 B",
+		1023:      "1023 B",
+		1024:      "1.0 KiB",
+		1536:      "1.5 KiB",
+		32 << 20:  "32.0 MiB",
+		4<<30 - 1: "4.0 GiB",
+		5 << 40:   "5.0 TiB",
+		7 << 60:   "7.0 EiB",
+	} {
+		if got := SizeText(n); got != want {
+			t.Errorf("SizeText(%d) = %q, want %q", n, got, want)
+		}
+	}
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/boottorrent/boottorrent/internal/testfile"
 )
 
 // isoTree is a medium's layout: path → size of random content, and links.
@@ -142,7 +144,7 @@ func TestAddFamilies(t *testing.T) {
 			}
 			golden := filepath.Join("testdata", "add", tc.family+".yaml")
 			if *update {
-				mustWrite(t, golden, string(got))
+				testfile.Write(t, golden, string(got))
 			}
 			want, err := os.ReadFile(golden)
 			if err != nil {
@@ -240,7 +242,7 @@ func TestAddRefusals(t *testing.T) {
 	}
 	t.Run("existing NAME", func(t *testing.T) {
 		dir := newProject(t)
-		mustWrite(t, filepath.Join(dir, "oss", "live", "keep"), "mine")
+		testfile.Write(t, filepath.Join(dir, "oss", "live", "keep"), "mine")
 		env, _, errb := testEnv(t, dir)
 		if code := Main([]string{"add", liveISO, "live"}, env); code != 1 || !strings.Contains(errb.String(), "exists already") {
 			t.Errorf("exit %d, stderr %s", code, errb)

@@ -56,12 +56,8 @@ type clientResult struct {
 // it after seeding, so the outcome carries the seeding time for the runner
 // to take off the moment it saw the line.
 func parseClientLine(line string, size int64) (outcome, bool) {
-	rest, ok := strings.CutPrefix(strings.TrimSpace(line), clientResultPrefix)
+	r, ok := markedLine[clientResult](strings.TrimSpace(line), clientResultPrefix)
 	if !ok {
-		return outcome{}, false
-	}
-	var r clientResult
-	if err := json.Unmarshal([]byte(rest), &r); err != nil {
 		return outcome{}, false
 	}
 	o := outcome{Done: r.Bytes == size, FromPeers: r.FromPeers, FromSeeder: r.FromSeeder, FromWeb: r.FromWeb,
