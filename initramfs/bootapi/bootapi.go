@@ -317,3 +317,29 @@ type Machine struct {
 	// Stages holds when each stage was first reached.
 	Stages map[string]time.Time `json:"stages"`
 }
+
+// Result is the boot client's machine-readable last line on stdout
+// (after ResultPrefix) in process mode: the swarm benchmark and the tests
+// read it, so it is part of the contract.
+type Result struct {
+	OS              string  `json:"os"`
+	Mode            string  `json:"mode"`             // torrent or http
+	Seconds         float64 `json:"seconds"`          // client start → boot
+	DownloadSeconds float64 `json:"download_seconds"` // first request → complete
+	SeedSeconds     float64 `json:"seed_seconds"`
+	Bytes           int64   `json:"bytes"`
+	FromPeers       int64   `json:"from_peers"`
+	FromSeeder      int64   `json:"from_seeder"`
+	FromWeb         int64   `json:"from_webseed"`
+	Uploaded        int64   `json:"uploaded"`
+	PiecesFailed    int64   `json:"pieces_failed"`
+	Wasted          int64   `json:"wasted"` // piece data received twice
+	WastedSeeder    int64   `json:"wasted_seeder"`
+	Requests        int64   `json:"requests"`
+	Withdrawn       int64   `json:"requests_withdrawn"`
+	Rejected        int64   `json:"requests_rejected"`
+	Attempts        int     `json:"attempts"`
+}
+
+// ResultPrefix starts the final line on stdout.
+const ResultPrefix = "BOOTTORRENT-RESULT "
