@@ -223,7 +223,7 @@ func (s *Server) menu() []bootapi.OS {
 		for _, o := range s.opts.Project.OSes {
 			all = append(all, bootapi.OS{Name: o.Name, DispName: o.DispName, Method: string(o.Method), Size: o.Size,
 				Kernel: o.Kernel, Initrd: o.Initrd, Cmdline: o.Cmdline, Bin: o.Bin, BinArgs: o.BinArgs, Args: o.Args,
-				Files: o.Files, Torrent: bootapi.PathTorrents + o.Name + ".torrent"})
+				Files: o.Files, InitrdFiles: bootapi.InitrdFilesOf(o.InitrdFiles), Torrent: bootapi.PathTorrents + o.Name + ".torrent"})
 		}
 	}
 	menu := s.cfg.Boot.Menu

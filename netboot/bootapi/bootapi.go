@@ -61,6 +61,26 @@ type OS struct {
 	BinArgs  []string `json:"binargs,omitempty"`
 	Args     []string `json:"args,omitempty"`
 	Files    []string `json:"files"`
+	// InitrdFiles are handed to the booted OS inside its initramfs: the
+	// client boots with Initrd, zero padding to 4 bytes and a newc
+	// archive holding each File at As (oss/initrdfiles.go).
+	InitrdFiles []InitrdFile `json:"initrd_files,omitempty"`
+}
+
+// InitrdFile is one file of an OS handed to it in its initramfs.
+type InitrdFile struct {
+	File string `json:"file"` // relative path in the OS folder (a torrent file)
+	As   string `json:"as"`   // absolute path in the booted OS's initramfs
+}
+
+// InitrdFilesOf converts any list of {File, As} pairs (oss.InitrdFile)
+// to the wire type.
+func InitrdFilesOf[T ~struct{ File, As string }](l []T) []InitrdFile {
+	var out []InitrdFile
+	for _, f := range l {
+		out = append(out, InitrdFile(f))
+	}
+	return out
 }
 
 // Boot is what a client needs to show its menu: GET PathBoot?mac=MAC.
@@ -208,4 +228,26 @@ type Machine struct {
 	LastSeen   time.Time `json:"last_seen"`
 	// Stages holds when each stage was first reached.
 	Stages map[string]time.Time `json:"stages"`
+}
+
+// The RAM rule: an OS whose files add up to S bytes needs about
+// RAMFactor·S + RAMOverhead bytes of RAM on the machine that boots it.
+// A diskless machine holds everything in RAM: the client's download
+// (S, laid out as the final initrd, initramfs/client/handover.go), the
+// kexec segment the kernel copies it into (S) while the download is still
+// there, and then the new kernel holds the initrd (S) while it unpacks
+// the files out of it (S). RAMOverhead covers the client's kernel,
+// initramfs and process, and the kernel's own reserve. Measured in QEMU
+// on 2026-12-07 (cmd/swarmbench/TUNING.md). Both the server (boottorrent
+// check prints it) and the client (which refuses to start a download that
+// cannot boot) use it.
+const (
+	RAMFactor   = 2.2
+	RAMOverhead = 384 << 20
+)
+
+// MinRAM is the RAM, in bytes, a machine needs to boot an OS of size
+// bytes (the RAM rule).
+func MinRAM(size int64) int64 {
+	return int64(RAMFactor*float64(size)) + RAMOverhead
 }

@@ -106,7 +106,8 @@ func TestInitCheckGolden(t *testing.T) {
 	if code := Main([]string{"check"}, env); code != 1 || !strings.Contains(errb.String(), "no operating system yet") {
 		t.Fatalf("empty project check: exit %d: %s", code, errb.String())
 	}
-	mustWrite(t, filepath.Join(dir, "oss/debian/config.yaml"), "dispname: Debian 12\nmethod: kexec\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: quiet\n")
+	mustWrite(t, filepath.Join(dir, "oss/debian/config.yaml"), "dispname: Debian 12\nmethod: kexec\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: boot=live live-media=/boottorrent\ninitrd_files: [live/filesystem.squashfs]\n")
+	mustWrite(t, filepath.Join(dir, "oss/debian/live/filesystem.squashfs"), strings.Repeat("s", 2<<20))
 	mustWrite(t, filepath.Join(dir, "oss/debian/vmlinuz"), strings.Repeat("k", 5000))
 	mustWrite(t, filepath.Join(dir, "oss/debian/initrd.img"), strings.Repeat("i", 3<<20))
 	mustWrite(t, filepath.Join(dir, "oss/hello/config.yaml"), "dispname: Hello\nmethod: bin\nbin: hello\n")
