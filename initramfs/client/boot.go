@@ -55,21 +55,22 @@ func (e *realEnv) kexec(o *bootapi.OS, f *Fetched, dl downloader) error {
 		return fmt.Errorf("kernel: %w", err)
 	}
 	defer kernel.Close()
-	var initrd *os.File
-	if o.Initrd != "" {
-		if initrd, err = os.Open(f.Path(o.Initrd)); err != nil {
-			return fmt.Errorf("initrd: %w", err)
-		}
+	initrd, err := openInitrd(o, f)
+	if err != nil {
+		return fmt.Errorf("initrd: %w", err)
+	}
+	if initrd != nil {
 		defer initrd.Close()
 	}
-	if err := kexec.FileLoad(kernel, initrd, o.Cmdline); err != nil {
-		return fmt.Errorf("kexec_file_load of %s: %w", o.Kernel, err)
+	if err := e.loadKernel(kernel, initrd, o.Cmdline); err != nil {
+		return fmt.Errorf("loading %s: %w", o.Kernel, err)
 	}
 	kernel.Close()
 	if initrd != nil {
 		initrd.Close()
 	}
 	os.RemoveAll(f.Dir)
+	os.Remove(combinedPath(f.Dir))
 	e.log.Info("kexec", "stage", "booting", "os", o.Name, "kernel", o.Kernel, "initrd", o.Initrd)
 	if err := kexec.Reboot(); err != nil {
 		return fmt.Errorf("kexec reboot: %w", err)

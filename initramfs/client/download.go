@@ -95,6 +95,9 @@ type dlOptions struct {
 	// MemLimit, when >0, refuses images larger than this many bytes
 	// (RAM left for the download in init mode).
 	MemLimit int64
+	// Combine, when set, lays the OS's initrd and the files it hands
+	// over out as one combined initrd (handover.go).
+	Combine func(dir string, info *metainfo.Info) (*handover, error)
 }
 
 // peerReqq is the most chunk requests this machine keeps outstanding at
@@ -228,7 +231,9 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 	}
 	cfg.Bep20 = peerIDPrefix
 	cfg.DataDir = o.DataDir
-	d.storage = newRAMStore(o.DataDir)
+	rs := newRAMStore(o.DataDir)
+	rs.combine = o.Combine
+	d.storage = rs
 	cfg.DefaultStorage = d.storage
 	if o.Logger != nil {
 		// The library's warnings ("unlock handlers took a long time")

@@ -1,0 +1,124 @@
+package client
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/u-root/u-root/pkg/boot/kexec"
+	"github.com/u-root/u-root/pkg/boot/linux"
+
+	"github.com/boottorrent/boottorrent/netboot/bootapi"
+)
+
+// kernelReserve is RAM the kernel keeps for itself that MemTotal does not
+// count (its code, the memory map, the crash kernel area): the RAM rule
+// speaks of the machine's RAM, /proc/meminfo of what is left.
+const kernelReserve = 96 << 20
+
+// meminfo reads fields of /proc/meminfo, in bytes (0 when missing).
+func meminfo(keys ...string) map[string]int64 {
+	m := map[string]int64{}
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return m
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		for _, want := range keys {
+			if k == want {
+				var kb int64
+				fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb)
+				m[k] = kb << 10
+			}
+		}
+	}
+	return m
+}
+
+// checkRAM refuses, before anything is downloaded, an OS this machine
+// cannot boot: past the rule the kernel either kills the client or
+// deadlocks inside kexec ("System is deadlocked on memory"), and
+// nothing reaches the server. The message names both numbers and the fix.
+func checkRAM(o *bootapi.OS) error {
+	m := meminfo("MemTotal", "MemAvailable")
+	total := m["MemTotal"]
+	if total == 0 {
+		return nil // no /proc: not a machine we boot
+	}
+	need := bootapi.MinRAM(o.Size)
+	if have := total + kernelReserve; have < need {
+		return fmt.Errorf("%w: this machine has %d MiB of RAM, %s (%d MiB) needs about %d MiB (%.1f x its size + %d MiB, see the README's RAM rule); give the machine more RAM or boot a smaller OS",
+			errTooLarge, have>>20, o.Name, o.Size>>20, need>>20, bootapi.RAMFactor, bootapi.RAMOverhead>>20)
+	}
+	return nil
+}
+
+// loadKernel loads the next kernel. kexec_load first: u-root builds the
+// segments in user space from a read-only mapping of the initrd, so the
+// kernel copies the tmpfs pages once into the kexec segment (2 S at the
+// peak). kexec_file_load, the fallback (a Secure Boot lockdown allows
+// only it, for signed kernels), first reads the whole initrd into a
+// buffer of its own, then copies it into the segment: 3 S at the peak.
+// The lowest MemAvailable seen while loading is logged to keep the RAM
+// rule honest.
+func (e *realEnv) loadKernel(kernel, initrd *os.File, cmdline string) error {
+	before := meminfo("MemAvailable")["MemAvailable"]
+	var low atomic.Int64
+	low.Store(before)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if a := meminfo("MemAvailable")["MemAvailable"]; a > 0 && a < low.Load() {
+				low.Store(a)
+			}
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	how := "kexec_load"
+	err := linux.KexecLoad(kernel, initrd, cmdline, nil, nil)
+	if err != nil {
+		e.log.Warn("kexec_load failed, trying kexec_file_load", "err", err)
+		how = "kexec_file_load"
+		if _, serr := kernel.Seek(0, 0); serr != nil {
+			err = serr
+		} else if initrd != nil {
+			_, err = initrd.Seek(0, 0)
+		}
+		if err == nil {
+			err = kexec.FileLoad(kernel, initrd, cmdline)
+		}
+	}
+	close(stop)
+	<-done
+	after := meminfo("MemAvailable")["MemAvailable"]
+	var size int64
+	if initrd != nil {
+		if fi, serr := initrd.Stat(); serr == nil {
+			size = fi.Size()
+		}
+	}
+	e.log.Info("kernel loaded", "stage", "booting", "syscall", how, "initrd_bytes", size,
+		"mem_available_before", before, "mem_available_lowest", low.Load(), "mem_available_after", after)
+	if e.keys != nil || e.cfg.Init {
+		fmt.Fprintf(e.console, "kexec: %s, initrd %d MiB, RAM used while loading: %d MiB at the peak, %d MiB after\r\n",
+			how, size>>20, (before-low.Load())>>20, (before-after)>>20)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", how, err)
+	}
+	return nil
+}
