@@ -36,6 +36,7 @@ type e2eServer struct {
 	dir    string
 	ns     *netns.NS
 	base   string
+	extra  []string // more arguments for start
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	log    *lockedBuf
@@ -60,7 +61,7 @@ func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l
 func (s *e2eServer) start() {
 	s.t.Helper()
 	lb := &lockedBuf{t: s.t}
-	cmd := s.ns.Command(context.Background(), s.binary, "start", "--dir", s.dir)
+	cmd := s.ns.Command(context.Background(), s.binary, append([]string{"start", "--dir", s.dir}, s.extra...)...)
 	cmd.Stdout, cmd.Stderr = lb, lb
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	waited, err := vm.StartLocked(cmd) // see StartLocked: Pdeathsig follows a thread
