@@ -88,7 +88,7 @@ for d in proc sys dev run tmp; do
 done
 # zstd: the booted OS reads the squashfs under TCG, and unpacking xz was
 # the slower part of the boot there.
-mksquashfs "$root" "$tmp/filesystem.squashfs" -comp zstd -Xcompression-level 15 -noappend -quiet -no-progress \
+mksquashfs "$root" "$tmp/filesystem.squashfs" -comp zstd -Xcompression-level 15 -noappend -quiet \
 	-wildcards -e 'proc/*' 'sys/*' 'dev/*' 'run/*' 'tmp/*'
 rm -rf "$root"
 chmod 0755 "$tmp"
