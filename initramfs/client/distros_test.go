@@ -43,7 +43,9 @@ func liveImages(t *testing.T) string {
 		}
 		t.Fatalf("%s: %v\n%s", script, err, tail(string(stderr), 30))
 	}
-	dir := strings.TrimSpace(string(out))
+	// The folder is the last line (mksquashfs may print progress).
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	dir := strings.TrimSpace(lines[len(lines)-1])
 	t.Logf("Debian live images in %s (%s)", dir, time.Since(t0).Round(time.Second))
 	return dir
 }
@@ -164,6 +166,15 @@ machines:
 	s := &e2eServer{t: t, binary: binary, dir: dir, ns: srvNS, base: "http://10.79.1.1:8080", extra: []string{"--log-level", "debug"}}
 	s.start()
 	t.Cleanup(s.stop)
+	// The seeder serves an OS once it has hashed and checked its files;
+	// machines started before would take it all from the web seed.
+	for _, o := range []string{"live", "dracut", "installer"} {
+		for deadline := time.Now().Add(5 * time.Minute); !regexp.MustCompile(`msg="OS ready" [^\n]*\bos=`+o+` `).MatchString(s.log.String()); time.Sleep(time.Second) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the seeder never had %s ready:\n%s", o, tail(s.log.String(), 30))
+			}
+		}
+	}
 	// The server's uplink below what two guests take in under TCG, so
 	// that they download at once and pass pieces to each other.
 	shape(t, srvNS, "80mbit")

@@ -3,6 +3,8 @@ package client
 import (
 	"fmt"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -68,7 +70,16 @@ func checkRAM(o *bootapi.OS) error {
 // The lowest MemAvailable seen while loading is logged to keep the RAM
 // rule honest.
 func (e *realEnv) loadKernel(kernel, initrd *os.File, cmdline string) error {
+	// The torrent client is closed: hand its heap back to the kernel
+	// before asking for the segment. Measured 2026-12-07: without this
+	// the client still held about 390 MiB (transparent huge pages) and
+	// a 140 MiB OS ran out of memory inside kexec_load at 709 MiB.
+	runtime.GC()
+	debug.FreeOSMemory()
 	before := meminfo("MemAvailable")["MemAvailable"]
+	if e.cfg.Init {
+		fmt.Fprintf(e.console, "kexec: loading, %d MiB of RAM available\r\n", before>>20)
+	}
 	var low atomic.Int64
 	low.Store(before)
 	stop := make(chan struct{})
@@ -113,7 +124,7 @@ func (e *realEnv) loadKernel(kernel, initrd *os.File, cmdline string) error {
 	}
 	e.log.Info("kernel loaded", "stage", "booting", "syscall", how, "initrd_bytes", size,
 		"mem_available_before", before, "mem_available_lowest", low.Load(), "mem_available_after", after)
-	if e.keys != nil || e.cfg.Init {
+	if e.cfg.Init {
 		fmt.Fprintf(e.console, "kexec: %s, initrd %d MiB, RAM used while loading: %d MiB at the peak, %d MiB after\r\n",
 			how, size>>20, (before-low.Load())>>20, (before-after)>>20)
 	}
