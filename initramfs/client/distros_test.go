@@ -169,7 +169,7 @@ machines:
 	// The seeder serves an OS once it has hashed and checked its files;
 	// machines started before would take it all from the web seed.
 	for _, o := range []string{"live", "dracut", "installer"} {
-		for deadline := time.Now().Add(5 * time.Minute); !regexp.MustCompile(`msg="OS ready" [^\n]*\bos=`+o+` `).MatchString(s.log.String()); time.Sleep(time.Second) {
+		for deadline := time.Now().Add(5 * time.Minute); !regexp.MustCompile(`msg="OS ready" [^\n]*\bos=` + o + ` `).MatchString(s.log.String()); time.Sleep(time.Second) {
 			if time.Now().After(deadline) {
 				t.Fatalf("the seeder never had %s ready:\n%s", o, tail(s.log.String(), 30))
 			}
