@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/u-root/u-root/pkg/boot/kexec"
-	"github.com/u-root/u-root/pkg/boot/linux"
 
 	"github.com/boottorrent/boottorrent/netboot/bootapi"
 )
@@ -61,14 +60,13 @@ func checkRAM(o *bootapi.OS) error {
 	return nil
 }
 
-// loadKernel loads the next kernel. kexec_load first: u-root builds the
-// segments in user space from a read-only mapping of the initrd, so the
-// kernel copies the tmpfs pages once into the kexec segment (2 S at the
-// peak). kexec_file_load, the fallback (a Secure Boot lockdown allows
-// only it, for signed kernels), first reads the whole initrd into a
-// buffer of its own, then copies it into the segment: 3 S at the peak.
-// The lowest MemAvailable seen while loading is logged to keep the RAM
-// rule honest.
+// loadKernel loads the next kernel with kexec_file_load: the kernel
+// reads the initrd into a buffer of its own, then copies it into the kexec
+// segment, while the tmpfs file is still there: 3 S at the peak. u-root's
+// kexec_load path (linux.KexecLoad) was tried on 2026-12-07: it copies the
+// initrd into the Go heap while building the segments, and a 140 MiB OS
+// ran out of memory inside kexec_load with 369 MiB available. The lowest
+// MemAvailable seen while loading is logged to keep the RAM rule honest.
 func (e *realEnv) loadKernel(kernel, initrd *os.File, cmdline string) error {
 	// The torrent client is closed: hand its heap back to the kernel
 	// before asking for the segment. Measured 2026-12-07: without this
@@ -99,20 +97,8 @@ func (e *realEnv) loadKernel(kernel, initrd *os.File, cmdline string) error {
 			}
 		}
 	}()
-	how := "kexec_load"
-	err := linux.KexecLoad(kernel, initrd, cmdline, nil, nil)
-	if err != nil {
-		e.log.Warn("kexec_load failed, trying kexec_file_load", "err", err)
-		how = "kexec_file_load"
-		if _, serr := kernel.Seek(0, 0); serr != nil {
-			err = serr
-		} else if initrd != nil {
-			_, err = initrd.Seek(0, 0)
-		}
-		if err == nil {
-			err = kexec.FileLoad(kernel, initrd, cmdline)
-		}
-	}
+	how := "kexec_file_load"
+	err := kexec.FileLoad(kernel, initrd, cmdline)
 	close(stop)
 	<-done
 	after := meminfo("MemAvailable")["MemAvailable"]

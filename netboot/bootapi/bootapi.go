@@ -233,16 +233,18 @@ type Machine struct {
 // The RAM rule: an OS whose files add up to S bytes needs about
 // RAMFactor·S + RAMOverhead bytes of RAM on the machine that boots it.
 // A diskless machine holds everything in RAM: the client's download
-// (S, laid out as the final initrd, initramfs/client/handover.go), the
-// kexec segment the kernel copies it into (S) while the download is still
-// there, and then the new kernel holds the initrd (S) while it unpacks
-// the files out of it (S). RAMOverhead covers the client's kernel,
+// (S, laid out as the final initrd, initramfs/client/handover.go), and
+// while kexec_file_load runs, the kernel's read buffer (S) and the kexec
+// segment (S); then the new kernel holds the initrd (S) while it unpacks
+// the files out of it (S). The factor is provisional (2026-12-07): a
+// 140 MiB OS did not load at 2.2·S + 384 MiB, and 3·S is the three
+// copies above, not yet a measured minimum. RAMOverhead covers the client's kernel,
 // initramfs and process, and the kernel's own reserve. Measured in QEMU
 // on 2026-12-07 (cmd/swarmbench/TUNING.md). Both the server (boottorrent
 // check prints it) and the client (which refuses to start a download that
 // cannot boot) use it.
 const (
-	RAMFactor   = 2.2
+	RAMFactor   = 3.0
 	RAMOverhead = 384 << 20
 )
 
