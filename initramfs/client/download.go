@@ -869,6 +869,15 @@ func LANConfig(port int) *torrent.ClientConfig {
 	// against 3.5–3.8×). When a machine is dialled beyond the limit
 	// anyway, keepSeeder gets the seeder's connection back.
 	cfg.EstablishedConnsPerTorrent = 25
+	// No cap on the pieces considered for requests. The library walks the
+	// wanted pieces in its order (rarest first) and stops after 64 MiB of
+	// them (MaxUnverifiedBytes) whether or not the peer has them; with the
+	// seeder's connection masked to this machine's share, the share lay
+	// past those 64 MiB for an OS over 64 MiB, and two machines booting a
+	// 140 MiB Debian live system together asked the seeder and each other
+	// for nothing until the web seed took over (2026-12-08). Every byte
+	// lands in RAM anyway: the cap bounds nothing here.
+	cfg.MaxUnverifiedBytes = 0
 	if os.Getenv(stealGraceEnv) == "" {
 		cfg.StealRequestGrace = stealGrace
 	}
