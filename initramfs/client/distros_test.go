@@ -277,7 +277,15 @@ machines:
 				smallErr = err.Error()
 				return
 			}
-			small.Close() // it only retries from here: free the CPU
+			// The console shows the refusal before the report goes
+			// out: wait for the server to have it, then free the CPU
+			// (the client only retries from here).
+			for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(time.Second) {
+				if ms, err := s.machines(); err == nil && ms[small.MAC().String()].Stage == bootapi.StageFailed {
+					break
+				}
+			}
+			small.Close()
 		}()
 		var requestsAtBoot int
 		for _, v := range []*vm.VM{a, b} {
