@@ -60,13 +60,14 @@ func checkRAM(o *bootapi.OS) error {
 	return nil
 }
 
-// loadKernel loads the next kernel with kexec_file_load: the kernel
-// reads the initrd into a buffer of its own, then copies it into the kexec
-// segment, while the tmpfs file is still there: 3 S at the peak. u-root's
-// kexec_load path (linux.KexecLoad) was tried on 2026-12-07: it copies the
-// initrd into the Go heap while building the segments, and a 140 MiB OS
-// ran out of memory inside kexec_load with 369 MiB available. The lowest
-// MemAvailable seen while loading is logged to keep the RAM rule honest.
+// loadKernel loads the next kernel with kexec_load from a mapping of the
+// initrd file (kexecLoadMapped: two copies of the initrd at the peak,
+// the tmpfs file and the kexec segment), and with kexec_file_load when
+// kexec_load is refused (Secure Boot lockdown) or fails: the kernel then
+// reads the initrd into a buffer of its own and copies it into the
+// segment while the tmpfs file is still there, three copies. The lowest
+// MemAvailable seen while loading is logged and shown on the console to
+// keep the RAM rule (bootapi.MinRAM) honest.
 func (e *realEnv) loadKernel(kernel, initrd *os.File, cmdline string) error {
 	// The torrent client is closed: hand its heap back to the kernel
 	// before asking for the segment. Measured 2026-12-07: without this
@@ -97,8 +98,16 @@ func (e *realEnv) loadKernel(kernel, initrd *os.File, cmdline string) error {
 			}
 		}
 	}()
-	how := "kexec_file_load"
-	err := kexec.FileLoad(kernel, initrd, cmdline)
+	how := "kexec_load"
+	err := kexecLoadMapped(kernel, initrd, cmdline)
+	if err != nil {
+		e.log.Warn("kexec_load failed: trying kexec_file_load", "stage", "booting", "err", err)
+		if e.cfg.Init {
+			fmt.Fprintf(e.console, "kexec: kexec_load failed (%v), trying kexec_file_load\r\n", err)
+		}
+		how = "kexec_file_load"
+		err = kexec.FileLoad(kernel, initrd, cmdline)
+	}
 	close(stop)
 	<-done
 	after := meminfo("MemAvailable")["MemAvailable"]
