@@ -51,6 +51,10 @@ func kexecLoadMapped(kernel, initrd *os.File, cmdline string) error {
 	if err != nil {
 		return err
 	}
+	// The bzImage and the kernel it unpacked (tens of MiB) are garbage
+	// now: hand them back before the initrd's segment is copied.
+	runtime.GC()
+	debug.FreeOSMemory()
 	var initrdSeg *kexec.Segment
 	if initrd != nil {
 		fi, err := initrd.Stat()

@@ -52,12 +52,23 @@ func checkRAM(o *bootapi.OS) error {
 	if total == 0 {
 		return nil // no /proc: not a machine we boot
 	}
-	need := bootapi.MinRAM(o.Size)
+	need, factor := bootapi.MinRAM(o.Size), bootapi.RAMFactor
+	if lockedDown() {
+		need, factor = bootapi.MinRAMLockdown(o.Size), bootapi.RAMFactorLockdown
+	}
 	if have := total + kernelReserve; have < need {
 		return fmt.Errorf("%w: this machine has %d MiB of RAM, %s (%d MiB) needs about %d MiB (%.1f x its size + %d MiB, see the README's RAM rule); give the machine more RAM or boot a smaller OS",
-			errTooLarge, have>>20, o.Name, o.Size>>20, need>>20, bootapi.RAMFactor, bootapi.RAMOverhead>>20)
+			errTooLarge, have>>20, o.Name, o.Size>>20, need>>20, factor, bootapi.RAMOverhead>>20)
 	}
 	return nil
+}
+
+// lockedDown says whether the kernel is in Secure Boot lockdown, where
+// kexec_load is refused and kexec_file_load needs a third copy of the
+// initrd (bootapi.RAMFactorLockdown).
+func lockedDown() bool {
+	b, err := os.ReadFile("/sys/kernel/security/lockdown")
+	return err == nil && !strings.Contains(string(b), "[none]")
 }
 
 // loadKernel loads the next kernel with kexec_load from a mapping of the

@@ -232,24 +232,40 @@ type Machine struct {
 
 // The RAM rule: an OS whose files add up to S bytes needs about
 // RAMFactor·S + RAMOverhead bytes of RAM on the machine that boots it.
-// A diskless machine holds everything in RAM: the client's download
-// (S, laid out as the final initrd, initramfs/client/handover.go), and
-// while kexec_file_load runs, the kernel's read buffer (S) and the kexec
-// segment (S); then the new kernel holds the initrd (S) while it unpacks
-// the files out of it (S). The factor is provisional (2026-12-07): a
-// 140 MiB OS did not load at 2.2·S + 384 MiB, and 3·S is the three
-// copies above, not yet a measured minimum. RAMOverhead covers the client's kernel,
-// initramfs and process, and the kernel's own reserve. Measured in QEMU
-// on 2026-12-07 (cmd/swarmbench/TUNING.md). Both the server (boottorrent
-// check prints it) and the client (which refuses to start a download that
-// cannot boot) use it.
+// A diskless machine holds everything in RAM: the client's download (S,
+// laid out as the final initrd, initramfs/client/handover.go), and while
+// kexec_load runs, the kexec segment the kernel copies it into (S, from a
+// mapping of the file: no copy in the client); then the new kernel holds
+// the initrd while it unpacks the files out of it. Measured in QEMU on
+// 2026-12-08 (BIOS, 822 MiB, a 140 MiB Debian live OS whose initrd is
+// 132 MiB): MemTotal 760 MiB, 473–478 MiB available when loading began,
+// 239–243 MiB at the lowest (kexec_load used 235 MiB: the segment and
+// about 100 MiB for the decompressed kernel); so 2·S + 240 MiB of
+// MemTotal at the peak, plus the 62 MiB the firmware and kernel keep out
+// of MemTotal and a margin. The new kernel's peak while unpacking is
+// lower here (initrd 132 MiB + its files 92 MiB + the OS's own initrd
+// unpacked, 146 MiB). RAMOverhead covers the client's kernel, initramfs
+// and process (about 140 MiB), the kernel being loaded and the reserve.
+//
+// Under Secure Boot lockdown only kexec_file_load is allowed: the kernel
+// reads the initrd into a buffer of its own before copying it into the
+// segment, and the same OS used 315 MiB while loading (3·S at the peak):
+// RAMFactorLockdown. Both the server (boottorrent check prints the rule)
+// and the client (which refuses a download that cannot boot) use these.
 const (
-	RAMFactor   = 3.0
-	RAMOverhead = 384 << 20
+	RAMFactor         = 2.0
+	RAMFactorLockdown = 3.0
+	RAMOverhead       = 384 << 20
 )
 
 // MinRAM is the RAM, in bytes, a machine needs to boot an OS of size
 // bytes (the RAM rule).
 func MinRAM(size int64) int64 {
 	return int64(RAMFactor*float64(size)) + RAMOverhead
+}
+
+// MinRAMLockdown is MinRAM for a machine under Secure Boot lockdown,
+// where the client can only use kexec_file_load.
+func MinRAMLockdown(size int64) int64 {
+	return int64(RAMFactorLockdown*float64(size)) + RAMOverhead
 }

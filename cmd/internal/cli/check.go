@@ -97,8 +97,8 @@ func printPlan(w io.Writer, p *config.Project) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\t%s\n", o.Name, o.Method, humanBytes(o.Size), humanBytes(bootapi.MinRAM(o.Size)), len(o.Files), h, o.DispName)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "  (MIN RAM: a diskless machine needs about %.1f x the OS's size + %s of RAM to boot it)\n",
-		bootapi.RAMFactor, humanBytes(bootapi.RAMOverhead))
+	fmt.Fprintf(w, "  (MIN RAM: a diskless machine needs about %.1f x the OS's size + %s of RAM to boot it; %.1f x under Secure Boot lockdown)\n",
+		bootapi.RAMFactor, humanBytes(bootapi.RAMOverhead), bootapi.RAMFactorLockdown)
 	for _, o := range p.OSes {
 		if len(o.InitrdFiles) == 0 {
 			continue
