@@ -43,11 +43,11 @@ func (e *realEnv) Start(ctx context.Context, o *bootapi.OS, f *Fetched, dl downl
 	return fmt.Errorf("unknown method %q", o.Method)
 }
 
-// kexec loads the kernel straight from the downloaded files with
-// kexec_file_load: the kernel reads them into its own buffers, so the
-// downloaded copies are removed before jumping and the image is never
-// held twice in RAM (pkg/boot's LinuxImage.Load would first copy both to
-// $TMPDIR).
+// kexec loads the kernel straight from the downloaded files (loadKernel:
+// kexec_load from a mapping of the initrd, kexec_file_load as fallback),
+// so the image is never copied in the client (pkg/boot's LinuxImage.Load
+// would first copy both to $TMPDIR); the downloaded files are removed
+// before jumping.
 func (e *realEnv) kexec(o *bootapi.OS, f *Fetched, dl downloader) error {
 	dl.Close()
 	kernel, err := os.Open(f.Path(o.Kernel))
