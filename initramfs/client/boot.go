@@ -62,7 +62,7 @@ func (e *realEnv) kexec(o *bootapi.OS, f *Fetched, dl downloader) error {
 	if initrd != nil {
 		defer initrd.Close()
 	}
-	if err := e.loadKernel(kernel, initrd, o.Cmdline); err != nil {
+	if err := e.loadKernel(kernel, initrd, bootCmdline(o)); err != nil {
 		return fmt.Errorf("loading %s: %w", o.Kernel, err)
 	}
 	kernel.Close()

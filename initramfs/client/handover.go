@@ -235,3 +235,26 @@ func filesOf(o *bootapi.OS) []string {
 	}
 	return l
 }
+
+// bootCmdline is the command line o's kernel boots with. When o hands
+// files over and its command line names neither root= nor rootfstype=
+// (live-boot, casper), the kernel's rootfs is a tmpfs capped at half the
+// RAM the kernel counts while it unpacks, which leaves out the initrd
+// itself: a 140 MiB live OS (its squashfs and its own initrd unpacked,
+// 238 MiB) failed with "Initramfs unpacking failed: write error" and a
+// corrupt squashfs at 600 MiB of RAM, and passed at 681 MiB by 6 MiB
+// (2026-12-08). rootfstype=ramfs makes the rootfs a ramfs, bounded by
+// the RAM alone (bootapi.MinRAM); the initramfs scripts that read it
+// (initramfs-tools' ROOTFSTYPE) use it only for a local root, which a
+// live system does not mount.
+func bootCmdline(o *bootapi.OS) string {
+	if len(o.InitrdFiles) == 0 {
+		return o.Cmdline
+	}
+	for _, f := range strings.Fields(o.Cmdline) {
+		if strings.HasPrefix(f, "root=") || strings.HasPrefix(f, "rootfstype=") {
+			return o.Cmdline
+		}
+	}
+	return strings.TrimSpace(o.Cmdline + " rootfstype=ramfs")
+}

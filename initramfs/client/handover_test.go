@@ -147,3 +147,23 @@ func TestPlanHandoverRefuses(t *testing.T) {
 		}
 	}
 }
+
+func TestBootCmdline(t *testing.T) {
+	files := []bootapi.InitrdFile{{File: "live/filesystem.squashfs", As: "/boottorrent/live/filesystem.squashfs"}}
+	for _, c := range []struct {
+		cmdline string
+		files   []bootapi.InitrdFile
+		want    string
+	}{
+		{"boot=live live-media=/boottorrent", files, "boot=live live-media=/boottorrent rootfstype=ramfs"},
+		{"", files, "rootfstype=ramfs"},
+		{"root=live:/boottorrent/LiveOS/squashfs.img rd.live.image", files, "root=live:/boottorrent/LiveOS/squashfs.img rd.live.image"},
+		{"boot=live rootfstype=tmpfs", files, "boot=live rootfstype=tmpfs"},
+		{"priority=critical", nil, "priority=critical"},
+		{"boot=live noroot=1", files, "boot=live noroot=1 rootfstype=ramfs"},
+	} {
+		if got := bootCmdline(&bootapi.OS{Cmdline: c.cmdline, InitrdFiles: c.files}); got != c.want {
+			t.Errorf("bootCmdline(%q, %d files) = %q, want %q", c.cmdline, len(c.files), got, c.want)
+		}
+	}
+}
