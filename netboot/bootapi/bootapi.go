@@ -242,9 +242,10 @@ type Machine struct {
 // 239–243 MiB at the lowest (kexec_load used 235 MiB: the segment and
 // about 100 MiB for the decompressed kernel); so 2·S + 240 MiB of
 // MemTotal at the peak, plus the 62 MiB the firmware and kernel keep out
-// of MemTotal and a margin. The new kernel's peak while unpacking is
-// lower here (initrd 132 MiB + its files 92 MiB + the OS's own initrd
-// unpacked, 146 MiB). RAMOverhead covers the client's kernel, initramfs
+// of MemTotal and a margin. The new kernel holds the initrd (132 MiB),
+// its files (92 MiB) and the OS's own initrd unpacked (146 MiB) at once,
+// in a ramfs (the client adds rootfstype=ramfs, initramfs/client
+// bootCmdline): 540 MiB, 2·S + 259 MiB, booted it to the login prompt. RAMOverhead covers the client's kernel, initramfs
 // and process (about 140 MiB), the kernel being loaded and the reserve.
 //
 // Under Secure Boot lockdown only kexec_file_load is allowed: the kernel
