@@ -94,6 +94,48 @@ func TestLoadRules(t *testing.T) {
 		{name: "unknown key", config: "method: kexec\nkernal: k\n", want: []string{`kernal: unknown key; did you mean "kernel"?`}},
 		{name: "long cmdline", config: "method: kexec\nkernel: k\ncmdline: " + strings.Repeat("x", 3000) + "\n", files: map[string]string{"k": "k"},
 			want: []string{"cmdline: longer than 2048 bytes"}},
+		{name: "initrd_files ok", config: "method: kexec\nkernel: k\ninitrd: i\ninitrd_files:\n  - live/filesystem.squashfs\n  - {file: arch.iso, as: img/a.iso}\n  - {file: 99.rules, as: /etc/udev/rules.d/99-boottorrent.rules}\n",
+			files: map[string]string{"k": "k", "i": "i", "live/filesystem.squashfs": "sq", "arch.iso": "iso", "99.rules": "r"},
+			check: func(t *testing.T, o *OS) {
+				want := []InitrdFile{{"live/filesystem.squashfs", "/boottorrent/live/filesystem.squashfs"},
+					{"arch.iso", "/boottorrent/img/a.iso"}, {"99.rules", "/etc/udev/rules.d/99-boottorrent.rules"}}
+				if !reflect.DeepEqual(o.InitrdFiles, want) {
+					t.Errorf("initrd files %v", o.InitrdFiles)
+				}
+				if !reflect.DeepEqual(o.Files, []string{"99.rules", "arch.iso", "config.yaml", "i", "k", "live/filesystem.squashfs"}) {
+					t.Errorf("files %v", o.Files)
+				}
+			}},
+		{name: "initrd_files need kexec", config: "method: bin\nbin: b\ninitrd_files: [x]\n", files: map[string]string{"b": "b", "x": "x"},
+			want: []string{"initrd_files: only used with method kexec"}},
+		{name: "initrd_files need an initrd", config: "method: kexec\nkernel: k\ninitrd_files: [x]\n", files: map[string]string{"k": "k", "x": "x"},
+			want: []string{"initrd_files: needs an initrd"}},
+		{name: "initrd_files bad items", config: "method: kexec\nkernel: k\ninitrd: i\ninitrd_files:\n  - ../x\n  - {file: a, as: /run/a}\n  - {file: a, to: b}\n  - {as: b}\n  - [a]\n  - {file: a, as: ../../etc/x}\n  - {file: a, as: /etc/}\n  - missing.img\n",
+			files: map[string]string{"k": "k", "i": "i", "a": "a"},
+			want: []string{`:5: initrd_files[0]: "../x" leaves the OS folder`,
+				`:6: initrd_files[1]: as: "/run/a" is under /run`,
+				`:7: initrd_files[2]: unknown key "to"`,
+				`:8: initrd_files[3]: file: missing`,
+				`:9: initrd_files[4]: must be a file name or a mapping`,
+				`:10: initrd_files[5]: as: "../../etc/x" leaves /boottorrent/`,
+				`:11: initrd_files[6]: as: "/etc/" names a folder`,
+				`:12: initrd_files[7]: missing.img does not exist`}},
+		{name: "initrd_files same destination", config: "method: kexec\nkernel: k\ninitrd: i\ninitrd_files:\n  - a\n  - {file: b, as: a}\n  - {file: c, as: a/x}\n",
+			files: map[string]string{"k": "k", "i": "i", "a": "a", "b": "b", "c": "c"},
+			want: []string{"initrd_files[1]: /boottorrent/a is already where a goes",
+				"initrd_files: /boottorrent/a is a file, so /boottorrent/a/x cannot be inside it"}},
+		{name: "initrd_files over 4 GiB", config: "method: kexec\nkernel: k\ninitrd: i\ninitrd_files: [big.img]\n", files: map[string]string{"k": "k", "i": "i"},
+			setup: func(t *testing.T, dir string) {
+				f, err := os.Create(filepath.Join(dir, "big.img"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				if err := f.Truncate(1 << 32); err != nil { // sparse: no disk used
+					t.Fatal(err)
+				}
+			},
+			want: []string{"initrd_files[0]: big.img is 4294967296 bytes; the initramfs format (newc) holds files under 4 GiB"}},
 		{name: "multi-line dispname", config: "dispname: \"a\\nb\"\nmethod: kexec\nkernel: k\n", files: map[string]string{"k": "k"},
 			want: []string{"dispname: must be one line"}},
 	}

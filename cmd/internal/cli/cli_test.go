@@ -97,7 +97,8 @@ func TestInitCheckGolden(t *testing.T) {
 	if code := Main([]string{"check"}, env); code != 1 || !strings.Contains(errb.String(), "no operating system yet") {
 		t.Fatalf("empty project check: exit %d: %s", code, errb.String())
 	}
-	testfile.Write(t, filepath.Join(dir, "oss/debian/config.yaml"), "dispname: Debian 12\nmethod: kexec\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: quiet\n")
+	testfile.Write(t, filepath.Join(dir, "oss/debian/config.yaml"), "dispname: Debian 12\nmethod: kexec\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: boot=live live-media=/boottorrent\ninitrd_files: [live/filesystem.squashfs]\n")
+	testfile.Write(t, filepath.Join(dir, "oss/debian/live/filesystem.squashfs"), strings.Repeat("s", 2<<20))
 	testfile.Write(t, filepath.Join(dir, "oss/debian/vmlinuz"), strings.Repeat("k", 5000))
 	testfile.Write(t, filepath.Join(dir, "oss/debian/initrd.img"), strings.Repeat("i", 3<<20))
 	testfile.Write(t, filepath.Join(dir, "oss/hello/config.yaml"), "dispname: Hello\nmethod: bin\nbin: hello\n")
