@@ -181,6 +181,15 @@ func TestAddFamilies(t *testing.T) {
 			if !strings.Contains(out.String(), "Created ") {
 				t.Errorf("stdout: %s", out)
 			}
+			// The folder add wrote is a valid OS: check passes on it and
+			// shows what the OS receives in its initramfs.
+			cenv, cout, cerr := testEnv(t, dir)
+			if code := Main([]string{"check", "--dir", dir}, cenv); code != 0 {
+				t.Fatalf("check after add: exit %d\nstdout: %s\nstderr: %s", code, cout, cerr)
+			}
+			if tc.family != "debian-installer" && !strings.Contains(cout.String(), "receives in its initramfs") {
+				t.Errorf("check's plan does not show the handed-over files:\n%s", cout)
+			}
 		})
 	}
 }
