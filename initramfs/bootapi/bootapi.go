@@ -375,7 +375,8 @@ const ResultPrefix = "BOOTTORRENT-RESULT "
 // kernel, initramfs and process, the kernel being loaded and a margin
 // (measured 2026-12-08: the floor was 2·S + 259 MiB; cmd/swarmbench/TUNING.md).
 //
-// Under Secure Boot lockdown only kexec_file_load is allowed, and the
+// On UEFI machines and under Secure Boot lockdown the client uses
+// kexec_file_load (initramfs/client fileLoadOnly), and the
 // kernel reads the initrd into a buffer of its own before copying it into
 // the segment: three copies at the peak (RAMFactorLockdown). Both check
 // (which prints the rule) and the client (which refuses a download that
@@ -392,8 +393,8 @@ func MinRAM(size int64) int64 {
 	return int64(RAMFactor*float64(size)) + RAMOverhead
 }
 
-// MinRAMLockdown is MinRAM for a machine under Secure Boot lockdown,
-// where the client can only use kexec_file_load.
+// MinRAMLockdown is MinRAM for a machine where the client uses
+// kexec_file_load (UEFI, Secure Boot lockdown).
 func MinRAMLockdown(size int64) int64 {
 	return int64(RAMFactorLockdown*float64(size)) + RAMOverhead
 }

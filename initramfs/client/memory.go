@@ -53,7 +53,7 @@ func checkRAM(o *bootapi.OS) error {
 		return nil // no /proc: not a machine we boot
 	}
 	need, factor := bootapi.MinRAM(o.Size), bootapi.RAMFactor
-	if lockedDown() {
+	if fileLoadOnly() != "" {
 		need, factor = bootapi.MinRAMLockdown(o.Size), bootapi.RAMFactorLockdown
 	}
 	if have := total + kernelReserve; have < need {
@@ -63,12 +63,24 @@ func checkRAM(o *bootapi.OS) error {
 	return nil
 }
 
-// lockedDown says whether the kernel is in Secure Boot lockdown, where
-// kexec_load is refused and kexec_file_load needs a third copy of the
-// initrd (bootapi.RAMFactorLockdown).
-func lockedDown() bool {
-	b, err := os.ReadFile("/sys/kernel/security/lockdown")
-	return err == nil && !strings.Contains(string(b), "[none]")
+// fileLoadOnly says why this machine must load the next kernel with
+// kexec_file_load, or "" when kexec_load from a mapping may be used:
+//   - Secure Boot lockdown refuses kexec_load;
+//   - on a machine booted through UEFI, the next kernel needs the EFI
+//     memory map and runtime services handed over, which the kernel's own
+//     loader does and kexecLoadMapped's boot parameters do not: a UEFI VM
+//     hung silently after kexec_load (2026-12-08, the demo's UEFI machine).
+//
+// kexec_file_load keeps a third copy of the initrd at the peak
+// (bootapi.RAMFactorLockdown).
+func fileLoadOnly() string {
+	if b, err := os.ReadFile("/sys/kernel/security/lockdown"); err == nil && !strings.Contains(string(b), "[none]") {
+		return "Secure Boot lockdown"
+	}
+	if _, err := os.Stat("/sys/firmware/efi"); err == nil {
+		return "booted through UEFI"
+	}
+	return ""
 }
 
 // loadKernel loads the next kernel with kexec_load from a mapping of the
@@ -110,8 +122,12 @@ func (e *realEnv) loadKernel(kernel, initrd *os.File, cmdline string) error {
 		}
 	}()
 	how := "kexec_load"
-	err := kexecLoadMapped(kernel, initrd, cmdline)
-	if err != nil {
+	var err error
+	if why := fileLoadOnly(); why != "" {
+		how = "kexec_file_load"
+		e.log.Info("kexec_file_load only", "stage", "booting", "why", why)
+		err = kexec.FileLoad(kernel, initrd, cmdline)
+	} else if err = kexecLoadMapped(kernel, initrd, cmdline); err != nil {
 		e.log.Warn("kexec_load failed: trying kexec_file_load", "stage", "booting", "err", err)
 		if e.cfg.Init {
 			fmt.Fprintf(e.console, "kexec: kexec_load failed (%v), trying kexec_file_load\r\n", err)

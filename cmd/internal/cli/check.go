@@ -88,7 +88,7 @@ func printPlan(w io.Writer, p *config.Project, hashes func(*config.Project) map[
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\t%s\n", o.Name, o.Method, humanBytes(o.Size), humanBytes(bootapi.MinRAM(o.Size)), len(o.Files), h, o.DispName)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "  (MIN RAM: a diskless machine needs about %.1f x the OS's size + %s of RAM to boot it; %.1f x under Secure Boot lockdown)\n",
+	fmt.Fprintf(w, "  (MIN RAM: a diskless machine needs about %.1f x the OS's size + %s of RAM to boot it; %.1f x on UEFI machines and under Secure Boot)\n",
 		bootapi.RAMFactor, humanBytes(bootapi.RAMOverhead), bootapi.RAMFactorLockdown)
 	for _, o := range p.OSes {
 		if len(o.InitrdFiles) == 0 {
