@@ -3,11 +3,13 @@ package client
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 	"github.com/boottorrent/boottorrent/netboot/vm"
+	"github.com/boottorrent/boottorrent/oss"
 )
 
 // diImages is where debian-installer-12-netboot-amd64 puts the netboot
@@ -49,6 +52,80 @@ func liveImages(t *testing.T) string {
 	return dir
 }
 
+// addFromISO makes the OS folder dir/oss/NAME as a user would: the cached
+// live image packed as a Debian live medium (live/vmlinuz,
+// live/initrd.img, live/filesystem.squashfs; Rock Ridge and Joliet, by
+// xorriso as live-build does), then the real binary's `add ISO NAME --dir
+// dir`. It checks what add wrote (check's rules, the live-boot command
+// line, the squashfs handed to the initramfs, the files copied whole) and
+// appends extra (the serial console) to the command line add generated.
+// The ISO is made anew each run in the test's temporary folder: xorriso
+// packs the 141 MiB in about 1.2 s and add copies it out in under 1 s
+// (2026-12-08), too little to be worth a cache.
+func addFromISO(t *testing.T, binary, img, dir, name, extra string) {
+	t.Helper()
+	iso := filepath.Join(t.TempDir(), "debian-live-12-amd64.iso")
+	src := map[string]string{
+		"live/vmlinuz":             filepath.Join(img, "vmlinuz"),
+		"live/initrd.img":          filepath.Join(img, "initrd.live-boot"),
+		"live/filesystem.squashfs": filepath.Join(img, "filesystem.squashfs"),
+	}
+	args := []string{"-as", "mkisofs", "-R", "-J", "-V", "d-live 12 bt amd64", "-o", iso, "-graft-points"}
+	for _, p := range slices.Sorted(maps.Keys(src)) {
+		args = append(args, p+"="+src[p])
+	}
+	t0 := time.Now()
+	if out, err := exec.Command("xorriso", args...).CombinedOutput(); err != nil {
+		t.Fatalf("xorriso: %v\n%s", err, tail(string(out), 20))
+	}
+	packed := time.Since(t0)
+	t0 = time.Now()
+	out, err := exec.Command(binary, "add", iso, name, "--dir", dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("boottorrent add: %v\n%s", err, out)
+	}
+	t.Logf("ISO packed by xorriso in %s, boottorrent add in %s:\n%s", packed.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), strings.TrimSpace(string(out)))
+	osDir := filepath.Join(dir, "oss", name)
+	o, ps := oss.Load(osDir)
+	if err := ps.Err(); err != nil {
+		t.Fatalf("the folder add wrote does not pass check: %v", err)
+	}
+	if !strings.Contains(" "+o.Cmdline+" ", " boot=live live-media=/boottorrent ") {
+		t.Fatalf("add's command line %q lacks boot=live live-media=/boottorrent", o.Cmdline)
+	}
+	if !slices.ContainsFunc(o.InitrdFiles, func(f oss.InitrdFile) bool {
+		return f.File == "live/filesystem.squashfs" && f.As == oss.InitrdPrefix+f.File
+	}) {
+		t.Fatalf("add's initrd_files %+v lack live/filesystem.squashfs (at /boottorrent/live/filesystem.squashfs)", o.InitrdFiles)
+	}
+	if o.Kernel != "live/vmlinuz" || o.Initrd != "live/initrd.img" {
+		t.Fatalf("add chose kernel %q, initrd %q; want live/vmlinuz, live/initrd.img", o.Kernel, o.Initrd)
+	}
+	for p, from := range src {
+		a, errA := os.Stat(filepath.Join(osDir, p))
+		b, errB := os.Stat(from)
+		if errA != nil || errB != nil || a.Size() != b.Size() {
+			t.Fatalf("add copied %s wrongly: %v %v", p, errA, errB)
+		}
+	}
+	// Append to the line add wrote, keeping it: the one plain
+	// `cmdline:` line (read back below, so a quoted one would fail).
+	cfg := filepath.Join(osDir, oss.ConfigName)
+	data, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := regexp.MustCompile(`(?m)^cmdline: .*$`)
+	if n := len(line.FindAll(data, -1)); n != 1 {
+		t.Fatalf("%s has %d cmdline lines, want 1:\n%s", cfg, n, data)
+	}
+	data = line.ReplaceAllFunc(data, func(l []byte) []byte { return []byte(string(l) + " " + extra) })
+	writeFile(t, cfg, data)
+	if o2, ps := oss.Load(osDir); ps.Err() != nil || o2.Cmdline != o.Cmdline+" "+extra {
+		t.Fatalf("edited %s: %v; command line %q, want %q", cfg, ps.Err(), o2.Cmdline, o.Cmdline+" "+extra)
+	}
+}
+
 // linkOrCopy puts src at dst without a second copy when both are on one
 // file system.
 func linkOrCopy(t *testing.T, src, dst string) {
@@ -65,8 +142,9 @@ func linkOrCopy(t *testing.T, src, dst string) {
 // real `boottorrent start`, their root filesystem handed over in the
 // initramfs (initrd_files), never fetched by the booted OS:
 //
-//  1. two BIOS VMs boot Debian 12 live (live-boot, live-media=) at once
-//     to systemd's login prompt, showing the nonce written into the
+//  1. two BIOS VMs boot Debian 12 live (live-boot, live-media=), its OS
+//     folder made by `boottorrent add` from the image packed as an ISO,
+//     at once to systemd's login prompt, showing the nonce written into the
 //     squashfs and /proc/mounts with the live medium; they exchange
 //     pieces; the server saw no HTTP request for the squashfs once they
 //     booted; and a third VM, with RAM clearly below the rule, gets the
@@ -86,6 +164,9 @@ func TestQEMUDistros(t *testing.T) {
 	if _, err := exec.LookPath("tc"); err != nil {
 		t.Skip("needs tc: apt-get install iproute2")
 	}
+	if _, err := exec.LookPath("xorriso"); err != nil {
+		t.Skip("needs xorriso to pack the live image as an ISO for add (.ci/packages)")
+	}
 	deadline := time.Now().Add(30 * time.Minute)
 	if d, ok := t.Deadline(); ok {
 		deadline = d.Add(-2 * time.Minute)
@@ -104,34 +185,6 @@ func TestQEMUDistros(t *testing.T) {
 	srvNS := hosts[0]
 	dir := t.TempDir()
 	serial := "console=ttyS0,115200 " + vm.GuestArgs
-	linkOrCopy(t, filepath.Join(img, "vmlinuz"), filepath.Join(dir, "oss/live/vmlinuz"))
-	linkOrCopy(t, filepath.Join(img, "initrd.live-boot"), filepath.Join(dir, "oss/live/initrd.img"))
-	linkOrCopy(t, filepath.Join(img, "filesystem.squashfs"), filepath.Join(dir, "oss/live/live/filesystem.squashfs"))
-	writeFile(t, filepath.Join(dir, "oss/live/config.yaml"), []byte(`dispname: Debian 12 live (live-boot)
-method: kexec
-kernel: vmlinuz
-initrd: initrd.img
-cmdline: boot=live live-media=/boottorrent `+serial+`
-initrd_files: [live/filesystem.squashfs]
-`))
-	linkOrCopy(t, filepath.Join(img, "vmlinuz"), filepath.Join(dir, "oss/dracut/vmlinuz"))
-	linkOrCopy(t, filepath.Join(img, "initrd.dracut"), filepath.Join(dir, "oss/dracut/initrd.img"))
-	linkOrCopy(t, filepath.Join(img, "filesystem.squashfs"), filepath.Join(dir, "oss/dracut/LiveOS/squashfs.img"))
-	writeFile(t, filepath.Join(dir, "oss/dracut/config.yaml"), []byte(`dispname: Debian 12 live (dracut)
-method: kexec
-kernel: vmlinuz
-initrd: initrd.img
-cmdline: root=live:/boottorrent/LiveOS/squashfs.img rd.live.image rd.live.overlay.overlayfs=1 `+serial+`
-initrd_files: [LiveOS/squashfs.img]
-`))
-	linkOrCopy(t, diImages+"/linux", filepath.Join(dir, "oss/installer/linux"))
-	linkOrCopy(t, diImages+"/initrd.gz", filepath.Join(dir, "oss/installer/initrd.gz"))
-	writeFile(t, filepath.Join(dir, "oss/installer/config.yaml"), []byte(`dispname: Debian 12 installer
-method: kexec
-kernel: linux
-initrd: initrd.gz
-cmdline: priority=critical `+serial+`
-`))
 	macs := map[string]string{}
 	var machines strings.Builder
 	for _, n := range []string{"live-a:live", "live-b:live", "small:live", "dracut:dracut", "installer:installer"} {
@@ -155,6 +208,28 @@ client:
   cmdline: %s
 machines:
 %s`, vm.GuestArgs, machines.String())))
+
+	// The live-boot OS is what `boottorrent add` makes of the image packed
+	// as a Debian live ISO; the test only appends its serial console.
+	addFromISO(t, binary, img, dir, "live", serial)
+	linkOrCopy(t, filepath.Join(img, "vmlinuz"), filepath.Join(dir, "oss/dracut/vmlinuz"))
+	linkOrCopy(t, filepath.Join(img, "initrd.dracut"), filepath.Join(dir, "oss/dracut/initrd.img"))
+	linkOrCopy(t, filepath.Join(img, "filesystem.squashfs"), filepath.Join(dir, "oss/dracut/LiveOS/squashfs.img"))
+	writeFile(t, filepath.Join(dir, "oss/dracut/config.yaml"), []byte(`dispname: Debian 12 live (dracut)
+method: kexec
+kernel: vmlinuz
+initrd: initrd.img
+cmdline: root=live:/boottorrent/LiveOS/squashfs.img rd.live.image rd.live.overlay.overlayfs=1 `+serial+`
+initrd_files: [LiveOS/squashfs.img]
+`))
+	linkOrCopy(t, diImages+"/linux", filepath.Join(dir, "oss/installer/linux"))
+	linkOrCopy(t, diImages+"/initrd.gz", filepath.Join(dir, "oss/installer/initrd.gz"))
+	writeFile(t, filepath.Join(dir, "oss/installer/config.yaml"), []byte(`dispname: Debian 12 installer
+method: kexec
+kernel: linux
+initrd: initrd.gz
+cmdline: priority=critical `+serial+`
+`))
 
 	s := &e2eServer{t: t, binary: binary, dir: dir, ns: srvNS, base: "http://10.79.1.1:8080", extra: []string{"--log-level", "debug"}}
 	s.start()
