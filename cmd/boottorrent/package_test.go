@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -316,18 +319,41 @@ boot:
 	runTool(t, "chown", "-R", "nobody:nogroup", dir)
 	os.Chmod(dir, 0o755)
 
-	start := func(caps string) (*logBuffer, chan error, func()) {
+	// journal: stderr is a pipe named in JOURNAL_STREAM, as systemd
+	// connects a service's stderr to the journal.
+	start := func(caps string, journal bool) (*logBuffer, chan error, func()) {
 		args := []string{"--reuid=nobody", "--regid=nogroup", "--clear-groups",
 			"--inh-caps=-all" + caps, "--ambient-caps=-all" + caps, "--bounding-set=-all" + caps,
 			"--no-new-privs", binary, "start", "--dir", dir}
 		log := &logBuffer{exited: make(chan struct{})}
 		cmd := srv.Command(context.Background(), "setpriv", args...)
 		cmd.Stdout, cmd.Stderr = log, log
+		var copied chan struct{}
+		if journal {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st syscall.Stat_t
+			syscall.Fstat(int(w.Fd()), &st)
+			cmd.Env = append(os.Environ(), fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino))
+			cmd.Stderr = w
+			copied = make(chan struct{})
+			go func() { io.Copy(log, r); r.Close(); close(copied) }()
+			defer w.Close()
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		done := make(chan error, 1)
-		go func() { err := cmd.Wait(); close(log.exited); done <- err }()
+		go func() {
+			err := cmd.Wait()
+			if copied != nil {
+				<-copied
+			}
+			close(log.exited)
+			done <- err
+		}()
 		stop := func() {
 			cmd.Process.Signal(os.Interrupt)
 			select {
@@ -345,9 +371,13 @@ boot:
 
 	// The unit's set: DHCP, TFTP and HTTP answer.
 	t0 := time.Now()
-	log, _, stop := start(all)
+	log, _, stop := start(all, true)
 	log.waitFor(t, "msg=ready", 4*time.Minute)
 	t.Logf("ready as nobody with %s in %s", unitCaps, time.Since(t0).Round(time.Millisecond))
+	// In the journal: priority prefixes, no second time stamp.
+	if !strings.Contains(log.String(), "<6>level=INFO msg=ready") || regexp.MustCompile(`(?m)(^|[> ])time=`).MatchString(log.String()) {
+		t.Errorf("log lines are not in the journal's format:\n%s", log.String())
+	}
 	if strings.Contains(log.String(), "router advertisements for iPXE disabled") {
 		t.Errorf("router advertisements failed with CAP_NET_RAW:\n%s", log.String())
 	}
@@ -355,7 +385,7 @@ boot:
 	stop()
 
 	// Without CAP_NET_BIND_SERVICE: start fails and says which capability.
-	log, done, _ := start(",+net_raw")
+	log, done, _ := start(",+net_raw", false)
 	select {
 	case err := <-done:
 		if err == nil || !strings.Contains(log.String(), "CAP_NET_BIND_SERVICE") {
@@ -369,7 +399,7 @@ boot:
 	// Without CAP_NET_RAW: only the IPv6 router advertisements are lost,
 	// and the warning names the capability. The DHCP socket's
 	// SO_BINDTODEVICE needs no capability.
-	log, _, stop = start(",+net_bind_service")
+	log, _, stop = start(",+net_bind_service", false)
 	log.waitFor(t, "msg=ready", 2*time.Minute)
 	if !strings.Contains(log.String(), "CAP_NET_RAW") {
 		t.Errorf("without CAP_NET_RAW the log does not name it:\n%s", log.String())
