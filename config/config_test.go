@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/boottorrent/boottorrent/internal/testfile"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -27,7 +29,7 @@ func fakeHost(t testing.TB) Host {
 		"boot/vmlinuz-6.9.0-nomodules",
 		"usr/lib/ipxe/undionly.kpxe", "usr/lib/ipxe/ipxe.efi",
 	} {
-		writeFile(t, filepath.Join(root, f), "x")
+		testfile.Write(t, filepath.Join(root, f), "x")
 	}
 	return Host{
 		Root: root,
@@ -42,13 +44,19 @@ func fakeHost(t testing.TB) Host {
 	}
 }
 
-func writeFile(t testing.TB, path, content string) {
+// valueCheck is one loaded value against the expected one.
+type valueCheck struct {
+	name      string
+	got, want any
+}
+
+// checkValues reports every check whose value differs.
+func checkValues(t *testing.T, checks []valueCheck) {
 	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
+	for _, ch := range checks {
+		if !reflect.DeepEqual(ch.got, ch.want) {
+			t.Errorf("%s = %#v, want %#v", ch.name, ch.got, ch.want)
+		}
 	}
 }
 
@@ -57,13 +65,13 @@ func writeFile(t testing.TB, path, content string) {
 func newProject(t testing.TB, yaml string) string {
 	t.Helper()
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, FileName), yaml)
-	writeFile(t, filepath.Join(dir, "oss/debian/config.yaml"), "dispname: Debian 12\nmethod: kexec\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: quiet\n")
-	writeFile(t, filepath.Join(dir, "oss/debian/vmlinuz"), "kernel")
-	writeFile(t, filepath.Join(dir, "oss/debian/initrd.img"), "initrd")
-	writeFile(t, filepath.Join(dir, "oss/tools/config.yaml"), "dispname: Tools\nmethod: bin\nbin: hello\nbinargs: \"-v --name 'a b'\"\n")
-	writeFile(t, filepath.Join(dir, "oss/tools/hello"), "#!/bin/true\n")
-	writeFile(t, filepath.Join(dir, "oss/README.md"), OSReadme)
+	testfile.Write(t, filepath.Join(dir, FileName), yaml)
+	testfile.Write(t, filepath.Join(dir, "oss/debian/config.yaml"), "dispname: Debian 12\nmethod: kexec\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: quiet\n")
+	testfile.Write(t, filepath.Join(dir, "oss/debian/vmlinuz"), "kernel")
+	testfile.Write(t, filepath.Join(dir, "oss/debian/initrd.img"), "initrd")
+	testfile.Write(t, filepath.Join(dir, "oss/tools/config.yaml"), "dispname: Tools\nmethod: bin\nbin: hello\nbinargs: \"-v --name 'a b'\"\n")
+	testfile.Write(t, filepath.Join(dir, "oss/tools/hello"), "#!/bin/true\n")
+	testfile.Write(t, filepath.Join(dir, "oss/README.md"), OSReadme)
 	return dir
 }
 
@@ -98,7 +106,7 @@ func TestCases(t *testing.T) {
 			for sc.Scan() {
 				if o, ok := strings.CutPrefix(sc.Text(), "# oss: "); ok {
 					name, content, _ := strings.Cut(o, ": ")
-					writeFile(t, filepath.Join(dir, "oss", name, "config.yaml"), strings.ReplaceAll(content, `\n`, "\n"))
+					testfile.Write(t, filepath.Join(dir, "oss", name, "config.yaml"), strings.ReplaceAll(content, `\n`, "\n"))
 				}
 			}
 			p, err := LoadProject(dir, fakeHost(t))
@@ -171,10 +179,7 @@ func TestDefaultsAndResolve(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := p.Config
-	checks := []struct {
-		name      string
-		got, want any
-	}{
+	checkValues(t, []valueCheck{
 		{"interface", c.Server.Interface, "lab0"},
 		{"address", c.Server.Address, "10.0.0.1"},
 		{"prefix", p.Prefix, netip.MustParsePrefix("10.0.0.0/24")},
@@ -198,12 +203,7 @@ func TestDefaultsAndResolve(t *testing.T) {
 		{"oses", len(p.OSes), 2},
 		{"tools args", p.OS("tools").BinArgs, []string{"-v", "--name", "a b"}},
 		{"debian files", p.OS("debian").Files, []string{"config.yaml", "initrd.img", "vmlinuz"}},
-	}
-	for _, ch := range checks {
-		if !reflect.DeepEqual(ch.got, ch.want) {
-			t.Errorf("%s = %#v, want %#v", ch.name, ch.got, ch.want)
-		}
-	}
+	})
 }
 
 func TestRunningKernelPreferred(t *testing.T) {
@@ -259,7 +259,7 @@ func TestNoProject(t *testing.T) {
 
 func TestNoOS(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, FileName), "version: 1\n")
+	testfile.Write(t, filepath.Join(dir, FileName), "version: 1\n")
 	os.Mkdir(filepath.Join(dir, "oss"), 0o755)
 	_, err := LoadProject(dir, fakeHost(t))
 	if err == nil || !strings.Contains(err.Error(), "no operating system yet") {
@@ -280,10 +280,7 @@ func TestLegacyProject(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := p.Config
-	checks := []struct {
-		name      string
-		got, want any
-	}{
+	checkValues(t, []valueCheck{
 		{"mode", c.DHCP.Mode, DHCPFull},
 		{"range", c.DHCP.Range, "10.0.0.50-10.0.0.150"},
 		{"lease", c.DHCP.LeaseTime.Duration, 12 * time.Hour},
@@ -299,12 +296,7 @@ func TestLegacyProject(t *testing.T) {
 		{"freedos files", p.OS("freedos").Files, []string{"config.yaml", "odin1440.img"}},
 		{"testos cmdline", p.OS("testos").Cmdline, "break"},
 		{"warnings", len(p.Warnings), 1},
-	}
-	for _, ch := range checks {
-		if !reflect.DeepEqual(ch.got, ch.want) {
-			t.Errorf("%s = %#v, want %#v", ch.name, ch.got, ch.want)
-		}
-	}
+	})
 	if len(p.Warnings) == 1 {
 		w := p.Warnings[0]
 		for _, s := range []string{"original BootTorrent", "mode: full", "range: 10.0.0.50-10.0.0.150",
@@ -381,8 +373,8 @@ func TestInitThenLoad(t *testing.T) {
 	if _, err := LoadProject(dir, h); err == nil || !strings.Contains(err.Error(), "no operating system yet") {
 		t.Fatalf("fresh project: %v", err)
 	}
-	writeFile(t, filepath.Join(dir, "oss/debian/config.yaml"), "method: kexec\nkernel: vmlinuz\n")
-	writeFile(t, filepath.Join(dir, "oss/debian/vmlinuz"), "k")
+	testfile.Write(t, filepath.Join(dir, "oss/debian/config.yaml"), "method: kexec\nkernel: vmlinuz\n")
+	testfile.Write(t, filepath.Join(dir, "oss/debian/vmlinuz"), "k")
 	p, err := LoadProject(dir, h)
 	if err != nil {
 		t.Fatalf("init's skeleton does not load: %v", err)

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/boottorrent/boottorrent/internal/testfile"
 )
 
 // TestHostileFiles loads projects whose Boottorrent.yaml or an OS's
@@ -52,32 +54,18 @@ func TestHostileFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	menu := func(n int) func(*testing.T, string) {
-		return func(t *testing.T, path string) {
-			var b strings.Builder
-			// Indented by one space so that 100,000 entries fit under the
-			// size limit and the list limit is what refuses them.
-			b.WriteString("version: 1\nboot:\n menu:\n")
-			for range n {
-				b.WriteString(" - debian\n")
-			}
-			if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-				t.Fatal(err)
+	// list writes head followed by n copies of item.
+	list := func(head, item string) func(n int) func(*testing.T, string) {
+		return func(n int) func(*testing.T, string) {
+			return func(t *testing.T, path string) {
+				testfile.Write(t, path, head+strings.Repeat(item, n))
 			}
 		}
 	}
-	osFiles := func(n int) func(*testing.T, string) {
-		return func(t *testing.T, path string) {
-			var b strings.Builder
-			b.WriteString("method: kexec\nkernel: vmlinuz\nfiles:\n")
-			for range n {
-				b.WriteString("- vmlinuz\n")
-			}
-			if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	// Indented by one space so that 100,000 entries fit under the size
+	// limit and the list limit is what refuses them.
+	menu := list("version: 1\nboot:\n menu:\n", " - debian\n")
+	osFiles := list("method: kexec\nkernel: vmlinuz\nfiles:\n", "- vmlinuz\n")
 	cases := []struct {
 		name   string
 		osFile bool // make oss/debian/config.yaml hostile instead of Boottorrent.yaml

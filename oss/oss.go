@@ -47,12 +47,16 @@ type OS struct {
 	Bin      string   // bin: the binary, relative to Dir
 	BinArgs  []string // bin: its arguments
 	Args     []string // qemu: QEMU's arguments
+	// InitrdFiles (kexec with an initrd) are handed to the OS inside its
+	// initramfs, in the order written (initrdfiles.go).
+	InitrdFiles []InitrdFile
 	// Files are the files the client downloads, relative slash paths,
 	// sorted, config.yaml included. They make up the OS's torrent.
 	Files []string
 	Size  int64 // sum of the sizes of Files
 
-	lines strictyaml.Lines // where each key was written, for messages
+	lines        strictyaml.Lines  // where each key was written, for messages
+	initrdFields map[string]string // initrd_files item of each file, for messages
 }
 
 // Args is a list of arguments written either as a YAML list or as one
@@ -128,6 +132,8 @@ type file struct {
 	BinArgs  Args     `yaml:"binargs" limit:"1024"`
 	Args     Args     `yaml:"args" limit:"1024"`
 	Files    []string `yaml:"files" limit:"10000"`
+	// InitrdFiles: see InitrdFile.
+	InitrdFiles []initrdFileYAML `yaml:"initrd_files" limit:"1024"`
 }
 
 // maxArgs bounds binargs and args, as a list or as one string: far more
@@ -301,7 +307,11 @@ func Parse(cfgPath string, data []byte) (*OS, strictyaml.Problems) {
 			prob(fmt.Sprintf("files[%d]", i), msg)
 		}
 	}
+	o.parseInitrdFiles(f.InitrdFiles, prob)
 	files := map[string]bool{ConfigName: true}
+	for _, it := range o.InitrdFiles {
+		files[it.File] = true
+	}
 	for _, v := range append([]string{f.Kernel, f.Initrd, f.Bin}, f.Files...) {
 		if v != "" && checkRel(v) == "" {
 			files[path.Clean(v)] = true
@@ -333,8 +343,7 @@ func checkRel(p string) string {
 // checkFiles checks that every file exists inside the folder (no symlink
 // escape), is regular, and adds up the size. For qemu without an explicit
 // files list, every regular file in the folder is taken.
-func (o *OS) checkFiles(cfgPath string) strictyaml.Problems {
-	var ps strictyaml.Problems
+func (o *OS) checkFiles(cfgPath string) (ps strictyaml.Problems) {
 	root, err := os.OpenRoot(o.Dir)
 	if err != nil {
 		return strictyaml.Problems{{File: o.Dir, Msg: err.Error()}}
@@ -359,6 +368,10 @@ func (o *OS) checkFiles(cfgPath string) strictyaml.Problems {
 		sort.Strings(o.Files)
 	}
 	o.Size = 0
+	sizes := map[string]int64{}
+	defer func() {
+		ps = append(ps, o.checkInitrdFiles(cfgPath, func(f string) (int64, bool) { n, ok := sizes[f]; return n, ok })...)
+	}()
 	for _, f := range o.Files {
 		fi, err := root.Stat(f)
 		if err != nil {
@@ -378,6 +391,7 @@ func (o *OS) checkFiles(cfgPath string) strictyaml.Problems {
 			continue
 		}
 		o.Size += fi.Size()
+		sizes[f] = fi.Size()
 	}
 	return ps
 }
@@ -390,6 +404,9 @@ func fieldFor(o *OS, f string) string {
 		return "initrd"
 	case path.Clean(o.Bin):
 		return "bin"
+	}
+	if field, ok := o.initrdFields[f]; ok {
+		return field
 	}
 	return "files"
 }

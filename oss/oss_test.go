@@ -6,17 +6,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-)
 
-func write(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
+	"github.com/boottorrent/boottorrent/internal/testfile"
+)
 
 func TestLoadRules(t *testing.T) {
 	cases := []struct {
@@ -102,6 +94,48 @@ func TestLoadRules(t *testing.T) {
 		{name: "unknown key", config: "method: kexec\nkernal: k\n", want: []string{`kernal: unknown key; did you mean "kernel"?`}},
 		{name: "long cmdline", config: "method: kexec\nkernel: k\ncmdline: " + strings.Repeat("x", 3000) + "\n", files: map[string]string{"k": "k"},
 			want: []string{"cmdline: longer than 2048 bytes"}},
+		{name: "initrd_files ok", config: "method: kexec\nkernel: k\ninitrd: i\ninitrd_files:\n  - live/filesystem.squashfs\n  - {file: arch.iso, as: img/a.iso}\n  - {file: 99.rules, as: /etc/udev/rules.d/99-boottorrent.rules}\n",
+			files: map[string]string{"k": "k", "i": "i", "live/filesystem.squashfs": "sq", "arch.iso": "iso", "99.rules": "r"},
+			check: func(t *testing.T, o *OS) {
+				want := []InitrdFile{{"live/filesystem.squashfs", "/boottorrent/live/filesystem.squashfs"},
+					{"arch.iso", "/boottorrent/img/a.iso"}, {"99.rules", "/etc/udev/rules.d/99-boottorrent.rules"}}
+				if !reflect.DeepEqual(o.InitrdFiles, want) {
+					t.Errorf("initrd files %v", o.InitrdFiles)
+				}
+				if !reflect.DeepEqual(o.Files, []string{"99.rules", "arch.iso", "config.yaml", "i", "k", "live/filesystem.squashfs"}) {
+					t.Errorf("files %v", o.Files)
+				}
+			}},
+		{name: "initrd_files need kexec", config: "method: bin\nbin: b\ninitrd_files: [x]\n", files: map[string]string{"b": "b", "x": "x"},
+			want: []string{"initrd_files: only used with method kexec"}},
+		{name: "initrd_files need an initrd", config: "method: kexec\nkernel: k\ninitrd_files: [x]\n", files: map[string]string{"k": "k", "x": "x"},
+			want: []string{"initrd_files: needs an initrd"}},
+		{name: "initrd_files bad items", config: "method: kexec\nkernel: k\ninitrd: i\ninitrd_files:\n  - ../x\n  - {file: a, as: /run/a}\n  - {file: a, to: b}\n  - {as: b}\n  - [a]\n  - {file: a, as: ../../etc/x}\n  - {file: a, as: /etc/}\n  - missing.img\n",
+			files: map[string]string{"k": "k", "i": "i", "a": "a"},
+			want: []string{`:5: initrd_files[0]: "../x" leaves the OS folder`,
+				`:6: initrd_files[1]: as: "/run/a" is under /run`,
+				`:7: initrd_files[2]: unknown key "to"`,
+				`:8: initrd_files[3]: file: missing`,
+				`:9: initrd_files[4]: must be a file name or a mapping`,
+				`:10: initrd_files[5]: as: "../../etc/x" leaves /boottorrent/`,
+				`:11: initrd_files[6]: as: "/etc/" names a folder`,
+				`:12: initrd_files[7]: missing.img does not exist`}},
+		{name: "initrd_files same destination", config: "method: kexec\nkernel: k\ninitrd: i\ninitrd_files:\n  - a\n  - {file: b, as: a}\n  - {file: c, as: a/x}\n",
+			files: map[string]string{"k": "k", "i": "i", "a": "a", "b": "b", "c": "c"},
+			want: []string{"initrd_files[1]: /boottorrent/a is already where a goes",
+				"initrd_files: /boottorrent/a is a file, so /boottorrent/a/x cannot be inside it"}},
+		{name: "initrd_files over 4 GiB", config: "method: kexec\nkernel: k\ninitrd: i\ninitrd_files: [big.img]\n", files: map[string]string{"k": "k", "i": "i"},
+			setup: func(t *testing.T, dir string) {
+				f, err := os.Create(filepath.Join(dir, "big.img"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				if err := f.Truncate(1 << 32); err != nil { // sparse: no disk used
+					t.Fatal(err)
+				}
+			},
+			want: []string{"initrd_files[0]: big.img is 4294967296 bytes; the initramfs format (newc) holds files under 4 GiB"}},
 		{name: "multi-line dispname", config: "dispname: \"a\\nb\"\nmethod: kexec\nkernel: k\n", files: map[string]string{"k": "k"},
 			want: []string{"dispname: must be one line"}},
 	}
@@ -112,9 +146,9 @@ func TestLoadRules(t *testing.T) {
 				folder = "testos"
 			}
 			dir := filepath.Join(t.TempDir(), folder)
-			write(t, filepath.Join(dir, ConfigName), tc.config)
+			testfile.Write(t, filepath.Join(dir, ConfigName), tc.config)
 			for f, c := range tc.files {
-				write(t, filepath.Join(dir, f), c)
+				testfile.Write(t, filepath.Join(dir, f), c)
 			}
 			if tc.setup != nil {
 				tc.setup(t, dir)
@@ -143,13 +177,13 @@ func TestLoadRules(t *testing.T) {
 
 func TestLoadAll(t *testing.T) {
 	dir := t.TempDir()
-	write(t, filepath.Join(dir, "README.md"), "not an OS")
-	write(t, filepath.Join(dir, "b/config.yaml"), "dispname: Same\nmethod: bin\nbin: x\n")
-	write(t, filepath.Join(dir, "b/x"), "x")
-	write(t, filepath.Join(dir, "a/config.yaml"), "dispname: Same\nmethod: bin\nbin: x\n")
-	write(t, filepath.Join(dir, "a/x"), "x")
-	write(t, filepath.Join(dir, "c/vmlinuz"), "no config")
-	write(t, filepath.Join(dir, ".git/config.yaml"), "ignored")
+	testfile.Write(t, filepath.Join(dir, "README.md"), "not an OS")
+	testfile.Write(t, filepath.Join(dir, "b/config.yaml"), "dispname: Same\nmethod: bin\nbin: x\n")
+	testfile.Write(t, filepath.Join(dir, "b/x"), "x")
+	testfile.Write(t, filepath.Join(dir, "a/config.yaml"), "dispname: Same\nmethod: bin\nbin: x\n")
+	testfile.Write(t, filepath.Join(dir, "a/x"), "x")
+	testfile.Write(t, filepath.Join(dir, "c/vmlinuz"), "no config")
+	testfile.Write(t, filepath.Join(dir, ".git/config.yaml"), "ignored")
 	oses, err := LoadAll(dir)
 	if err == nil {
 		t.Fatal("want problems")
@@ -205,4 +239,21 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestSizeText(t *testing.T) {
+	for n, want := range map[int64]string{
+		0:         "0 B",
+		1023:      "1023 B",
+		1024:      "1.0 KiB",
+		1536:      "1.5 KiB",
+		32 << 20:  "32.0 MiB",
+		4<<30 - 1: "4.0 GiB",
+		5 << 40:   "5.0 TiB",
+		7 << 60:   "7.0 EiB",
+	} {
+		if got := SizeText(n); got != want {
+			t.Errorf("SizeText(%d) = %q, want %q", n, got, want)
+		}
+	}
 }

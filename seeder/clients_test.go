@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -84,13 +83,8 @@ func (e *lanEnv) start(t *testing.T, opts Options) {
 	if e.seeder != nil {
 		e.seeder.Close()
 	}
-	e.rec = &logRecorder{t: t}
-	opts.Project, opts.Logger = e.p, slog.New(e.rec)
-	s, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	var s *Seeder
+	s, e.rec = newSeeder(t, e.p, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := e.srv.Do(func() error { return s.Start(ctx) }); err != nil {

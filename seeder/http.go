@@ -90,7 +90,7 @@ func (s *Seeder) OSes() []bootapi.OS {
 		o := st.os
 		b := bootapi.OS{Name: o.Name, DispName: o.DispName, Method: string(o.Method), Size: o.Size,
 			Torrent: bootapi.PathTorrents + o.Name + ".torrent", Kernel: o.Kernel, Initrd: o.Initrd, Cmdline: o.Cmdline,
-			Bin: o.Bin, BinArgs: o.BinArgs, Args: o.Args, Files: o.Files}
+			Bin: o.Bin, BinArgs: o.BinArgs, Args: o.Args, Files: o.Files, InitrdFiles: bootapi.InitrdFilesOf(o.InitrdFiles)}
 		if st.integrity != nil {
 			b.Problem = st.integrity.problem
 		}

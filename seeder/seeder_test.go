@@ -167,19 +167,26 @@ func TestHashMatchesLibrary(t *testing.T) {
 	}
 }
 
-func startSeeder(t testing.TB, p *config.Project, opts Options) (*Seeder, *logRecorder, error) {
+// newSeeder makes a seeder of p with opts, logging to the test, and
+// closes it when the test ends.
+func newSeeder(t testing.TB, p *config.Project, opts Options) (*Seeder, *logRecorder) {
 	t.Helper()
 	rec := &logRecorder{t: t}
-	opts.Project = p
-	opts.Logger = slog.New(rec)
-	if opts.ListenAddr == "" {
-		opts.ListenAddr = "127.0.0.1:0"
-	}
+	opts.Project, opts.Logger = p, slog.New(rec)
 	s, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+	return s, rec
+}
+
+func startSeeder(t testing.TB, p *config.Project, opts Options) (*Seeder, *logRecorder, error) {
+	t.Helper()
+	if opts.ListenAddr == "" {
+		opts.ListenAddr = "127.0.0.1:0"
+	}
+	s, rec := newSeeder(t, p, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	return s, rec, s.Start(ctx)

@@ -298,17 +298,7 @@ func walkLimited(file string, node *yaml.Node, t reflect.Type, limit int, prefix
 			return
 		}
 		fields := fieldsOf(t)
-		seen := map[string]int{}
-		for i := 0; i+1 < len(node.Content); i += 2 {
-			k, v := node.Content[i], node.Content[i+1]
-			key := join(prefix, k.Value)
-			if first, dup := seen[k.Value]; dup {
-				*ps = append(*ps, Problem{File: file, Line: k.Line, Field: key,
-					Msg: fmt.Sprintf("written twice (first on line %d); keep one", first)})
-				continue
-			}
-			seen[k.Value] = k.Line
-			lines[key] = k.Line
+		entries(file, node, prefix, lines, ps, func(k, v *yaml.Node, key string) {
 			ft, ok := fields[k.Value]
 			if !ok {
 				msg := fmt.Sprintf("unknown key; valid keys here are %s", strings.Join(keysOf(t), ", "))
@@ -316,27 +306,17 @@ func walkLimited(file string, node *yaml.Node, t reflect.Type, limit int, prefix
 					msg = fmt.Sprintf("unknown key; did you mean %q? Valid keys here are %s", s, strings.Join(keysOf(t), ", "))
 				}
 				*ps = append(*ps, Problem{File: file, Line: k.Line, Field: key, Msg: msg})
-				continue
+				return
 			}
 			walkLimited(file, v, ft.Type, ft.limit, key, lines, ps)
-		}
+		})
 	case reflect.Map:
 		if node.Kind != yaml.MappingNode {
 			return // type error reported by Decode
 		}
-		seen := map[string]int{}
-		for i := 0; i+1 < len(node.Content); i += 2 {
-			k, v := node.Content[i], node.Content[i+1]
-			key := join(prefix, k.Value)
-			if first, dup := seen[k.Value]; dup {
-				*ps = append(*ps, Problem{File: file, Line: k.Line, Field: key,
-					Msg: fmt.Sprintf("written twice (first on line %d); keep one", first)})
-				continue
-			}
-			seen[k.Value] = k.Line
-			lines[key] = k.Line
+		entries(file, node, prefix, lines, ps, func(_, v *yaml.Node, key string) {
 			walk(file, v, t.Elem(), key, lines, ps)
-		}
+		})
 	case reflect.Slice:
 		if node.Kind != yaml.SequenceNode {
 			return
@@ -346,6 +326,26 @@ func walkLimited(file string, node *yaml.Node, t reflect.Type, limit int, prefix
 			lines[key] = item.Line
 			walk(file, item, t.Elem(), key, lines, ps)
 		}
+	}
+}
+
+// entries calls each with every key of a mapping node, its value and its
+// dotted path, once per key: a key written twice is a problem (YAML
+// would keep the last silently), reported with the line of the first.
+// It records each key's line in lines.
+func entries(file string, node *yaml.Node, prefix string, lines Lines, ps *Problems, each func(k, v *yaml.Node, key string)) {
+	seen := map[string]int{}
+	for i := 0; i+1 < len(node.Content); i += 2 {
+		k, v := node.Content[i], node.Content[i+1]
+		key := join(prefix, k.Value)
+		if first, dup := seen[k.Value]; dup {
+			*ps = append(*ps, Problem{File: file, Line: k.Line, Field: key,
+				Msg: fmt.Sprintf("written twice (first on line %d); keep one", first)})
+			continue
+		}
+		seen[k.Value] = k.Line
+		lines[key] = k.Line
+		each(k, v, key)
 	}
 }
 

@@ -64,6 +64,26 @@ type OS struct {
 	BinArgs []string `json:"binargs,omitempty"`
 	Args    []string `json:"args,omitempty"`
 	Files   []string `json:"files"`
+	// InitrdFiles are handed to the booted OS inside its initramfs: the
+	// client boots with Initrd, zero padding to 4 bytes and a newc
+	// archive holding each File at As (oss/initrdfiles.go).
+	InitrdFiles []InitrdFile `json:"initrd_files,omitempty"`
+}
+
+// InitrdFile is one file of an OS handed to it in its initramfs.
+type InitrdFile struct {
+	File string `json:"file"` // relative path in the OS folder (a torrent file)
+	As   string `json:"as"`   // absolute path in the booted OS's initramfs
+}
+
+// InitrdFilesOf converts any list of {File, As} pairs (oss.InitrdFile)
+// to the wire type.
+func InitrdFilesOf[T ~struct{ File, As string }](l []T) []InitrdFile {
+	var out []InitrdFile
+	for _, f := range l {
+		out = append(out, InitrdFile(f))
+	}
+	return out
 }
 
 // Boot is what a client needs to show its menu: GET PathBoot?mac=MAC.
@@ -316,4 +336,64 @@ type Machine struct {
 	LastSeen  time.Time `json:"last_seen"`
 	// Stages holds when each stage was first reached.
 	Stages map[string]time.Time `json:"stages"`
+}
+
+// Result is the boot client's machine-readable last line on stdout
+// (after ResultPrefix) in process mode: the swarm benchmark and the tests
+// read it, so it is part of the contract.
+type Result struct {
+	OS              string  `json:"os"`
+	Mode            string  `json:"mode"`             // torrent or http
+	Seconds         float64 `json:"seconds"`          // client start → boot
+	DownloadSeconds float64 `json:"download_seconds"` // first request → complete
+	SeedSeconds     float64 `json:"seed_seconds"`
+	Bytes           int64   `json:"bytes"`
+	FromPeers       int64   `json:"from_peers"`
+	FromSeeder      int64   `json:"from_seeder"`
+	FromWeb         int64   `json:"from_webseed"`
+	Uploaded        int64   `json:"uploaded"`
+	PiecesFailed    int64   `json:"pieces_failed"`
+	Wasted          int64   `json:"wasted"` // piece data received twice
+	WastedSeeder    int64   `json:"wasted_seeder"`
+	Requests        int64   `json:"requests"`
+	Withdrawn       int64   `json:"requests_withdrawn"`
+	Rejected        int64   `json:"requests_rejected"`
+	Attempts        int     `json:"attempts"`
+}
+
+// ResultPrefix starts the final line on stdout.
+const ResultPrefix = "BOOTTORRENT-RESULT "
+
+// The RAM rule: an OS whose files add up to S bytes needs about
+// RAMFactor·S + RAMOverhead bytes of RAM on the machine that boots it. A
+// diskless machine holds the client's download (S, laid out as the final
+// initrd: initramfs/client/handover.go) and, while kexec_load runs, the
+// kexec segment the kernel copies it into (S, from a read-only mapping of
+// the file, so the client makes no copy); the new kernel then holds the
+// initrd while it unpacks it into a ramfs (the client adds
+// rootfstype=ramfs, see bootCmdline). RAMOverhead covers the client's
+// kernel, initramfs and process, the kernel being loaded and a margin
+// (measured 2026-12-08: the floor was 2·S + 259 MiB; cmd/swarmbench/TUNING.md).
+//
+// Under Secure Boot lockdown only kexec_file_load is allowed, and the
+// kernel reads the initrd into a buffer of its own before copying it into
+// the segment: three copies at the peak (RAMFactorLockdown). Both check
+// (which prints the rule) and the client (which refuses a download that
+// cannot boot) use these.
+const (
+	RAMFactor         = 2.0
+	RAMFactorLockdown = 3.0
+	RAMOverhead       = 384 << 20
+)
+
+// MinRAM is the RAM, in bytes, a machine needs to boot an OS of size
+// bytes (the RAM rule).
+func MinRAM(size int64) int64 {
+	return int64(RAMFactor*float64(size)) + RAMOverhead
+}
+
+// MinRAMLockdown is MinRAM for a machine under Secure Boot lockdown,
+// where the client can only use kexec_file_load.
+func MinRAMLockdown(size int64) int64 {
+	return int64(RAMFactorLockdown*float64(size)) + RAMOverhead
 }

@@ -43,11 +43,11 @@ func (e *realEnv) Start(ctx context.Context, o *bootapi.OS, f *Fetched, dl downl
 	return fmt.Errorf("unknown method %q", o.Method)
 }
 
-// kexec loads the kernel straight from the downloaded files with
-// kexec_file_load: the kernel reads them into its own buffers, so the
-// downloaded copies are removed before jumping and the image is never
-// held twice in RAM (pkg/boot's LinuxImage.Load would first copy both to
-// $TMPDIR).
+// kexec loads the kernel straight from the downloaded files (loadKernel:
+// kexec_load from a mapping of the initrd, kexec_file_load as fallback),
+// so the image is never copied in the client (pkg/boot's LinuxImage.Load
+// would first copy both to $TMPDIR); the downloaded files are removed
+// before jumping.
 func (e *realEnv) kexec(o *bootapi.OS, f *Fetched, dl downloader) error {
 	dl.Close()
 	kernel, err := os.Open(f.Path(o.Kernel))
@@ -55,21 +55,22 @@ func (e *realEnv) kexec(o *bootapi.OS, f *Fetched, dl downloader) error {
 		return fmt.Errorf("kernel: %w", err)
 	}
 	defer kernel.Close()
-	var initrd *os.File
-	if o.Initrd != "" {
-		if initrd, err = os.Open(f.Path(o.Initrd)); err != nil {
-			return fmt.Errorf("initrd: %w", err)
-		}
+	initrd, err := openInitrd(o, f)
+	if err != nil {
+		return fmt.Errorf("initrd: %w", err)
+	}
+	if initrd != nil {
 		defer initrd.Close()
 	}
-	if err := kexec.FileLoad(kernel, initrd, o.Cmdline); err != nil {
-		return fmt.Errorf("kexec_file_load of %s: %w", o.Kernel, err)
+	if err := e.loadKernel(kernel, initrd, bootCmdline(o)); err != nil {
+		return fmt.Errorf("loading %s: %w", o.Kernel, err)
 	}
 	kernel.Close()
 	if initrd != nil {
 		initrd.Close()
 	}
 	os.RemoveAll(f.Dir)
+	os.Remove(combinedPath(f.Dir))
 	e.log.Info("kexec", "stage", "booting", "os", o.Name, "kernel", o.Kernel, "initrd", o.Initrd)
 	if err := kexec.Reboot(); err != nil {
 		return fmt.Errorf("kexec reboot: %w", err)

@@ -254,6 +254,11 @@ func (e *realEnv) Report(ctx context.Context, r *bootapi.Report) error {
 }
 
 func (e *realEnv) Download(ctx context.Context, b *bootapi.Boot, o *bootapi.OS) (downloader, error) {
+	if e.cfg.Init {
+		if err := checkRAM(o); err != nil {
+			return nil, err
+		}
+	}
 	dataDir := filepath.Join(e.cfg.DataDir, "os")
 	// A new attempt starts clean: a half-written file from an attempt
 	// that failed is not trusted (pieces are verified, but the space is
@@ -286,6 +291,7 @@ func (e *realEnv) Download(ctx context.Context, b *bootapi.Boot, o *bootapi.OS) 
 		Logger:       e.log,
 		MemLimit:     memLimit,
 		TrackerAfter: e.cfg.TrackerAfter,
+		Combine:      handoverFor(o),
 	})
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/anacrolix/torrent/metainfo"
 	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 )
 
@@ -78,6 +79,9 @@ type dlOptions struct {
 	// MemLimit, when >0, refuses images larger than this many bytes
 	// (RAM left for the download in init mode).
 	MemLimit int64
+	// Combine, when set, lays the OS's initrd and the files it hands
+	// over out as one combined initrd (handover.go).
+	Combine func(dir string, info *metainfo.Info) (*handover, error)
 	// TrackerAfter is how long Peers may fail before the torrent's
 	// trackers are asked instead (0: defaultTrackerAfter).
 	TrackerAfter time.Duration

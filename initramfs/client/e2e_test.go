@@ -33,6 +33,7 @@ type e2eServer struct {
 	dir    string
 	ns     *netns.NS
 	base   string
+	extra  []string // more arguments for start
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	log    *nstest.Buffer
@@ -42,7 +43,7 @@ type e2eServer struct {
 func (s *e2eServer) start() {
 	s.t.Helper()
 	lb := &nstest.Buffer{}
-	cmd := s.ns.Command(context.Background(), s.binary, "start", "--dir", s.dir)
+	cmd := s.ns.Command(context.Background(), s.binary, append([]string{"start", "--dir", s.dir}, s.extra...)...)
 	cmd.Stdout, cmd.Stderr = lb, lb
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	waited, err := vm.StartLocked(cmd) // see StartLocked: Pdeathsig follows a thread

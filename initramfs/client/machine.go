@@ -57,30 +57,11 @@ type machine struct {
 	reportFail bool
 }
 
-// Result is the machine-readable last line (prefix ResultPrefix), read
-// by the swarm benchmark and the tests.
-type Result struct {
-	OS              string  `json:"os"`
-	Mode            string  `json:"mode"`             // torrent or http
-	Seconds         float64 `json:"seconds"`          // client start → boot
-	DownloadSeconds float64 `json:"download_seconds"` // first request → complete
-	SeedSeconds     float64 `json:"seed_seconds"`
-	Bytes           int64   `json:"bytes"`
-	FromPeers       int64   `json:"from_peers"`
-	FromSeeder      int64   `json:"from_seeder"`
-	FromWeb         int64   `json:"from_webseed"`
-	Uploaded        int64   `json:"uploaded"`
-	PiecesFailed    int64   `json:"pieces_failed"`
-	Wasted          int64   `json:"wasted"` // piece data received twice
-	WastedSeeder    int64   `json:"wasted_seeder"`
-	Requests        int64   `json:"requests"`
-	Withdrawn       int64   `json:"requests_withdrawn"`
-	Rejected        int64   `json:"requests_rejected"`
-	Attempts        int     `json:"attempts"`
-}
+// Result is the machine-readable last line (bootapi.Result).
+type Result = bootapi.Result
 
 // ResultPrefix starts the final line on stdout.
-const ResultPrefix = "BOOTTORRENT-RESULT "
+const ResultPrefix = bootapi.ResultPrefix
 
 // errGiveUp ends the machine when the attempts are spent (process mode).
 var errGiveUp = errors.New("giving up")

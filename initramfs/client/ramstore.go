@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/anacrolix/torrent/metainfo"
@@ -21,15 +22,19 @@ import (
 // the files would not free their RAM. Here Close really closes every file.
 type ramStore struct {
 	dir string
-	mu  sync.Mutex
-	ts  []*ramTorrent
+	// combine, when set, lays the torrent's initrd and the files it hands
+	// to the OS out inside one combined initrd (handover.go).
+	combine func(dir string, info *metainfo.Info) (*handover, error)
+	mu      sync.Mutex
+	ts      []*ramTorrent
 }
 
 func newRAMStore(dir string) *ramStore { return &ramStore{dir: dir} }
 
 type ramFile struct {
 	f        *os.File
-	off, len int64
+	off, len int64 // in the torrent
+	at       int64 // where the file starts in f
 }
 
 type ramTorrent struct {
@@ -41,7 +46,22 @@ type ramTorrent struct {
 func (s *ramStore) OpenTorrent(_ context.Context, info *metainfo.Info, _ metainfo.Hash) (storage.TorrentImpl, error) {
 	t := &ramTorrent{done: make([]bool, info.NumPieces())}
 	var off int64
+	var h *handover
+	if s.combine != nil {
+		var err error
+		if h, err = s.combine(filepath.Join(s.dir, info.BestName()), info); err != nil {
+			return storage.TorrentImpl{}, err
+		}
+		t.files = append(t.files, ramFile{f: h.f}) // closed with the others
+	}
 	for _, fi := range info.UpvertedFiles() {
+		if h != nil {
+			if at, ok := h.place[strings.Join(fi.BestPath(), "/")]; ok {
+				t.files = append(t.files, ramFile{f: h.f, off: off, len: fi.Length, at: at})
+				off += fi.Length
+				continue
+			}
+		}
 		p := filepath.Join(s.dir, info.BestName())
 		if info.IsDir() {
 			p = filepath.Join(append([]string{p}, fi.BestPath()...)...)
@@ -112,9 +132,9 @@ func (t *ramTorrent) io(b []byte, off int64, write bool) (int, error) {
 		var m int
 		var err error
 		if write {
-			m, err = f.f.WriteAt(b[:k], rel)
+			m, err = f.f.WriteAt(b[:k], f.at+rel)
 		} else {
-			m, err = f.f.ReadAt(b[:k], rel)
+			m, err = f.f.ReadAt(b[:k], f.at+rel)
 		}
 		n += m
 		if err != nil {

@@ -121,7 +121,9 @@ func startTorrent(ctx context.Context, mi *metainfo.MetaInfo, o dlOptions) (*tor
 	}
 	cfg.Bep20 = peerIDPrefix
 	cfg.DataDir = o.DataDir
-	d.storage = newRAMStore(o.DataDir)
+	rs := newRAMStore(o.DataDir)
+	rs.combine = o.Combine
+	d.storage = rs
 	cfg.DefaultStorage = d.storage
 	if o.Logger != nil {
 		// The library's warnings ("unlock handlers took a long time")

@@ -1,7 +1,6 @@
 package dhcp
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"flag"
@@ -86,7 +85,15 @@ func startVM(t *testing.T, l *netns.LAN, vm vmSpec, dir string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := l.Bridge.Command(ctx, "qemu-system-x86_64", args...)
-	var out bytes.Buffer
+	startLogged(t, cmd, cancel, "qemu "+vm.name)
+}
+
+// startLogged starts cmd, made with the context cancel ends, and at the
+// end of the test stops it and, if the test failed, logs its output under
+// name.
+func startLogged(t *testing.T, cmd *exec.Cmd, cancel context.CancelFunc, name string) {
+	t.Helper()
+	var out nstest.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		cancel()
@@ -95,8 +102,8 @@ func startVM(t *testing.T, l *netns.LAN, vm vmSpec, dir string) {
 	t.Cleanup(func() {
 		cancel()
 		cmd.Wait()
-		if t.Failed() && out.Len() > 0 {
-			t.Logf("qemu %s: %s", vm.name, out.String())
+		if t.Failed() {
+			t.Logf("%s:\n%s", name, out.String())
 		}
 	})
 }
@@ -270,17 +277,5 @@ func startSiteDHCP(t *testing.T, l *netns.LAN, dir string) {
 	cmd := ns.Command(ctx, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root",
 		"--interface=eth0", "--bind-interfaces", "--dhcp-range=10.0.0.50,10.0.0.99,255.255.255.0,1h",
 		"--dhcp-leasefile="+filepath.Join(dir, "dnsmasq.leases"), "--pid-file="+filepath.Join(dir, "dnsmasq.pid"), "--log-dhcp")
-	var out nstest.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("dnsmasq:\n%s", out.String())
-		}
-	})
+	startLogged(t, cmd, cancel, "dnsmasq")
 }

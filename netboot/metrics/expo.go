@@ -3,7 +3,9 @@ package metrics
 import (
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,12 +50,7 @@ func (c *vec) add(n uint64, values ...string) { c.with(values...).Add(n) }
 func (c *vec) write(w io.Writer) {
 	header(w, c.name, c.typ, c.help)
 	c.mu.Lock()
-	keys := make([]string, 0, len(c.v))
-	for k := range c.v {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(c.v)) {
 		fmt.Fprintf(w, "%s%s %d\n", c.name, labelSet(c.labels, strings.Split(k, "\x00"), "", ""), c.v[k].Load())
 	}
 	c.mu.Unlock()
@@ -100,12 +97,7 @@ func (h *histogram) observe(v float64, values ...string) {
 func (h *histogram) write(w io.Writer) {
 	header(w, h.name, "histogram", h.help)
 	h.mu.Lock()
-	keys := make([]string, 0, len(h.series))
-	for k := range h.series {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(h.series)) {
 		s, values := h.series[k], strings.Split(k, "\x00")
 		if len(h.labels) == 0 {
 			values = nil

@@ -116,17 +116,7 @@ func TestPerSourceCap(t *testing.T) {
 	dir := t.TempDir()
 	data := randBytes(200_000)
 	os.WriteFile(filepath.Join(dir, "undionly.kpxe"), data, 0o644)
-	srv, err := New(Options{Dir: dir, Files: []string{"undionly.kpxe"}, Timeout: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(conn)
-	t.Cleanup(func() { srv.Close() })
-	addr := conn.LocalAddr().(*net.UDPAddr)
+	_, addr := serveLoopback(t, Options{Dir: dir, Files: []string{"undionly.kpxe"}, Timeout: 300 * time.Millisecond})
 
 	// The flood comes from 127.0.0.2, from one socket, and never ACKs.
 	flood, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})

@@ -50,13 +50,21 @@ func newFixture(t testing.TB, anticipate uint, extra map[string][]byte) *fixture
 		os.WriteFile(filepath.Join(f.dir, name), data, 0o644)
 		files = append(files, name)
 	}
-	srv, err := New(Options{Dir: f.dir, Files: files, Anticipate: anticipate,
+	f.srv, f.addr = serveLoopback(t, Options{Dir: f.dir, Files: files, Anticipate: anticipate,
 		Logger: slog.New(slog.NewTextHandler(f.logsBuf, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		OnTransfer: func(tr Transfer) {
 			f.mu.Lock()
 			f.done = append(f.done, tr)
 			f.mu.Unlock()
 		}})
+	return f
+}
+
+// serveLoopback starts a server with o on a port of 127.0.0.1, closed
+// when the test ends.
+func serveLoopback(t testing.TB, o Options) (*Server, *net.UDPAddr) {
+	t.Helper()
+	srv, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,8 +74,7 @@ func newFixture(t testing.TB, anticipate uint, extra map[string][]byte) *fixture
 	}
 	go srv.Serve(conn)
 	t.Cleanup(func() { srv.Close() })
-	f.srv, f.addr = srv, conn.LocalAddr().(*net.UDPAddr)
-	return f
+	return srv, conn.LocalAddr().(*net.UDPAddr)
 }
 
 // wait waits until n transfers were reported.

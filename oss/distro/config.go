@@ -7,6 +7,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/boottorrent/boottorrent/oss"
 )
 
 // Source describes the medium a plan was made from, for config.yaml's
@@ -26,7 +28,7 @@ func (p *Plan) Config(src Source, dispname string) []byte {
 			b.WriteString(strings.TrimRight("# "+line, " ") + "\n")
 		}
 	}
-	first := fmt.Sprintf("Written by 'boottorrent add' from %s (%s", src.File, sizeText(src.Size))
+	first := fmt.Sprintf("Written by 'boottorrent add' from %s (%s", src.File, oss.SizeText(src.Size))
 	if src.VolumeID != "" {
 		first += fmt.Sprintf(", volume id %q", src.VolumeID)
 	}
@@ -93,19 +95,6 @@ func clean(s string) string {
 		}
 		return r
 	}, strings.ToValidUTF8(s, "?"))
-}
-
-func sizeText(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // DisplayName turns a volume id into a menu entry, or "" when it is not

@@ -19,11 +19,13 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/boottorrent/boottorrent/oss"
 )
 
 // Prefix is where the boot client places initrd_files inside the OS's
-// initramfs: a relative "as" (or a file's own path) lands under it.
-const Prefix = "/boottorrent/"
+// initramfs (oss.InitrdPrefix, the one home of that rule).
+const Prefix = oss.InitrdPrefix
 
 // ErrUnrecognised means no family's layout was found on the medium.
 var ErrUnrecognised = errors.New("no supported distribution layout found")

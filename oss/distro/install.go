@@ -53,7 +53,7 @@ func Install(ctx context.Context, m Medium, p *Plan, ossDir, name string, config
 	var st unix.Statfs_t
 	if err := unix.Statfs(ossDir, &st); err == nil {
 		if free := int64(st.Bavail) * st.Bsize; free < total+64<<20 {
-			return 0, fmt.Errorf("%s has %s free; the OS needs %s (plus 64 MiB to spare): free some space", ossDir, sizeText(free), sizeText(total))
+			return 0, fmt.Errorf("%s has %s free; the OS needs %s (plus 64 MiB to spare): free some space", ossDir, oss.SizeText(free), oss.SizeText(total))
 		}
 	}
 	tmp, err := os.MkdirTemp(ossDir, "."+name+".add-")
@@ -131,7 +131,7 @@ func (p *Plan) sizes(m Medium) (map[string]int64, int64, error) {
 	}
 	for _, f := range p.InitrdFiles {
 		if sizes[f.File] > maxInitrdFile {
-			return nil, 0, fmt.Errorf("%s is %s: the boot client hands files to the initramfs in a newc archive, which holds files under 4 GiB; this medium cannot be handed over whole (see the README's manual recipes)", f.File, sizeText(sizes[f.File]))
+			return nil, 0, fmt.Errorf("%s is %s: the boot client hands files to the initramfs in a newc archive, which holds files under 4 GiB; this medium cannot be handed over whole (see the README's manual recipes)", f.File, oss.SizeText(sizes[f.File]))
 		}
 	}
 	return sizes, total, nil

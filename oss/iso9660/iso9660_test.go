@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/boottorrent/boottorrent/internal/testfile"
 )
 
 // buildISO writes files (path → content) and links (path → target) into a
@@ -25,7 +27,7 @@ func buildISO(t *testing.T, files, links map[string]string, args ...string) stri
 	dir := t.TempDir()
 	tree := filepath.Join(dir, "tree")
 	for p, c := range files {
-		mustWrite(t, filepath.Join(tree, p), c)
+		testfile.Write(t, filepath.Join(tree, p), c)
 	}
 	for p, target := range links {
 		if err := os.MkdirAll(filepath.Dir(filepath.Join(tree, p)), 0o755); err != nil {
@@ -41,16 +43,6 @@ func buildISO(t *testing.T, files, links map[string]string, args ...string) stri
 		t.Fatalf("xorriso: %v\n%s", err, out)
 	}
 	return iso
-}
-
-func mustWrite(t *testing.T, p, content string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func openISO(t *testing.T, p string) *Image {
@@ -111,7 +103,7 @@ func TestJolietAndPlain(t *testing.T) {
 		t.Skip("xorriso is not installed (Debian package xorriso, listed in .ci/packages)")
 	}
 	dir := t.TempDir()
-	mustWrite(t, filepath.Join(dir, "tree/casper/minimal.standard.live.squashfs"), "layer")
+	testfile.Write(t, filepath.Join(dir, "tree/casper/minimal.standard.live.squashfs"), "layer")
 	for _, tc := range []struct {
 		joliet string
 		names  Names

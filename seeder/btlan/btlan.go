@@ -77,6 +77,13 @@ func LANConfig(port int) *torrent.ClientConfig {
 	cfg.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false, RequirePreferred: true}
 	cfg.ListenPort = port
 	cfg.EstablishedConnsPerTorrent = MaxConns
+	// No cap on the pieces considered for requests: the library walks the
+	// wanted pieces in its order and stops after MaxUnverifiedBytes
+	// (64 MiB) of them whether or not the peer has them, so with the
+	// seeder's connection masked to this machine's share, a share past the
+	// first 64 MiB of an OS was never asked for (2026-12-08,
+	// cmd/swarmbench/TUNING.md). Every byte lands in RAM anyway.
+	cfg.MaxUnverifiedBytes = 0
 	if os.Getenv(StealGraceEnv) == "" {
 		cfg.StealRequestGrace = StealGrace
 	}

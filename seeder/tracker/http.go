@@ -46,22 +46,24 @@ func ParseAnnounceQuery(rawQuery string, from netip.Addr) (req AnnounceRequest, 
 		}
 		return v[0], nil
 	}
-	ih, err := one("info_hash")
-	if err != nil {
+	// id20 reads a 20-byte binary key (the info hash, the peer ID).
+	id20 := func(k string, dst *[20]byte) error {
+		v, err := one(k)
+		if err != nil {
+			return err
+		}
+		if len(v) != 20 {
+			return fmt.Errorf("%w: %s must be 20 bytes, got %d", ErrBadRequest, k, len(v))
+		}
+		copy(dst[:], v)
+		return nil
+	}
+	if err := id20("info_hash", (*[20]byte)(&req.InfoHash)); err != nil {
 		return req, false, false, err
 	}
-	if len(ih) != 20 {
-		return req, false, false, fmt.Errorf("%w: info_hash must be 20 bytes, got %d", ErrBadRequest, len(ih))
-	}
-	copy(req.InfoHash[:], ih)
-	pid, err := one("peer_id")
-	if err != nil {
+	if err := id20("peer_id", &req.PeerID); err != nil {
 		return req, false, false, err
 	}
-	if len(pid) != 20 {
-		return req, false, false, fmt.Errorf("%w: peer_id must be 20 bytes, got %d", ErrBadRequest, len(pid))
-	}
-	copy(req.PeerID[:], pid)
 	ps, err := one("port")
 	if err != nil {
 		return req, false, false, err

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/boottorrent/boottorrent/internal/testfile"
 )
 
 // isoTree is a medium's layout: path → size of random content, and links.
@@ -142,7 +144,7 @@ func TestAddFamilies(t *testing.T) {
 			}
 			golden := filepath.Join("testdata", "add", tc.family+".yaml")
 			if *update {
-				mustWrite(t, golden, string(got))
+				testfile.Write(t, golden, string(got))
 			}
 			want, err := os.ReadFile(golden)
 			if err != nil {
@@ -178,6 +180,15 @@ func TestAddFamilies(t *testing.T) {
 			noLeftovers(t, dir)
 			if !strings.Contains(out.String(), "Created ") {
 				t.Errorf("stdout: %s", out)
+			}
+			// The folder add wrote is a valid OS: check passes on it and
+			// shows what the OS receives in its initramfs.
+			cenv, cout, cerr := testEnv(t, dir)
+			if code := Main([]string{"check", "--dir", dir}, cenv); code != 0 {
+				t.Fatalf("check after add: exit %d\nstdout: %s\nstderr: %s", code, cout, cerr)
+			}
+			if tc.family != "debian-installer" && !strings.Contains(cout.String(), "receives in its initramfs") {
+				t.Errorf("check's plan does not show the handed-over files:\n%s", cout)
 			}
 		})
 	}
@@ -240,7 +251,7 @@ func TestAddRefusals(t *testing.T) {
 	}
 	t.Run("existing NAME", func(t *testing.T) {
 		dir := newProject(t)
-		mustWrite(t, filepath.Join(dir, "oss", "live", "keep"), "mine")
+		testfile.Write(t, filepath.Join(dir, "oss", "live", "keep"), "mine")
 		env, _, errb := testEnv(t, dir)
 		if code := Main([]string{"add", liveISO, "live"}, env); code != 1 || !strings.Contains(errb.String(), "exists already") {
 			t.Errorf("exit %d, stderr %s", code, errb)

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/boottorrent/boottorrent/config"
+	"github.com/boottorrent/boottorrent/initramfs/bootapi"
 )
 
 func runCheck(env *Env, args []string) error {
@@ -78,15 +79,26 @@ func printPlan(w io.Writer, p *config.Project, hashes func(*config.Project) map[
 	known := hashes(p)
 	fmt.Fprintf(w, "\nOperating systems (%d):\n", len(p.OSes))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NAME\tMETHOD\tSIZE\tFILES\tINFO HASH\tDISPLAY NAME")
+	fmt.Fprintln(tw, "  NAME\tMETHOD\tSIZE\tMIN RAM\tFILES\tINFO HASH\tDISPLAY NAME")
 	for _, o := range p.OSes {
 		h := known[o.Name]
 		if h == "" {
 			h = "(hashed at start)"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\n", o.Name, o.Method, humanBytes(o.Size), len(o.Files), h, o.DispName)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\t%s\n", o.Name, o.Method, humanBytes(o.Size), humanBytes(bootapi.MinRAM(o.Size)), len(o.Files), h, o.DispName)
 	}
 	tw.Flush()
+	fmt.Fprintf(w, "  (MIN RAM: a diskless machine needs about %.1f x the OS's size + %s of RAM to boot it; %.1f x under Secure Boot lockdown)\n",
+		bootapi.RAMFactor, humanBytes(bootapi.RAMOverhead), bootapi.RAMFactorLockdown)
+	for _, o := range p.OSes {
+		if len(o.InitrdFiles) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "  %s receives in its initramfs, after %s:\n", o.Name, o.Initrd)
+		for _, f := range o.InitrdFiles {
+			fmt.Fprintf(w, "    %s  <-  %s\n", f.As, f.File)
+		}
+	}
 	if len(c.Machines) > 0 {
 		fmt.Fprintf(w, "\nMachines (%d):\n", len(c.Machines))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -13,6 +13,7 @@ import (
 	"sort"
 
 	"github.com/boottorrent/boottorrent/config"
+	"github.com/boottorrent/boottorrent/oss"
 )
 
 // Version is set at build time with -ldflags "-X .../cli.Version=v1.2.3";
@@ -265,15 +266,6 @@ func plural(n int, one, many string) string {
 	return fmt.Sprintf("%d %s", n, many)
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// humanBytes is how the commands write a size: the one spelling the
+// appliance uses (oss.SizeText).
+func humanBytes(n int64) string { return oss.SizeText(n) }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/boottorrent/boottorrent/config"
+	"github.com/boottorrent/boottorrent/internal/testfile"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -21,7 +22,7 @@ func testEnv(t *testing.T, wd string) (*Env, *bytes.Buffer, *bytes.Buffer) {
 	root := t.TempDir()
 	for _, f := range []string{"boot/vmlinuz-6.1.0-9-amd64", "lib/modules/6.1.0-9-amd64/modules.dep",
 		"usr/lib/ipxe/undionly.kpxe", "usr/lib/ipxe/ipxe.efi"} {
-		mustWrite(t, filepath.Join(root, f), "x")
+		testfile.Write(t, filepath.Join(root, f), "x")
 	}
 	var out, errb bytes.Buffer
 	return &Env{
@@ -38,16 +39,6 @@ func testEnv(t *testing.T, wd string) (*Env, *bytes.Buffer, *bytes.Buffer) {
 		},
 		Getwd: func() (string, error) { return wd, nil },
 	}, &out, &errb
-}
-
-func mustWrite(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func TestHelp(t *testing.T) {
@@ -106,14 +97,15 @@ func TestInitCheckGolden(t *testing.T) {
 	if code := Main([]string{"check"}, env); code != 1 || !strings.Contains(errb.String(), "no operating system yet") {
 		t.Fatalf("empty project check: exit %d: %s", code, errb.String())
 	}
-	mustWrite(t, filepath.Join(dir, "oss/debian/config.yaml"), "dispname: Debian 12\nmethod: kexec\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: quiet\n")
-	mustWrite(t, filepath.Join(dir, "oss/debian/vmlinuz"), strings.Repeat("k", 5000))
-	mustWrite(t, filepath.Join(dir, "oss/debian/initrd.img"), strings.Repeat("i", 3<<20))
-	mustWrite(t, filepath.Join(dir, "oss/hello/config.yaml"), "dispname: Hello\nmethod: bin\nbin: hello\n")
-	mustWrite(t, filepath.Join(dir, "oss/hello/hello"), "#!/bin/true\n")
+	testfile.Write(t, filepath.Join(dir, "oss/debian/config.yaml"), "dispname: Debian 12\nmethod: kexec\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: boot=live live-media=/boottorrent\ninitrd_files: [live/filesystem.squashfs]\n")
+	testfile.Write(t, filepath.Join(dir, "oss/debian/live/filesystem.squashfs"), strings.Repeat("s", 2<<20))
+	testfile.Write(t, filepath.Join(dir, "oss/debian/vmlinuz"), strings.Repeat("k", 5000))
+	testfile.Write(t, filepath.Join(dir, "oss/debian/initrd.img"), strings.Repeat("i", 3<<20))
+	testfile.Write(t, filepath.Join(dir, "oss/hello/config.yaml"), "dispname: Hello\nmethod: bin\nbin: hello\n")
+	testfile.Write(t, filepath.Join(dir, "oss/hello/hello"), "#!/bin/true\n")
 	data, _ := os.ReadFile(filepath.Join(dir, config.FileName))
 	data = append(data, []byte("  52:54:00:00:00:01: {name: node01, os: hello}\n")...)
-	mustWrite(t, filepath.Join(dir, config.FileName), string(data))
+	testfile.Write(t, filepath.Join(dir, config.FileName), string(data))
 
 	env, out, errb = testEnv(t, "/nonexistent")
 	env.InfoHashes = func(*config.Project) map[string]string {
@@ -126,7 +118,7 @@ func TestInitCheckGolden(t *testing.T) {
 	got := strings.ReplaceAll(out.String(), dir, "$PROJECT")
 	golden := filepath.Join("testdata", "check.golden")
 	if *update {
-		mustWrite(t, golden, got)
+		testfile.Write(t, golden, got)
 	}
 	want, err := os.ReadFile(golden)
 	if err != nil {
@@ -137,17 +129,29 @@ func TestInitCheckGolden(t *testing.T) {
 	}
 }
 
+// checkFiles writes files (path in the project: content) into a new
+// project folder and runs boottorrent check in it.
+func checkFiles(t *testing.T, files map[string]string) (dir string, code int, stdout, stderr string) {
+	t.Helper()
+	dir = t.TempDir()
+	for p, content := range files {
+		testfile.Write(t, filepath.Join(dir, p), content)
+	}
+	env, out, errb := testEnv(t, dir)
+	code = Main([]string{"check"}, env)
+	return dir, code, out.String(), errb.String()
+}
+
 func TestCheckReportsAllProblems(t *testing.T) {
-	dir := t.TempDir()
-	mustWrite(t, filepath.Join(dir, config.FileName), "version: 1\ndhcp:\n  mode: ful\nboot:\n  default_os: nope\n")
-	mustWrite(t, filepath.Join(dir, "oss/bad/config.yaml"), "method: kexec\nkernel: ../vmlinuz\n")
-	mustWrite(t, filepath.Join(dir, "oss/ok/config.yaml"), "method: bin\nbin: b\n")
-	mustWrite(t, filepath.Join(dir, "oss/ok/b"), "b")
-	env, _, errb := testEnv(t, dir)
-	if code := Main([]string{"check"}, env); code != 1 {
+	_, code, _, msg := checkFiles(t, map[string]string{
+		config.FileName:       "version: 1\ndhcp:\n  mode: ful\nboot:\n  default_os: nope\n",
+		"oss/bad/config.yaml": "method: kexec\nkernel: ../vmlinuz\n",
+		"oss/ok/config.yaml":  "method: bin\nbin: b\n",
+		"oss/ok/b":            "b",
+	})
+	if code != 1 {
 		t.Fatalf("exit %d", code)
 	}
-	msg := errb.String()
 	for _, w := range []string{"3 problems in", "Boottorrent.yaml:3: dhcp.mode", "Boottorrent.yaml:5: boot.default_os", "oss/bad/config.yaml:2: kernel: \"../vmlinuz\" leaves the OS folder"} {
 		if !strings.Contains(msg, w) {
 			t.Errorf("missing %q in:\n%s", w, msg)
@@ -156,34 +160,34 @@ func TestCheckReportsAllProblems(t *testing.T) {
 }
 
 func TestCheckLegacyWarns(t *testing.T) {
-	dir := t.TempDir()
-	mustWrite(t, filepath.Join(dir, config.FileName), "boottorrent:\n  version: 0\n  timeout: 5\n  host_ip: 10.0.0.1\ndnsmasq:\n  enable_dhcp: False\n  interface: lab0\nopentracker:\n  enable: True\n  port: 10001\n")
-	mustWrite(t, filepath.Join(dir, "oss/fd/config.yaml"), "dispname: FreeDOS\nmethod: bin-qemu-x86_64\nargs: \"-fda odin1440.img\"\n")
-	mustWrite(t, filepath.Join(dir, "oss/fd/odin1440.img"), "img")
-	env, out, errb := testEnv(t, dir)
-	if code := Main([]string{"check"}, env); code != 0 {
-		t.Fatalf("exit %d: %s", code, errb.String())
+	_, code, out, errb := checkFiles(t, map[string]string{
+		config.FileName:       "boottorrent:\n  version: 0\n  timeout: 5\n  host_ip: 10.0.0.1\ndnsmasq:\n  enable_dhcp: False\n  interface: lab0\nopentracker:\n  enable: True\n  port: 10001\n",
+		"oss/fd/config.yaml":  "dispname: FreeDOS\nmethod: bin-qemu-x86_64\nargs: \"-fda odin1440.img\"\n",
+		"oss/fd/odin1440.img": "img",
+	})
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb)
 	}
-	if n := strings.Count(errb.String(), "warning:"); n != 1 || !strings.Contains(errb.String(), "opentracker.port") {
-		t.Errorf("want one warning naming ignored keys, got:\n%s", errb.String())
+	if n := strings.Count(errb, "warning:"); n != 1 || !strings.Contains(errb, "opentracker.port") {
+		t.Errorf("want one warning naming ignored keys, got:\n%s", errb)
 	}
-	if !strings.Contains(out.String(), "fd    qemu") && !strings.Contains(out.String(), "qemu") {
-		t.Errorf("plan lacks the qemu OS:\n%s", out.String())
+	if !strings.Contains(out, "fd    qemu") && !strings.Contains(out, "qemu") {
+		t.Errorf("plan lacks the qemu OS:\n%s", out)
 	}
 }
 
 // TestCheckWarnsIgnoredDHCP: switching dhcp.mode away from full leaves the
 // full-mode settings in place as warnings, and check passes.
 func TestCheckWarnsIgnoredDHCP(t *testing.T) {
-	dir := t.TempDir()
-	mustWrite(t, filepath.Join(dir, config.FileName), "version: 1\ndhcp:\n  mode: proxy\n  range: 10.0.0.50-10.0.0.60\n")
-	mustWrite(t, filepath.Join(dir, "oss/ok/config.yaml"), "method: bin\nbin: b\n")
-	mustWrite(t, filepath.Join(dir, "oss/ok/b"), "b")
-	env, _, errb := testEnv(t, dir)
-	if code := Main([]string{"check"}, env); code != 0 {
-		t.Fatalf("exit %d: %s", code, errb.String())
+	dir, code, _, errb := checkFiles(t, map[string]string{
+		config.FileName:      "version: 1\ndhcp:\n  mode: proxy\n  range: 10.0.0.50-10.0.0.60\n",
+		"oss/ok/config.yaml": "method: bin\nbin: b\n",
+		"oss/ok/b":           "b",
+	})
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb)
 	}
-	if !strings.Contains(errb.String(), "warning: "+filepath.Join(dir, config.FileName)+":4: dhcp.range: ignored in proxy mode") {
-		t.Errorf("want a warning that dhcp.range is ignored, got:\n%s", errb.String())
+	if !strings.Contains(errb, "warning: "+filepath.Join(dir, config.FileName)+":4: dhcp.range: ignored in proxy mode") {
+		t.Errorf("want a warning that dhcp.range is ignored, got:\n%s", errb)
 	}
 }

@@ -26,42 +26,12 @@ func osReady(body []byte, name string) (bool, error) {
 	return false, fmt.Errorf("OS %q is not in the server's list", name)
 }
 
-// clientResultPrefix starts the boot client's machine-readable final line
-// (initramfs/client.ResultPrefix; not imported, so that the benchmark does
-// not link the client).
-const clientResultPrefix = "BOOTTORRENT-RESULT "
-
-// clientResult is the part of the client's final line the benchmark uses
-// (initramfs/client.Result).
-type clientResult struct {
-	OS              string  `json:"os"`
-	Mode            string  `json:"mode"`
-	Seconds         float64 `json:"seconds"`
-	DownloadSeconds float64 `json:"download_seconds"`
-	SeedSeconds     float64 `json:"seed_seconds"`
-	Bytes           int64   `json:"bytes"`
-	FromPeers       int64   `json:"from_peers"`
-	FromSeeder      int64   `json:"from_seeder"`
-	FromWeb         int64   `json:"from_webseed"`
-	Uploaded        int64   `json:"uploaded"`
-	PiecesFailed    int64   `json:"pieces_failed"`
-	Wasted          int64   `json:"wasted"`
-	WastedSeeder    int64   `json:"wasted_seeder"`
-	Requests        int64   `json:"requests"`
-	Withdrawn       int64   `json:"requests_withdrawn"`
-	Rejected        int64   `json:"requests_rejected"`
-}
-
 // parseClientLine reads the boot client's final line. The client prints
 // it after seeding, so the outcome carries the seeding time for the runner
 // to take off the moment it saw the line.
 func parseClientLine(line string, size int64) (outcome, bool) {
-	rest, ok := strings.CutPrefix(strings.TrimSpace(line), clientResultPrefix)
+	r, ok := markedLine[bootapi.Result](strings.TrimSpace(line), bootapi.ResultPrefix)
 	if !ok {
-		return outcome{}, false
-	}
-	var r clientResult
-	if err := json.Unmarshal([]byte(rest), &r); err != nil {
 		return outcome{}, false
 	}
 	o := outcome{Done: r.Bytes == size, FromPeers: r.FromPeers, FromSeeder: r.FromSeeder, FromWeb: r.FromWeb,

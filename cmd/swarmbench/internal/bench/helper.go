@@ -108,13 +108,20 @@ func helperFetch(urls []string, stdout io.Writer) int {
 
 // parseFetchLine reads the fetch helper's final line.
 func parseFetchLine(line string) (FetchResult, bool) {
-	rest, ok := strings.CutPrefix(line, fetchMarker)
+	return markedLine[FetchResult](line, fetchMarker)
+}
+
+// markedLine decodes the JSON that a helper or the boot client prints
+// after marker on its final line; false for any other line, or one whose
+// JSON does not decode (a line cut short is no result).
+func markedLine[T any](line, marker string) (T, bool) {
+	var v T
+	rest, ok := strings.CutPrefix(line, marker)
 	if !ok {
-		return FetchResult{}, false
+		return v, false
 	}
-	var r FetchResult
-	if err := json.Unmarshal([]byte(rest), &r); err != nil {
-		return FetchResult{}, false
+	if err := json.Unmarshal([]byte(rest), &v); err != nil {
+		return v, false
 	}
-	return r, true
+	return v, true
 }

@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -332,12 +331,8 @@ wait:
 }
 
 func parseLabLine(line string, size int64) (outcome, bool) {
-	rest, ok := strings.CutPrefix(line, labMarker)
+	r, ok := markedLine[LabResult](line, labMarker)
 	if !ok {
-		return outcome{}, false
-	}
-	var r LabResult
-	if err := json.Unmarshal([]byte(rest), &r); err != nil {
 		return outcome{}, false
 	}
 	o := outcome{Done: r.Error == "" && r.Bytes == size, Err: r.Error, FromPeers: r.FromPeers, FromSeeder: r.FromSeeder,

@@ -98,27 +98,15 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			o.ClientEnv = append(o.ClientEnv, kv)
 		}
 	}
-	if o.Clients, err = ParseClients(*clients); err != nil {
-		errs = append(errs, err)
-	}
-	if o.Size, err = ParseSize(*size); err != nil {
-		errs = append(errs, err)
-	}
-	if o.Rate, err = ParseRate(*rate); err != nil {
-		errs = append(errs, err)
-	}
+	parseInto(&errs, &o.Clients, ParseClients, *clients)
+	parseInto(&errs, &o.Size, ParseSize, *size)
+	parseInto(&errs, &o.Rate, ParseRate, *rate)
 	o.ServerRate = o.Rate
 	if *serverRate != "" {
-		if o.ServerRate, err = ParseRate(*serverRate); err != nil {
-			errs = append(errs, err)
-		}
+		parseInto(&errs, &o.ServerRate, ParseRate, *serverRate)
 	}
-	if o.Latency, err = ParseLatency(*latency); err != nil {
-		errs = append(errs, err)
-	}
-	if o.Loss, err = ParseLoss(*loss); err != nil {
-		errs = append(errs, err)
-	}
+	parseInto(&errs, &o.Latency, ParseLatency, *latency)
+	parseInto(&errs, &o.Loss, ParseLoss, *loss)
 	o.Congestion = *congestion
 	if o.ClientNice = *clientNice; o.ClientNice < 0 || o.ClientNice > 19 {
 		errs = append(errs, fmt.Errorf("--client-nice %d: use 0 (no change) to 19 (lowest priority)", *clientNice))
@@ -256,4 +244,14 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// parseInto sets *dst to what parse reads from s and keeps its error in
+// errs, so that one run of the command names every bad option at once.
+func parseInto[T any](errs *[]error, dst *T, parse func(string) (T, error), s string) {
+	v, err := parse(s)
+	*dst = v
+	if err != nil {
+		*errs = append(*errs, err)
+	}
 }

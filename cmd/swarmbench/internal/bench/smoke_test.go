@@ -54,12 +54,9 @@ func needLAN(t *testing.T) {
 func TestHarnessSmoke(t *testing.T) {
 	needLAN(t)
 	const size = 4 << 20
-	out := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	rep, c := runOneCase(t, ctx, Options{
+	rep, c := runOneCase(t, 90*time.Second, Options{
 		Engine: EngineHarness, Clients: []int{2}, Size: size, Rate: 20e6, ServerRate: 20e6, Loss: 0.001,
-		Out: out, Self: os.Args[0], Timeout: 60 * time.Second,
+		Timeout: 60 * time.Second,
 	})
 	if c.HTTPCompleted != 2 || c.HTTPAllCompleteS <= 0 {
 		t.Fatalf("HTTP baseline did not complete: %+v", c)
@@ -104,12 +101,9 @@ func TestHarnessSmoke(t *testing.T) {
 func TestLabSmoke(t *testing.T) {
 	needLAN(t)
 	const size = 4 << 20
-	out := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
-	defer cancel()
-	rep, c := runOneCase(t, ctx, Options{
+	rep, c := runOneCase(t, 150*time.Second, Options{
 		Engine: EngineLab, Clients: []int{2}, Size: size, Rate: 20e6, ServerRate: 20e6, LabPiece: 256 << 10,
-		Out: out, Self: os.Args[0], Timeout: 90 * time.Second, SeedTime: time.Second, SkipHTTP: true,
+		Timeout: 90 * time.Second, SeedTime: time.Second, SkipHTTP: true,
 	})
 	k := c.ServerEgressKinds
 	if k[KindSeederData].Bytes < size*8/10 {
@@ -126,11 +120,15 @@ func TestLabSmoke(t *testing.T) {
 	logReportLines(t, rep, "egress by kind")
 }
 
-// runOneCase runs the benchmark for one case (o.Clients holds one count),
-// logging to the test, and checks that it left no namespace behind and
-// that the case ran without errors.
-func runOneCase(t *testing.T, ctx context.Context, o Options) (*Report, Case) {
+// runOneCase runs the benchmark for one case (o.Clients holds one count)
+// within limit, with this test binary as the helpers, its output in a
+// temporary folder and its log in the test's, and checks that it left no
+// namespace behind and that the case ran without errors.
+func runOneCase(t *testing.T, limit time.Duration, o Options) (*Report, Case) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	o.Out, o.Self = t.TempDir(), os.Args[0]
 	o.Log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	rep, err := Run(ctx, o)
 	if err != nil {

@@ -14,26 +14,18 @@ import (
 // or "1048576". Binary units (KiB, MiB, GiB, and the shorthands K, M, G)
 // are powers of 1024; KB, MB, GB are powers of 1000.
 func ParseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	i := 0
-	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
-		i++
-	}
-	if i == 0 {
-		return 0, fmt.Errorf("size %q: must start with a number, e.g. 32MiB", s)
-	}
-	num, err := strconv.ParseFloat(t[:i], 64)
+	num, unit, err := numberUnit("size", s, strings.TrimSpace(s), "32MiB")
 	if err != nil {
-		return 0, fmt.Errorf("size %q: %v", s, err)
+		return 0, err
 	}
 	mult := map[string]float64{
 		"": 1, "b": 1,
 		"k": 1 << 10, "kib": 1 << 10, "kb": 1e3,
 		"m": 1 << 20, "mib": 1 << 20, "mb": 1e6,
 		"g": 1 << 30, "gib": 1 << 30, "gb": 1e9,
-	}[strings.ToLower(strings.TrimSpace(t[i:]))]
+	}[strings.ToLower(strings.TrimSpace(unit))]
 	if mult == 0 {
-		return 0, fmt.Errorf("size %q: unknown unit %q; use B, KiB, MiB, GiB, KB, MB or GB", s, t[i:])
+		return 0, fmt.Errorf("size %q: unknown unit %q; use B, KiB, MiB, GiB, KB, MB or GB", s, unit)
 	}
 	v := num * mult
 	if v < 1 || v > 1<<40 || math.IsNaN(v) {
@@ -42,28 +34,38 @@ func ParseSize(s string) (int64, error) {
 	return int64(v), nil
 }
 
-// ParseRate reads a link rate the way tc(8) writes it and returns bits per
-// second: "20mbit", "512kbit", "1gbit", "100bit"; "bps", "kbps", "mbps",
-// "gbps" are bytes per second, as in tc. A bare number is bits per second.
-func ParseRate(s string) (float64, error) {
-	t := strings.ToLower(strings.TrimSpace(s))
+// numberUnit splits t, the trimmed form of the option value s, into the
+// decimal number it starts with and the unit after it; what names the
+// option and example shows a valid value in the error.
+func numberUnit(what, s, t, example string) (float64, string, error) {
 	i := 0
 	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
 		i++
 	}
 	if i == 0 {
-		return 0, fmt.Errorf("rate %q: must start with a number, e.g. 20mbit", s)
+		return 0, "", fmt.Errorf("%s %q: must start with a number, e.g. %s", what, s, example)
 	}
 	num, err := strconv.ParseFloat(t[:i], 64)
 	if err != nil {
-		return 0, fmt.Errorf("rate %q: %v", s, err)
+		return 0, "", fmt.Errorf("%s %q: %v", what, s, err)
+	}
+	return num, t[i:], nil
+}
+
+// ParseRate reads a link rate the way tc(8) writes it and returns bits per
+// second: "20mbit", "512kbit", "1gbit", "100bit"; "bps", "kbps", "mbps",
+// "gbps" are bytes per second, as in tc. A bare number is bits per second.
+func ParseRate(s string) (float64, error) {
+	num, unit, err := numberUnit("rate", s, strings.ToLower(strings.TrimSpace(s)), "20mbit")
+	if err != nil {
+		return 0, err
 	}
 	mult, ok := map[string]float64{
 		"": 1, "bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9,
 		"bps": 8, "kbps": 8e3, "mbps": 8e6, "gbps": 8e9,
-	}[t[i:]]
+	}[unit]
 	if !ok {
-		return 0, fmt.Errorf("rate %q: unknown unit %q; use kbit, mbit or gbit (bits/s) or kbps, mbps (bytes/s, as tc does)", s, t[i:])
+		return 0, fmt.Errorf("rate %q: unknown unit %q; use kbit, mbit or gbit (bits/s) or kbps, mbps (bytes/s, as tc does)", s, unit)
 	}
 	v := num * mult
 	if v < 8e3 || v > 100e9 {
