@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/icmp"
@@ -218,5 +219,8 @@ func routerAdvertisement(hw net.HardwareAddr) []byte {
 // raError explains why the advertisements could not start; they only save
 // time, so Start goes on without them.
 func raError(err error) string {
+	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
+		return fmt.Sprintf("ipv6 router advertisements for iPXE disabled: the ICMPv6 socket needs root or CAP_NET_RAW (boots wait ~14 s for IPv6 router discovery where the LAN has no IPv6 router): %v", err)
+	}
 	return fmt.Sprintf("ipv6 router advertisements for iPXE disabled (boots wait ~14 s for IPv6 router discovery where the LAN has no IPv6 router): %v", err)
 }

@@ -232,11 +232,15 @@ func projectDir(env *Env, dir string) (string, error) {
 	return env.Getwd()
 }
 
-// newLogger makes the administrator's log: one line per event, to stderr.
+// newLogger makes the administrator's log: one line per event, to stderr
+// (in the journal's format when stderr is the journal).
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	if toJournal(w) {
+		return slog.New(journalHandler(w, l)), nil
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
