@@ -6,7 +6,9 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -77,16 +79,39 @@ func TestDashboardInBrowser(t *testing.T) {
 	t.Cleanup(func() { cmd.Process.Kill(); <-log.exited })
 	log.waitFor(t, "msg=ready", 4*time.Minute)
 	base := "http://10.79.0.1:8080"
-	c := lab.HTTPClient(10 * time.Second)
-
-	// Machines report as the boot client does (POST PathReport).
+	// Machines report as the boot client does (POST PathReport), each from
+	// an address of its own as on a real LAN: the registry holds only a few
+	// machines announced over HTTP alone per sending address.
 	const total = 400 << 20
+	clients := map[string]*http.Client{}
+	clientFor := func(mac string) *http.Client {
+		if c, ok := clients[mac]; ok {
+			return c
+		}
+		addr := netip.AddrFrom4([4]byte{10, 79, 0, byte(100 + len(clients))})
+		if out, err := lab.Run("ip", "addr", "add", addr.String()+"/24", "dev", "eth0"); err != nil {
+			t.Fatalf("ip addr add %s: %v\n%s", addr, err, out)
+		}
+		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
+				var conn net.Conn
+				err := lab.Do(func() error {
+					var err error
+					d := net.Dialer{LocalAddr: &net.TCPAddr{IP: addr.AsSlice()}}
+					conn, err = d.DialContext(ctx, network, a)
+					return err
+				})
+				return conn, err
+			}}}
+		clients[mac] = c
+		return c
+	}
 	report := func(mac, stage string, done int64, msg string) {
 		t.Helper()
 		r := bootapi.Report{MAC: mac, Stage: stage, OS: "debian", ListenPort: 6881, Message: msg,
 			BytesTotal: total, BytesDone: done, FromPeers: done * 3 / 4, FromSeeder: done / 4, Peers: 5, RateBps: 12 << 20}
 		b, _ := json.Marshal(r)
-		resp, err := c.Post(base+bootapi.PathReport, "application/json", bytes.NewReader(b))
+		resp, err := clientFor(mac).Post(base+bootapi.PathReport, "application/json", bytes.NewReader(b))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,7 +227,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	t.Logf("status --watch:\n%s", pane)
 
 	// /metrics, parsed by Prometheus's parser, counts what happened.
-	resp, err := c.Get(base + bootapi.PathMetrics)
+	resp, err := lab.HTTPClient(10*time.Second).Get(base + bootapi.PathMetrics)
 	if err != nil {
 		t.Fatal(err)
 	}
