@@ -87,6 +87,7 @@ func printPlan(w io.Writer, p *config.Project, hashes func(*config.Project) map[
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\n", o.Name, o.Method, humanBytes(o.Size), len(o.Files), h, o.DispName)
 	}
 	tw.Flush()
+	printTrust(w, p, known)
 	if len(c.Machines) > 0 {
 		fmt.Fprintf(w, "\nMachines (%d):\n", len(c.Machines))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -181,8 +181,14 @@ func startSeeder(ctx context.Context, a *appliance, o seeder.Options) (*seeder.S
 	if err := sd.Start(ctx); err != nil {
 		// A corrupted OS is left out of the menu and not seeded; the
 		// others still boot. Anything else stops the start.
-		if !errors.Is(err, seeder.ErrCorrupt) {
+		if !errors.Is(err, seeder.ErrCorrupt) && !errors.Is(err, seeder.ErrUntrusted) {
 			return nil, fmt.Errorf("seeder: %w", err)
+		}
+		if errors.Is(err, seeder.ErrUntrusted) {
+			a.log.Error("not serving an OS refused by trust.policy: fix or sign it (boottorrent check shows why) and restart", "err", err)
+		}
+		if !errors.Is(err, seeder.ErrCorrupt) {
+			return sd, nil
 		}
 		a.log.Error("not serving a corrupted OS: its files changed on disk after they were hashed, or are damaged; replace them (or touch them to re-hash) and restart", "err", err)
 	}
