@@ -18,6 +18,7 @@ import (
 	"github.com/boottorrent/boottorrent/netboot"
 	"github.com/boottorrent/boottorrent/netboot/metrics"
 	"github.com/boottorrent/boottorrent/oss"
+	"github.com/boottorrent/boottorrent/oss/manifest"
 	"github.com/boottorrent/boottorrent/seeder"
 	"github.com/boottorrent/boottorrent/seeder/btlan"
 )
@@ -113,9 +114,13 @@ func serve(ctx context.Context, p *config.Project, log *slog.Logger) error {
 			qemu = true
 		}
 	}
+	trust, err := manifest.EncodeTrust(c.TrustSettings())
+	if err != nil {
+		return err
+	}
 	client, err := initramfs.Build(ctx, initramfs.Options{
 		Kernel: c.Client.Kernel, Modules: c.Client.Modules, ExtraModules: c.Client.ExtraModules,
-		Self: self, OutDir: p.OutDir(), QEMU: qemu, Logger: log,
+		Self: self, OutDir: p.OutDir(), QEMU: qemu, Trust: trust, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("build the boot client: %w", err)
