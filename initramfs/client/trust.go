@@ -25,16 +25,17 @@ type clientTrust struct {
 	fetch  func(ctx context.Context, path string, limit int64) ([]byte, error)
 }
 
-// loadTrust reads the trust file. A missing file in process mode means no
-// checks (tests, the benchmark); as /init the server always bakes one in,
-// so a missing or damaged file there is an error: booting unchecked is
-// not the safe way to fail.
-func loadTrust(path string, required bool, fetch func(ctx context.Context, path string, limit int64) ([]byte, error)) (*clientTrust, error) {
+// loadTrust reads the trust file. A missing file means no checks: the
+// server's start always bakes one in, so it is missing only from an
+// initramfs built without one (tests, older servers) or a process-mode
+// client without --trust. A file that is there but damaged is an error:
+// booting unchecked is not the safe way to fail.
+func loadTrust(path string, fetch func(ctx context.Context, path string, limit int64) ([]byte, error)) (*clientTrust, error) {
 	if path == "" {
 		return nil, nil
 	}
 	t, err := manifest.ReadTrust(path)
-	if errors.Is(err, fs.ErrNotExist) && !required {
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
@@ -140,5 +141,5 @@ func newClientTrust(cfg *Config, e *realEnv) (*clientTrust, error) {
 	if path == "" && cfg.Init {
 		path = manifest.TrustPath
 	}
-	return loadTrust(path, cfg.Init, e.fetchManifest)
+	return loadTrust(path, e.fetchManifest)
 }
