@@ -50,7 +50,7 @@ func commands() []command {
 			usage: "boottorrent check [--dir DIR]", run: runCheck},
 		{name: "add", summary: "add an OS from a distribution's ISO image",
 			usage: "boottorrent add [--dir DIR] FILE.iso NAME", run: runAdd},
-		{name: "sign", summary: "sign an OS: a minisign-signed manifest the server and the clients check",
+		{name: "sign", summary: "sign an OS: a minisign-signed manifest that start and every booting machine check",
 			usage: "boottorrent sign oss/NAME --key SECRET [--version V]", run: runSign},
 		{name: "keygen", summary: "make a minisign key pair for sign",
 			usage: "boottorrent keygen --out PREFIX", run: runKeygen},
