@@ -3,6 +3,7 @@ module github.com/boottorrent/boottorrent
 go 1.26.8
 
 require (
+	aead.dev/minisign v0.3.0
 	github.com/anacrolix/generics v0.2.0
 	github.com/anacrolix/log v0.17.1-0.20251118025802-918f1157b7bb
 	github.com/anacrolix/torrent v1.62.0

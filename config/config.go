@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/boottorrent/boottorrent/oss/manifest"
 )
 
 // FileName is the project's settings file.
@@ -38,6 +40,7 @@ type Config struct {
 	Client  Client  `yaml:"client"`
 	IPXE    IPXE    `yaml:"ipxe"`
 	Torrent Torrent `yaml:"torrent"`
+	Trust   Trust   `yaml:"trust"`
 	// Machines holds at most as many machines as the server's registry.
 	Machines map[string]Machine `yaml:"machines" limit:"4096"`
 }
@@ -158,6 +161,7 @@ func Default() Config {
 		TFTP:    TFTP{Enabled: true},
 		Boot:    Boot{Timeout: Duration{10 * time.Second}, SeedTime: Duration{30 * time.Second}},
 		IPXE:    IPXE{Dir: "/usr/lib/ipxe", BIOS: "undionly.kpxe", UEFI: "ipxe.efi"},
+		Trust:   Trust{Policy: manifest.PolicyIfPresent},
 	}
 }
 

@@ -81,6 +81,15 @@ torrent:
   # Trackers announced besides the built-in one (rarely needed on a LAN).
   # trackers: [udp://tracker.example.org:6969]
 
+trust:
+  # Signed OSes (boottorrent sign): the minisign public keys whose
+  # manifests are trusted, as files (relative to this folder) or "RW…"
+  # lines. They are baked into the client initramfs.
+  # keys: [keys/lab.pub]
+  # require: serve and boot only signed OSes; if-present: check the
+  # manifest of an OS that has one; off: check nothing.
+  policy: if-present
+
 # Machines that boot unattended into their role, by MAC address:
 machines:
   # 52:54:00:12:34:56: {name: node01, os: debian}

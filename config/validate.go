@@ -311,6 +311,7 @@ func validate(d *Decoded, p *Project) Problems {
 	if c.Boot.SeedTime.Duration < 0 {
 		prob("boot.seed_time", "must not be negative; use 0s to boot right after the download")
 	}
+	ps = append(ps, validateTrust(d, p)...)
 	for i, t := range c.Torrent.Trackers {
 		u, err := url.Parse(t)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "udp") || u.Host == "" {

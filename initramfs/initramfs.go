@@ -40,6 +40,7 @@ import (
 	"github.com/u-root/u-root/pkg/cpio"
 
 	"github.com/boottorrent/boottorrent/initramfs/kmod"
+	"github.com/boottorrent/boottorrent/oss/manifest"
 )
 
 // Options are the builder's inputs. Build is cached on all of them.
@@ -57,7 +58,10 @@ type Options struct {
 	OutDir string
 	// QEMU adds qemu-system-x86_64, its libraries and firmware, for OSes
 	// booted with method qemu.
-	QEMU   bool
+	QEMU bool
+	// Trust is the content of /etc/boottorrent/trust.json (policy and
+	// keys for signed OSes, oss/manifest.Trust); nil leaves it out.
+	Trust  []byte
 	Logger *slog.Logger
 }
 
@@ -101,6 +105,9 @@ const (
 	keyName   = "initramfs.json"
 )
 
+// trustFile is where the client reads its trust settings.
+var trustFile = strings.TrimPrefix(manifest.TrustPath, "/")
+
 // stamp is the cache record written next to the image.
 type stamp struct {
 	Key     string   `json:"key"`
@@ -116,6 +123,7 @@ type plan struct {
 	release string   // module tree's kernel release (basename of Modules)
 	modules []string // relative paths in the tree
 	files   []hostFile
+	trust   []byte
 	key     string
 }
 
@@ -268,7 +276,7 @@ func makePlan(o Options) (*plan, error) {
 			return nil, fmt.Errorf("client.extra_modules: %q is not a module of %s (nor built into the kernel); check the name with: modinfo -k %s %s", m, o.Modules, filepath.Base(o.Modules), m)
 		}
 	}
-	p := &plan{release: filepath.Base(filepath.Clean(o.Modules)), modules: paths}
+	p := &plan{release: filepath.Base(filepath.Clean(o.Modules)), modules: paths, trust: o.Trust}
 	p.files = append(p.files, hostFile{src: o.Self, dst: "init", mode: 0o755})
 	for _, m := range paths {
 		p.files = append(p.files, hostFile{src: filepath.Join(o.Modules, m), dst: path.Join("lib/modules", p.release, m), mode: 0o644})
@@ -286,6 +294,9 @@ func makePlan(o Options) (*plan, error) {
 	// each file by content, the module list, and the format.
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%s\nqemu=%v\n", formatVersion, p.release, o.QEMU)
+	if o.Trust != nil {
+		fmt.Fprintf(h, "trust %x\n", sha256.Sum256(o.Trust))
+	}
 	for _, f := range p.files {
 		fh, err := hashFile(f.src)
 		if err != nil {
@@ -346,6 +357,9 @@ func write(ctx context.Context, out io.Writer, p *plan) (*stamp, error) {
 		cpio.Directory("run", 0o755),
 		cpio.Directory("etc", 0o755),
 		cpio.StaticFile("etc/os-release", "NAME=boottorrent-client\nID=boottorrent\n", 0o644),
+	}
+	if p.trust != nil {
+		recs = append(recs, cpio.Directory(path.Dir(trustFile), 0o755), cpio.StaticFile(trustFile, string(p.trust), 0o644))
 	}
 	for _, f := range p.files {
 		if err := ctx.Err(); err != nil {

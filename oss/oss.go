@@ -305,6 +305,8 @@ func Parse(cfgPath string, data []byte) (*OS, strictyaml.Problems) {
 	for i, v := range f.Files {
 		if msg := checkRel(v); msg != "" {
 			prob(fmt.Sprintf("files[%d]", i), msg)
+		} else if isManifestFile(path.Clean(v)) {
+			prob(fmt.Sprintf("files[%d]", i), fmt.Sprintf("%s is the OS's signed manifest, which describes the files and is fetched apart; remove it from files", v))
 		}
 	}
 	o.parseInitrdFiles(f.InitrdFiles, prob)
@@ -357,7 +359,7 @@ func (o *OS) checkFiles(cfgPath string) (ps strictyaml.Problems) {
 			if d.IsDir() && p != "." && strings.HasPrefix(d.Name(), ".") {
 				return fs.SkipDir
 			}
-			if d.Type().IsRegular() && !strings.HasPrefix(d.Name(), ".") {
+			if d.Type().IsRegular() && !strings.HasPrefix(d.Name(), ".") && !isManifestFile(p) {
 				o.Files = append(o.Files, p)
 			}
 			return nil

@@ -19,6 +19,7 @@ import (
 func (s *Seeder) Register(handle func(pattern string, h http.Handler, control bool)) {
 	handle("GET "+bootapi.PathTorrents+"{file}", http.HandlerFunc(s.serveTorrent), true)
 	handle("GET "+bootapi.PathOSList, http.HandlerFunc(s.serveOSList), true)
+	handle("GET "+bootapi.PathManifests, http.HandlerFunc(s.serveManifest), true)
 	if !s.opts.NoWebSeed {
 		handle("GET "+bootapi.PathWebSeed, s.web, false)
 	}
@@ -96,6 +97,9 @@ func (s *Seeder) OSes() []bootapi.OS {
 		}
 		if st.ready && b.Problem == "" {
 			b.InfoHash, b.Magnet = st.infoHash.HexString(), st.magnet
+			if st.signed != nil {
+				b.Manifest = bootapi.PathManifests + o.Name + ".json"
+			}
 		}
 		out = append(out, b)
 	}

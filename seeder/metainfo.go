@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync/atomic"
 	"syscall"
@@ -217,4 +219,94 @@ func decodeInfo(b []byte, info *metainfo.Info) error {
 		return fmt.Errorf("decode cached info: %w", err)
 	}
 	return nil
+}
+
+// infoFor returns the OS's bencoded info dictionary: the cached one after
+// every piece was verified against the files (cached non-nil), else a new
+// one hashed from the files and cached. how says which.
+func infoFor(ctx context.Context, p *config.Project, o *oss.OS, d *dataSet, cached *cacheEntry, keys []fileKey, workers int, done *atomic.Int64, start time.Time) ([]byte, string, error) {
+	if cached != nil {
+		var info metainfo.Info
+		if err := decodeInfo(cached.Info, &info); err == nil {
+			if err := verifyPieces(ctx, o.Name, d, info.PieceLength, info.Pieces, workers, done); err != nil {
+				return nil, "", err
+			}
+			return cached.Info, "verified", nil
+		}
+	}
+	info, err := buildInfo(ctx, o, d, workers, done)
+	if err != nil {
+		return nil, "", fmt.Errorf("OS %s: hash: %w", o.Name, err)
+	}
+	infoBytes, err := encodeInfo(info)
+	if err != nil {
+		return nil, "", err
+	}
+	// The files may have changed while we read them; the cache is keyed
+	// by what we saw before, which is then stale and makes the next start
+	// hash again.
+	c := &cacheEntry{Format: cacheFormat, Name: o.Name, PieceLength: info.PieceLength, Files: keys,
+		InfoHash: metainfo.HashBytes(infoBytes).HexString(), Info: infoBytes, HashedAt: time.Now().UTC(),
+		HashSecs: time.Since(start).Seconds(), TotalSize: d.total}
+	if err := saveCache(p, c); err != nil {
+		return infoBytes, "hashed", fmt.Errorf("%w: %w", errCacheNotWritten, err)
+	}
+	return infoBytes, "hashed", nil
+}
+
+// errCacheNotWritten is a warning: the info is good, the next start hashes
+// again.
+var errCacheNotWritten = errors.New("hash cache not written")
+
+// InfoHashes reads an OS the way Start does (verifying the cached piece
+// hashes, or hashing and caching) and returns the info hash of the
+// torrent the appliance serves (private) and of the public one `publish`
+// writes (the same pieces, not private). `boottorrent sign` uses it, so
+// the hash it signs is the seeder's.
+func InfoHashes(ctx context.Context, p *config.Project, o *oss.OS, workers int) (private, public metainfo.Hash, err error) {
+	infoBytes, err := ReadInfo(ctx, p, o, workers)
+	if err != nil {
+		return private, public, err
+	}
+	private = metainfo.HashBytes(infoBytes)
+	pub, err := PublicInfo(infoBytes)
+	if err != nil {
+		return private, public, err
+	}
+	return private, metainfo.HashBytes(pub), nil
+}
+
+// ReadInfo returns the bencoded private info dictionary of an OS, as
+// Start computes it.
+func ReadInfo(ctx context.Context, p *config.Project, o *oss.OS, workers int) ([]byte, error) {
+	cached, keys, err := loadCache(p, o)
+	if err != nil {
+		return nil, fmt.Errorf("OS %s: %w", o.Name, err)
+	}
+	d, err := openData(o.Dir, o.Files)
+	if err != nil {
+		return nil, fmt.Errorf("OS %s: %w", o.Name, err)
+	}
+	defer d.Close()
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	var done atomic.Int64
+	infoBytes, _, err := infoFor(ctx, p, o, d, cached, keys, workers, &done, time.Now())
+	if errors.Is(err, errCacheNotWritten) {
+		err = nil
+	}
+	return infoBytes, err
+}
+
+// PublicInfo is the info dictionary without the private flag: the
+// torrent another site seeds in public swarms (BEP 27 private torrents
+// may only use the tracker named in them).
+func PublicInfo(infoBytes []byte) ([]byte, error) {
+	var info metainfo.Info
+	if err := decodeInfo(infoBytes, &info); err != nil {
+		return nil, err
+	}
+	info.Private = nil
+	return encodeInfo(info)
 }

@@ -89,6 +89,9 @@ type osState struct {
 	torrent  []byte // .torrent file
 	magnet   string
 	t        *torrent.Torrent
+	// signed is the OS's verified manifest and its bytes (trust.go); nil
+	// when the OS is served unsigned.
+	signed *signedOS
 	// integrity watches the files after OS ready (integrity.go).
 	integrity *integrity
 }
@@ -267,40 +270,20 @@ func (s *Seeder) prepare(ctx context.Context, st *osState) error {
 			}
 		}
 	}()
-	var infoBytes []byte
-	how := "verified"
-	if cached != nil {
-		var info metainfo.Info
-		if err := decodeInfo(cached.Info, &info); err != nil {
-			cached = nil
-		} else if err := verifyPieces(ctx, o.Name, d, info.PieceLength, info.Pieces, workers, &done); err != nil {
-			return err
-		} else {
-			infoBytes = cached.Info
-		}
+	infoBytes, how, err := infoFor(ctx, p, o, d, cached, keys, workers, &done, start)
+	if errors.Is(err, errCacheNotWritten) {
+		s.log.Warn("hash cache not written; the OS will be hashed again at the next start", "os", o.Name, "err", err)
+		err = nil
 	}
-	if cached == nil {
-		how = "hashed"
-		info, err := buildInfo(ctx, o, d, workers, &done)
-		if err != nil {
-			return fmt.Errorf("OS %s: hash: %w", o.Name, err)
-		}
-		infoBytes, err = encodeInfo(info)
-		if err != nil {
-			return err
-		}
-		// The files may have changed while we read them; the cache is
-		// keyed by what we saw before, which is then stale and makes
-		// the next start hash again.
-		c := &cacheEntry{Format: cacheFormat, Name: o.Name, PieceLength: info.PieceLength, Files: keys,
-			InfoHash: metainfo.HashBytes(infoBytes).HexString(), Info: infoBytes, HashedAt: time.Now().UTC(),
-			HashSecs: time.Since(start).Seconds(), TotalSize: d.total}
-		if err := saveCache(p, c); err != nil {
-			s.log.Warn("hash cache not written; the OS will be hashed again at the next start", "os", o.Name, "err", err)
-		}
+	if err != nil {
+		return err
 	}
 	dur := time.Since(start)
 	ih := metainfo.HashBytes(infoBytes)
+	signed, err := s.checkTrust(st, ih)
+	if err != nil {
+		return err
+	}
 	announce, web := s.urls()
 	tb, mi, err := metaInfoBytes(infoBytes, announce, web)
 	if err != nil {
@@ -331,6 +314,7 @@ func (s *Seeder) prepare(ctx context.Context, st *osState) error {
 	s.mu.Lock()
 	self := s.selfAddr
 	st.infoHash, st.torrent, st.t, st.ready = ih, tb, t, true
+	st.signed = signed
 	st.magnet = mi.Magnet(&ih, &info).String()
 	s.mu.Unlock()
 	s.tracker.AddTorrent(tracker.Hash(ih), o.Name, d.total, self)

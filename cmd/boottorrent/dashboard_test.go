@@ -227,7 +227,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	t.Logf("status --watch:\n%s", pane)
 
 	// /metrics, parsed by Prometheus's parser, counts what happened.
-	resp, err := lab.HTTPClient(10*time.Second).Get(base + bootapi.PathMetrics)
+	resp, err := lab.HTTPClient(10 * time.Second).Get(base + bootapi.PathMetrics)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,6 +34,7 @@ const (
 	PathMetrics         = "/metrics"          // GET: Prometheus text exposition (netboot/metrics)
 	PathOSList          = "/api/v1/oss"       // GET: []OS (seeder)
 	PathTorrents        = "/torrents/"        // /torrents/<name>.torrent (seeder)
+	PathManifests       = "/manifests/"       // /manifests/<name>.json and .json.minisig: signed OS manifests (seeder)
 	PathWebSeed         = "/oss/"             // /oss/<name>/<file>, BEP 19 web seed (seeder)
 	PathAnnounce        = "/announce"         // HTTP tracker (seeder)
 	PathScrape          = "/scrape"           // HTTP tracker scrape (seeder)
@@ -54,16 +55,20 @@ type OS struct {
 	InfoHash string `json:"info_hash"` // hex; empty until hashed, and while Problem is set
 	// Problem says why the server does not serve the OS now (its files
 	// changed on disk after they were verified); empty when it does.
-	Problem string   `json:"problem,omitempty"`
-	Magnet  string   `json:"magnet,omitempty"`
-	Torrent string   `json:"torrent"` // path of the .torrent on the listener
-	Kernel  string   `json:"kernel,omitempty"`
-	Initrd  string   `json:"initrd,omitempty"`
-	Cmdline string   `json:"cmdline,omitempty"`
-	Bin     string   `json:"bin,omitempty"`
-	BinArgs []string `json:"binargs,omitempty"`
-	Args    []string `json:"args,omitempty"`
-	Files   []string `json:"files"`
+	Problem string `json:"problem,omitempty"`
+	Magnet  string `json:"magnet,omitempty"`
+	Torrent string `json:"torrent"` // path of the .torrent on the listener
+	// Manifest is the path of the OS's signed manifest on the listener
+	// (its signature is at Manifest + ".minisig"); empty for an unsigned
+	// OS. The client checks it with the keys in its own initramfs.
+	Manifest string   `json:"manifest,omitempty"`
+	Kernel   string   `json:"kernel,omitempty"`
+	Initrd   string   `json:"initrd,omitempty"`
+	Cmdline  string   `json:"cmdline,omitempty"`
+	Bin      string   `json:"bin,omitempty"`
+	BinArgs  []string `json:"binargs,omitempty"`
+	Args     []string `json:"args,omitempty"`
+	Files    []string `json:"files"`
 	// InitrdFiles are handed to the booted OS inside its initramfs: the
 	// client boots with Initrd, zero padding to 4 bytes and a newc
 	// archive holding each File at As (oss/initrdfiles.go).

@@ -63,6 +63,7 @@ type Config struct {
 	Init        bool   // running as PID 1
 	Verbose     bool
 	CPUProfile  string // file for a CPU profile of the run (outside /init)
+	Trust       string // trust settings file (trust.go; as /init the baked-in one)
 	// TrackerAfter is how long the boot API's peer list may fail before
 	// the torrent's trackers are asked (0: 15 s).
 	TrackerAfter time.Duration
@@ -126,6 +127,7 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	fs.StringVar(&cfg.ListenHost, "listen-host", "", "BitTorrent listen address (default: every address)")
 	fs.IntVar(&cfg.MaxAttempts, "attempts", 5, "give up after this many failed attempts (0: never)")
 	fs.BoolVar(&cfg.Verbose, "v", false, "debug logs")
+	fs.StringVar(&cfg.Trust, "trust", "", "trust settings file: policy and keys for signed OSes (as /init: the initramfs's)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file (tuning)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -207,7 +209,11 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, console, result io.
 	if !cfg.Init {
 		e.in = stdinKeys(ctx)
 	}
-	m := &machine{env: e, cfg: cfg, log: log, console: console, result: result, now: time.Now, sleep: sleepCtx}
+	tr, err := newClientTrust(cfg, e)
+	if err != nil {
+		return err
+	}
+	m := &machine{env: e, cfg: cfg, log: log, console: console, result: result, now: time.Now, sleep: sleepCtx, trust: tr}
 	return m.run(ctx)
 }
 

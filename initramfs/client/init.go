@@ -126,7 +126,11 @@ func runInit(ctx context.Context, con io.Writer, keys *keyReaders, log *slog.Log
 	log = log.With("mac", cfg.MAC)
 	e := &realEnv{cfg: cfg, api: a, log: log, console: con, in: keys.ch, keys: keys}
 	e.network = func(ctx context.Context) error { return e.initNetwork(ctx) }
-	m := &machine{env: e, cfg: cfg, log: log, console: con, result: con, now: time.Now, sleep: sleepCtx}
+	tr, err := newClientTrust(cfg, e)
+	if err != nil {
+		return err
+	}
+	m := &machine{env: e, cfg: cfg, log: log, console: con, result: con, now: time.Now, sleep: sleepCtx, trust: tr}
 	return m.run(ctx)
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/boottorrent/boottorrent/initramfs/bootapi"
+	"github.com/boottorrent/boottorrent/oss/manifest"
 )
 
 // env is everything the client's state machine does to the outside
@@ -52,6 +53,10 @@ type machine struct {
 	// tick is how often watch updates the console and checks whether a
 	// report is due (0: every second).
 	tick time.Duration
+
+	// trust checks signed OSes before they boot (trust.go); nil checks
+	// nothing.
+	trust *clientTrust
 
 	reportMu   sync.Mutex
 	reportFail bool
@@ -232,6 +237,17 @@ func (m *machine) fetchAndBoot(ctx context.Context, b *bootapi.Boot, o *bootapi.
 	m.say("downloading %s (%s)", o.DispName, human(o.Size))
 	m.log.Info("download start", "stage", "download", "os", o.Name, "bytes", o.Size)
 	m.report(ctx, &bootapi.Report{Stage: bootapi.StageDownload, OS: o.Name, BytesTotal: o.Size})
+	var signed *manifest.Verified
+	if m.trust != nil {
+		v, err := m.trust.before(ctx, o)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, errors.New(m.fail(ctx, "signature check of "+o.Name, o.Name, err, trustedHint))
+		}
+		signed = v
+	}
 	t0 := m.now()
 	dl, err := m.env.Download(ctx, b, o)
 	if err != nil {
@@ -264,6 +280,15 @@ func (m *machine) fetchAndBoot(ctx context.Context, b *bootapi.Boot, o *bootapi.
 		"from_peers", p.FromPeers, "from_seeder", p.FromSeeder, "from_webseed", p.FromWeb, "wasted", p.Wasted,
 		"wasted_seeder", p.WastedSeeder, "requests", p.Requests, "requests_withdrawn", p.Withdrawn, "requests_rejected", p.Rejected,
 		"seeder_redials", p.SeederDials)
+
+	if m.trust != nil {
+		if err := m.trust.after(signed, f); err != nil {
+			return nil, errors.New(m.fail(ctx, "signature check of "+o.Name, o.Name, err, trustedHint))
+		}
+		if signed != nil {
+			m.say("%s: every file matches the manifest signed by key %s (version %s)", o.Name, signed.KeyID, signed.Version)
+		}
+	}
 
 	t1 := m.now()
 	if st := b.SeedTime(); st > 0 {

@@ -99,6 +99,7 @@ func printPlan(w io.Writer, p *config.Project, hashes func(*config.Project) map[
 			fmt.Fprintf(w, "    %s  <-  %s\n", f.As, f.File)
 		}
 	}
+	printTrust(w, p, known)
 	if len(c.Machines) > 0 {
 		fmt.Fprintf(w, "\nMachines (%d):\n", len(c.Machines))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

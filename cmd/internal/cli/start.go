@@ -18,6 +18,7 @@ import (
 	"github.com/boottorrent/boottorrent/netboot"
 	"github.com/boottorrent/boottorrent/netboot/metrics"
 	"github.com/boottorrent/boottorrent/oss"
+	"github.com/boottorrent/boottorrent/oss/manifest"
 	"github.com/boottorrent/boottorrent/seeder"
 	"github.com/boottorrent/boottorrent/seeder/btlan"
 )
@@ -113,9 +114,13 @@ func serve(ctx context.Context, p *config.Project, log *slog.Logger) error {
 			qemu = true
 		}
 	}
+	trust, err := manifest.EncodeTrust(c.TrustSettings())
+	if err != nil {
+		return err
+	}
 	client, err := initramfs.Build(ctx, initramfs.Options{
 		Kernel: c.Client.Kernel, Modules: c.Client.Modules, ExtraModules: c.Client.ExtraModules,
-		Self: self, OutDir: p.OutDir(), QEMU: qemu, Logger: log,
+		Self: self, OutDir: p.OutDir(), QEMU: qemu, Trust: trust, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("build the boot client: %w", err)
@@ -181,8 +186,14 @@ func startSeeder(ctx context.Context, a *appliance, o seeder.Options) (*seeder.S
 	if err := sd.Start(ctx); err != nil {
 		// A corrupted OS is left out of the menu and not seeded; the
 		// others still boot. Anything else stops the start.
-		if !errors.Is(err, seeder.ErrCorrupt) {
+		if !errors.Is(err, seeder.ErrCorrupt) && !errors.Is(err, seeder.ErrUntrusted) {
 			return nil, fmt.Errorf("seeder: %w", err)
+		}
+		if errors.Is(err, seeder.ErrUntrusted) {
+			a.log.Error("not serving an OS refused by trust.policy: fix or sign it (boottorrent check shows why) and restart", "err", err)
+		}
+		if !errors.Is(err, seeder.ErrCorrupt) {
+			return sd, nil
 		}
 		a.log.Error("not serving a corrupted OS: its files changed on disk after they were hashed, or are damaged; replace them (or touch them to re-hash) and restart", "err", err)
 	}
