@@ -151,38 +151,12 @@ func splitSlash(p string) []string {
 	return out
 }
 
-// writeFileAtomic writes data to path via a temporary file and rename, so
-// a crash never leaves a half-written cache or torrent.
-func writeFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(data)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-	}
-	return err
-}
-
 func saveCache(p *config.Project, c *cacheEntry) error {
 	b, err := json.MarshalIndent(c, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(cachePath(p, c.Name), b)
+	return oss.WriteFileAtomic(cachePath(p, c.Name), b)
 }
 
 // metaInfoBytes renders the .torrent of an OS around its info dictionary.

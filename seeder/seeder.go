@@ -289,7 +289,7 @@ func (s *Seeder) prepare(ctx context.Context, st *osState) error {
 	if err != nil {
 		return fmt.Errorf("OS %s: %w", o.Name, err)
 	}
-	if err := writeFileAtomic(TorrentPath(p, o.Name), tb); err != nil {
+	if err := oss.WriteFileAtomic(TorrentPath(p, o.Name), tb); err != nil {
 		return fmt.Errorf("OS %s: write torrent: %w", o.Name, err)
 	}
 	var info metainfo.Info

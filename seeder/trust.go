@@ -155,7 +155,7 @@ func (s *Seeder) checkTrust(st *osState, ih metainfo.Hash) (*signedOS, error) {
 	}
 	if !v.Date.Equal(seen.Date) {
 		b, _ := json.MarshalIndent(seenManifest{Version: v.Version, Date: v.Date, KeyID: v.KeyID}, "", "  ")
-		if err := writeFileAtomic(seenPath, b); err != nil {
+		if err := oss.WriteFileAtomic(seenPath, b); err != nil {
 			s.log.Warn("newest manifest not recorded; an older one would not be noticed", "os", o.Name, "err", err)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/boottorrent/boottorrent/config"
+	"github.com/boottorrent/boottorrent/oss"
 	"github.com/boottorrent/boottorrent/oss/manifest"
 	"github.com/boottorrent/boottorrent/seeder"
 )
@@ -93,10 +94,10 @@ Verify with Debian's minisign: minisign -Vm oss/NAME/manifest.json -p KEY.pub`)
 		return err
 	}
 	mp := filepath.Join(o.Dir, manifest.FileName)
-	if err := writeAtomic(mp, body); err != nil {
+	if err := oss.WriteFileAtomic(mp, body); err != nil {
 		return err
 	}
-	if err := writeAtomic(filepath.Join(o.Dir, manifest.SigName), sig); err != nil {
+	if err := oss.WriteFileAtomic(filepath.Join(o.Dir, manifest.SigName), sig); err != nil {
 		return err
 	}
 	id := manifest.KeyID(sec.ID())
@@ -232,28 +233,6 @@ signs and verifies with them.`)
 	fmt.Fprintf(env.Stdout, "key %s\n  secret %s.key (keep it off the appliance if you can)\n  public %s.pub: add it to trust.keys in %s\n",
 		manifest.KeyID(pub.ID()), *out, *out, config.FileName)
 	return nil
-}
-
-// writeAtomic writes data to path through a temporary file and a rename.
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(data)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-	}
-	return err
 }
 
 // printTrust prints the trust settings and each OS's signature state
