@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/boottorrent/boottorrent/initramfs/bootapi"
-	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 	"github.com/chromedp/chromedp"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -33,10 +32,6 @@ import (
 // BOOTTORRENT_SCREENSHOT=path also writes the screenshot there (the
 // README's docs/dashboard.png).
 func TestDashboardInBrowser(t *testing.T) {
-	nstest.Skip(t)
-	if m, _ := filepath.Glob("/boot/vmlinuz-*"); len(m) == 0 {
-		t.Skip("needs a kernel for the boot client: apt-get install linux-image-amd64")
-	}
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
 		t.Skip("needs Debian's chromium: apt-get install chromium")
@@ -45,18 +40,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err != nil {
 		t.Skip("needs tmux: apt-get install tmux")
 	}
-	binary := nstest.Static(t, nstest.Boottorrent)
-	_, hosts := nstest.LAN(t, "10.79.0.1/24", "10.79.0.2/24")
-	srv, lab := hosts[0], hosts[1]
-
-	dir := t.TempDir()
-	write := func(p string, data []byte) {
-		t.Helper()
-		os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755)
-		if err := os.WriteFile(filepath.Join(dir, p), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	binary, srv, lab, dir, write := serverLab(t, "10.79.0.1/24", "10.79.0.2/24")
 	names := "machines:\n"
 	for i := range 8 {
 		names += fmt.Sprintf("  52:54:00:00:01:%02x: {name: lab-%02d, os: debian}\n", i, i+5)

@@ -65,22 +65,7 @@ func get(t *testing.T, c *http.Client, url string) []byte {
 // namespace, that a second instance refuses to start, and that SIGTERM
 // stops it cleanly; then that a restart reuses the cached work.
 func TestStartLifecycle(t *testing.T) {
-	nstest.Skip(t)
-	if m, _ := filepath.Glob("/boot/vmlinuz-*"); len(m) == 0 {
-		t.Skip("needs a kernel for the boot client: apt-get install linux-image-amd64")
-	}
-	binary := nstest.Static(t, nstest.Boottorrent)
-	_, hosts := nstest.LAN(t, "10.77.0.1/24", "10.77.0.2/24")
-	srv, cli := hosts[0], hosts[1]
-
-	dir := t.TempDir()
-	write := func(p string, data []byte) {
-		t.Helper()
-		os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755)
-		if err := os.WriteFile(filepath.Join(dir, p), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	binary, srv, cli, dir, write := serverLab(t, "10.77.0.1/24", "10.77.0.2/24")
 	write("Boottorrent.yaml", []byte(`version: 1
 server:
   interface: eth0

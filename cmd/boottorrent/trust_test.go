@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/boottorrent/boottorrent/initramfs/bootapi"
-	"github.com/boottorrent/boottorrent/netboot/netns/nstest"
 	"github.com/boottorrent/boottorrent/oss/manifest"
 )
 
@@ -23,21 +22,7 @@ import (
 // are not in the menu. Then an older manifest put back is refused at the
 // next start.
 func TestStartTrustRequire(t *testing.T) {
-	nstest.Skip(t)
-	if m, _ := filepath.Glob("/boot/vmlinuz-*"); len(m) == 0 {
-		t.Skip("needs a kernel for the boot client: apt-get install linux-image-amd64")
-	}
-	binary := nstest.Static(t, nstest.Boottorrent)
-	_, hosts := nstest.LAN(t, "10.78.0.1/24", "10.78.0.2/24")
-	srv, cli := hosts[0], hosts[1]
-	dir := t.TempDir()
-	write := func(p string, data []byte) {
-		t.Helper()
-		os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755)
-		if err := os.WriteFile(filepath.Join(dir, p), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	binary, srv, cli, dir, write := serverLab(t, "10.78.0.1/24", "10.78.0.2/24")
 	cmd := func(args ...string) string {
 		t.Helper()
 		c := srv.Command(context.Background(), binary, args...)
